@@ -1,0 +1,215 @@
+//! Accounts: create-on-first-login, password verification with its cache, registration gates,
+//! deletion and blocking. Shared by SMTP AUTH, IMAP LOGIN/AUTHENTICATE, HTTP and the CLI.
+//!
+//! In: a login name and password from a TLS-protected session. Out: the `Account`, or one
+//! indistinguishable failure (ACC-13) whose reason goes only to the log and metrics.
+//! Never: log an address above debug, log or store a password, create an account over cleartext.
+
+mod cache;
+pub mod credentials;
+mod gates;
+pub mod password;
+pub mod secret;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::address::Address;
+use crate::config::{Config, ConfigHandle};
+use crate::metrics::Metrics;
+use crate::store::{Account, CreateOutcome, DeleteReason, Store, StoreError};
+
+pub use gates::{GateClosed, disk_free};
+pub use secret::Secret;
+
+/// Why a login failed. Clients see the same reply for all of them (ACC-13).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown address or wrong password")]
+    Invalid,
+    #[error("account blocked")]
+    Blocked,
+    #[error("address deleted")]
+    Tombstoned,
+    #[error("address or password does not meet the rules")]
+    Rules,
+    #[error("registration refused: {}", .0.label())]
+    Gate(GateClosed),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl AuthError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Blocked => "blocked",
+            Self::Tombstoned => "tombstone",
+            Self::Rules => "rules",
+            Self::Gate(g) => g.label(),
+            Self::Store(_) => "store",
+        }
+    }
+}
+
+pub struct Accounts {
+    store: Store,
+    config: ConfigHandle,
+    secret: Secret,
+    cache: cache::LoginCache,
+    verify_slots: Semaphore,
+    gates: gates::Gates,
+    metrics: Metrics,
+}
+
+impl Accounts {
+    pub fn new(store: Store, config: ConfigHandle, secret: Secret, metrics: Metrics) -> Arc<Self> {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let data_dir = config.get().data_dir.clone();
+        Arc::new(Self {
+            store,
+            config,
+            secret,
+            cache: cache::LoginCache::default(),
+            verify_slots: Semaphore::new(cpus),
+            gates: gates::Gates::new(data_dir),
+            metrics,
+        })
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether a new account could be created right now (for `/new`).
+    pub fn registration_open(&self) -> Result<(), GateClosed> {
+        self.gates.check(&self.config.get())
+    }
+
+    /// Log in, creating the account on a valid first login (ACC-8..ACC-14). `protocol` is the
+    /// metric label (`imap`, `smtp`).
+    pub async fn login(&self, user: &str, password: &str, protocol: &'static str) -> Result<Account, AuthError> {
+        let res = self.login_inner(user, password, true).await;
+        if let Err(e) = &res {
+            self.metrics.login_failure(protocol);
+            tracing::info!(reason = e.reason(), proto = protocol, "login failed");
+        }
+        res
+    }
+
+    /// Verify existing credentials without ever creating an account (`/account/delete`).
+    pub async fn verify_existing(&self, user: &str, password: &str) -> Result<Account, AuthError> {
+        self.login_inner(user, password, false).await
+    }
+
+    async fn login_inner(&self, user: &str, password: &str, may_create: bool) -> Result<Account, AuthError> {
+        let addr = user.trim().to_lowercase();
+        if addr.is_empty() || password.is_empty() || addr.len() > 254 || password.len() > 1024 {
+            return Err(AuthError::Invalid);
+        }
+        match self.store.account_by_address(&addr).await? {
+            Some(acc) => self.check_existing(acc, &addr, password).await,
+            None if may_create => self.create(&addr, password).await,
+            None => Err(AuthError::Invalid),
+        }
+    }
+
+    async fn check_existing(&self, acc: Account, addr: &str, password: &str) -> Result<Account, AuthError> {
+        if acc.blocked {
+            return Err(AuthError::Blocked);
+        }
+        let key = self.secret.keyed_hash(&[b"login", addr.as_bytes(), password.as_bytes()]);
+        if !self.cache.hit(&key, acc.id, &acc.password_hash) {
+            let verdict = self.run_hash_job({
+                let (pw, stored) = (password.to_string(), acc.password_hash.clone());
+                move || password::verify(&pw, &stored)
+            })
+            .await?;
+            match verdict {
+                password::Verified::Wrong => return Err(AuthError::Invalid),
+                password::Verified::OkNeedsRehash => {
+                    let pw = password.to_string();
+                    if let Ok(Ok(h)) = self.run_hash_job(move || password::hash(&pw)).await {
+                        self.store.set_password_hash(acc.id, h.clone()).await?;
+                        self.cache.insert(key, acc.id, &h);
+                        self.store.touch_login(&acc).await?;
+                        return Ok(Account { password_hash: h, ..acc });
+                    }
+                }
+                password::Verified::Ok => self.cache.insert(key, acc.id, &acc.password_hash),
+            }
+        }
+        self.store.touch_login(&acc).await?;
+        Ok(acc)
+    }
+
+    async fn create(&self, addr: &str, password: &str) -> Result<Account, AuthError> {
+        let cfg = self.config.get();
+        let tombstone = self.secret.tombstone(addr);
+        if !valid_new_address(&cfg, addr) || password.chars().count() < cfg.password_min_length {
+            self.refused("rules");
+            return Err(AuthError::Rules);
+        }
+        if let Err(g) = self.gates.check(&cfg) {
+            self.refused(g.label());
+            return Err(AuthError::Gate(g));
+        }
+        let pw = password.to_string();
+        let hash = self.run_hash_job(move || password::hash(&pw)).await?.map_err(|_| AuthError::Invalid)?;
+        match self.store.create_account(addr, hash, tombstone).await? {
+            CreateOutcome::Created(acc) => {
+                self.metrics.accounts_created.inc();
+                self.metrics.accounts.inc();
+                tracing::info!("account created");
+                let key = self.secret.keyed_hash(&[b"login", addr.as_bytes(), password.as_bytes()]);
+                self.cache.insert(key, acc.id, &acc.password_hash);
+                Ok(acc)
+            }
+            // ACC-12: a concurrent first login won; verify against its password.
+            CreateOutcome::AlreadyExists(acc) => self.check_existing(acc, addr, password).await,
+            CreateOutcome::Tombstoned => Err(AuthError::Tombstoned),
+        }
+    }
+
+    fn refused(&self, reason: &'static str) {
+        self.metrics.registrations_refused.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// Run a CPU-heavy hash job on a blocking thread, at most one per CPU at a time (ACC-21).
+    async fn run_hash_job<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+        let _permit = self.verify_slots.acquire().await.map_err(|_| AuthError::Store(StoreError::Closed))?;
+        tokio::task::spawn_blocking(f).await.map_err(|_| AuthError::Store(StoreError::Closed))
+    }
+
+    /// Delete an account and everything it owns, tombstoning the address (ACC-26..ACC-30).
+    pub async fn delete(&self, acc: &Account, reason: DeleteReason) -> Result<(), StoreError> {
+        self.store.delete_account(acc.id, self.secret.tombstone(&acc.address)).await?;
+        self.cache.forget(acc.id);
+        self.metrics.accounts_deleted.get_or_create(&vec![("reason", reason.label())]).inc();
+        self.metrics.accounts.dec();
+        tracing::info!(reason = reason.label(), "account deleted");
+        Ok(())
+    }
+
+    /// Block an account (ACC-36): logins and incoming mail refused, sessions closed.
+    pub async fn block(&self, acc: &Account) -> Result<(), StoreError> {
+        self.store.set_blocked(acc.id, true).await?;
+        self.cache.forget(acc.id);
+        Ok(())
+    }
+}
+
+/// ACC-2: the rules for a NEW address.
+pub fn valid_new_address(cfg: &Config, addr: &str) -> bool {
+    let Ok(a) = Address::parse(addr) else { return false };
+    let local = a.local();
+    a.as_str() == addr
+        && a.domain() == cfg.mail_domain.to_lowercase()
+        && (cfg.username_min_length..=cfg.username_max_length).contains(&local.len())
+        && local.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
+}

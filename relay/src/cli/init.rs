@@ -1,0 +1,55 @@
+//! `chatrelay init DOMAIN`: a commented config with every default, data_dir (0700), the DKIM key
+//! and the keyed-hash secret (OPS-1). Refuses to overwrite an existing config or key.
+
+use std::path::Path;
+
+use super::Failure;
+use crate::accounts::Secret;
+use crate::outbound::dkim_key;
+
+const TEMPLATE: &str = include_str!("../../../config/chatrelay.toml");
+
+pub fn run(domain: Option<String>, config: &Path, from_ini: Option<&Path>) -> Result<(), Failure> {
+    if from_ini.is_some() {
+        return Err(Failure::Usage("--from-chatmail-ini is not available yet".into()));
+    }
+    let Some(domain) = domain else {
+        return Err(Failure::Usage("init needs the mail domain, e.g. `chatrelay init chat.example.org`".into()));
+    };
+    if domain.is_empty() || domain.contains(['@', '/', ' ', '"']) {
+        return Err(Failure::Usage(format!("{domain:?} is not a domain name")));
+    }
+    if config.exists() {
+        return Err(Failure::Runtime(format!("{} already exists; not overwriting it", config.display())));
+    }
+    let text = TEMPLATE.replacen("mail_domain = \"chat.example.org\"", &format!("mail_domain = \"{domain}\""), 1);
+    let cfg = crate::config::load_str(&text, &config.display().to_string()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let key_path = cfg.dkim.key.clone().unwrap_or_else(|| dkim_key::default_path(&cfg.data_dir));
+    if key_path.exists() {
+        return Err(Failure::Runtime(format!("{} already exists; not overwriting it", key_path.display())));
+    }
+    create_private_dir(&cfg.data_dir)?;
+    if let Some(parent) = config.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Failure::Runtime(format!("{}: {e}", parent.display())))?;
+    }
+    std::fs::write(config, text).map_err(|e| Failure::Runtime(format!("{}: {e}", config.display())))?;
+    dkim_key::ensure(&key_path).map_err(Failure::runtime)?;
+    Secret::load_or_create(&cfg.data_dir).map_err(|e| Failure::Runtime(format!("secret: {e}")))?;
+    println!("Wrote {} and created {}.", config.display(), cfg.data_dir.display());
+    println!("Next steps:");
+    println!("  1. Review the config: {}", config.display());
+    println!("  2. Publish the DNS records:  chatrelay dns --config {}", config.display());
+    println!("  3. Start the relay:          systemctl enable --now chatrelay");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| Failure::Runtime(format!("{}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Failure::Runtime(format!("{}: {e}", dir.display())))?;
+    }
+    Ok(())
+}

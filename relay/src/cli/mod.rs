@@ -1,0 +1,126 @@
+//! The command line (config.md "CLI"). Exit codes: 0 success, 1 runtime error, 2 usage or config
+//! error, each failure with one clear line on stderr (OPS-21).
+
+mod init;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::OnceLock;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+pub const DEFAULT_CONFIG: &str = "/etc/chatrelay/chatrelay.toml";
+
+#[derive(Parser, Debug)]
+#[command(name = "chatrelay", version, about = "A chatmail relay in one binary")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every listener and background task; SIGTERM drains and exits, SIGHUP reloads.
+    Serve {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Write a commented config, create data_dir, the DKIM key and the keyed-hash secret.
+    Init {
+        /// The mail domain (also the host name).
+        domain: Option<String>,
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Convert a chatmail/relay chatmail.ini instead of starting from defaults.
+        #[arg(long)]
+        from_chatmail_ini: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective config with defaults filled in.
+    CheckConfig {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// Failure of a subcommand, mapped to the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+impl Failure {
+    pub fn runtime(e: impl std::fmt::Display) -> Self {
+        Self::Runtime(e.to_string())
+    }
+}
+
+static CONFIG_PATH: OnceLock<PathBuf> = OnceLock::new();
+
+/// The config file `serve` was started with (SIGHUP reloads it).
+pub fn config_path() -> Option<PathBuf> {
+    CONFIG_PATH.get().cloned()
+}
+
+pub fn load_config(path: &Path) -> Result<Config, Failure> {
+    config::load(path).map_err(|e| Failure::Usage(e.errors.join("\n")))
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("chatrelay: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("chatrelay: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Failure::runtime)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = load_config(&config)?;
+            let _ = CONFIG_PATH.set(config);
+            runtime()?.block_on(serve(cfg))
+        }
+        Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
+        Command::CheckConfig { config } => {
+            let cfg = load_config(&config)?;
+            let text = toml::to_string_pretty(&cfg).map_err(Failure::runtime)?;
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> Result<(), Failure> {
+    if cfg.dkim.key.is_none() {
+        crate::outbound::dkim_key::ensure(&crate::outbound::dkim_key::default_path(&cfg.data_dir)).map_err(Failure::runtime)?;
+    }
+    let (ctx, _lock) = crate::server::build_context(cfg).map_err(Failure::runtime)?;
+    crate::server::run(ctx).await.map_err(Failure::runtime)
+}

@@ -1,0 +1,318 @@
+//! The typed configuration tree of config.md.
+//!
+//! In: a TOML file plus `CHATRELAY_` environment overrides (see `load.rs`). Out: `Config`, with every
+//! default filled in. Unknown keys are errors; every error of a file is reported together.
+//! Other modules take the sub-struct they need, never mutate it; SIGHUP swaps a whole new `Config`
+//! in the `ConfigHandle`.
+
+mod load;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use load::{ConfigError, load, load_str};
+pub use units::{ByteSize, ConfDuration};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mail_domain: String,
+    pub data_dir: PathBuf,
+
+    pub username_min_length: usize,
+    pub username_max_length: usize,
+    pub password_min_length: usize,
+    pub registration: Registration,
+    pub max_load_1m: f64,
+    pub min_available_memory: ByteSize,
+    pub min_free_disk_space: ByteSize,
+
+    pub max_user_send_per_minute: u32,
+    pub max_user_send_burst_size: u32,
+    pub max_message_size: ByteSize,
+    pub max_mailbox_size: ByteSize,
+    pub max_smtp_connections: usize,
+    pub max_imap_connections: usize,
+    pub max_smtp_recipients: usize,
+
+    pub delete_mails_after: ConfDuration,
+    pub delete_large_after: ConfDuration,
+    pub large_message_size: ByteSize,
+    pub delete_inactive_users_after: ConfDuration,
+    pub expire_interval: ConfDuration,
+
+    pub listen: Listen,
+    pub tls: Tls,
+    pub dkim: Dkim,
+    pub delivery: Delivery,
+    pub push: Push,
+    pub server_metadata: ServerMetadata,
+    pub privacy: Privacy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
+/// Listener addresses: "one address or a list; an empty list disables the listener".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    #[serde(deserialize_with = "addr_list")]
+    pub smtp: Vec<SocketAddr>,
+    #[serde(deserialize_with = "addr_list")]
+    pub submission: Vec<SocketAddr>,
+    #[serde(deserialize_with = "addr_list")]
+    pub submissions: Vec<SocketAddr>,
+    #[serde(deserialize_with = "addr_list")]
+    pub imap: Vec<SocketAddr>,
+    #[serde(deserialize_with = "addr_list")]
+    pub imaps: Vec<SocketAddr>,
+    #[serde(deserialize_with = "addr_list")]
+    pub http: Vec<SocketAddr>,
+    #[serde(deserialize_with = "addr_list")]
+    pub https: Vec<SocketAddr>,
+    #[serde(deserialize_with = "addr_list")]
+    pub metrics: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Acme,
+    Files,
+    SelfSigned,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub mode: TlsMode,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub acme_email: String,
+    pub acme_directory: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dkim {
+    pub selector: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    pub resolver: String,
+    pub smtp_port: u16,
+    pub https_port: u16,
+    pub try_https: bool,
+    pub require_valid_tls: bool,
+    pub extra_root_certs: String,
+    pub queue_lifetime: ConfDuration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Push {
+    pub notify_url: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerMetadata {
+    pub iroh_relay: String,
+    pub turn: String,
+    pub appversions: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    pub postal: String,
+    pub mail: String,
+    pub pdo: String,
+    pub supervisor: String,
+}
+
+fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+    list.iter().filter_map(|a| a.parse().ok()).collect()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mail_domain: String::new(),
+            data_dir: PathBuf::from("/var/lib/chatrelay"),
+            username_min_length: 9,
+            username_max_length: 9,
+            password_min_length: 9,
+            registration: Registration::Open,
+            max_load_1m: 5.0,
+            min_available_memory: ByteSize(200 * 1024 * 1024),
+            min_free_disk_space: ByteSize(1024 * 1024 * 1024),
+            max_user_send_per_minute: 60,
+            max_user_send_burst_size: 10,
+            max_message_size: ByteSize(31_457_280),
+            max_mailbox_size: ByteSize(500 * 1024 * 1024),
+            max_smtp_connections: 1000,
+            max_imap_connections: 10_000,
+            max_smtp_recipients: 1000,
+            delete_mails_after: ConfDuration::from_secs(20 * 86_400),
+            delete_large_after: ConfDuration::from_secs(7 * 86_400),
+            large_message_size: ByteSize(200_000),
+            delete_inactive_users_after: ConfDuration::from_secs(90 * 86_400),
+            expire_interval: ConfDuration::from_secs(3600),
+            listen: Listen::default(),
+            tls: Tls::default(),
+            dkim: Dkim::default(),
+            delivery: Delivery::default(),
+            push: Push::default(),
+            server_metadata: ServerMetadata::default(),
+            privacy: Privacy::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            smtp: addrs(&["[::]:25"]),
+            submission: addrs(&["[::]:587"]),
+            submissions: addrs(&["[::]:465"]),
+            imap: addrs(&["[::]:143"]),
+            imaps: addrs(&["[::]:993"]),
+            http: addrs(&["[::]:80"]),
+            https: addrs(&["[::]:443"]),
+            metrics: Vec::new(),
+        }
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::Acme,
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            acme_email: String::new(),
+            acme_directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+        }
+    }
+}
+
+impl Default for Dkim {
+    fn default() -> Self {
+        Self { selector: "dkim".into(), key: None }
+    }
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            resolver: "system".into(),
+            smtp_port: 25,
+            https_port: 443,
+            try_https: true,
+            require_valid_tls: true,
+            extra_root_certs: String::new(),
+            queue_lifetime: ConfDuration::from_secs(2 * 86_400),
+        }
+    }
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Self { notify_url: "https://notifications.delta.chat/notify".into() }
+    }
+}
+
+fn addr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) if s.trim().is_empty() => Vec::new(),
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    };
+    list.iter()
+        .map(|s| {
+            s.trim().parse::<SocketAddr>().map_err(|_| {
+                serde::de::Error::custom(format!("invalid listen address {s:?}: expected IP:PORT, e.g. \"[::]:25\" or \"127.0.0.1:2525\""))
+            })
+        })
+        .collect()
+}
+
+impl Config {
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("chatrelay.db")
+    }
+
+    /// Whether push is enabled (PUSH-6).
+    pub fn push_enabled(&self) -> bool {
+        !self.push.notify_url.trim().is_empty()
+    }
+
+    /// Semantic checks that serde cannot express. Returns every problem found.
+    fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let d = self.mail_domain.trim();
+        if d.is_empty() {
+            errs.push("mail_domain is required".to_string());
+        } else if d.contains(['@', ' ', '/']) || d != self.mail_domain {
+            errs.push(format!("mail_domain {:?} is not a domain name", self.mail_domain));
+        }
+        if self.username_min_length == 0 || self.username_min_length > self.username_max_length {
+            errs.push("username_min_length must be between 1 and username_max_length".into());
+        }
+        if self.max_user_send_per_minute == 0 {
+            errs.push("max_user_send_per_minute must be at least 1".into());
+        }
+        if self.max_smtp_connections < 5 || self.max_imap_connections < 5 {
+            errs.push("max_smtp_connections and max_imap_connections must be at least 5".into());
+        }
+        if self.tls.mode == TlsMode::Files && (self.tls.cert.as_os_str().is_empty() || self.tls.key.as_os_str().is_empty()) {
+            errs.push("tls.mode = \"files\" needs tls.cert and tls.key".into());
+        }
+        if self.delivery.resolver != "system" && self.delivery.resolver.parse::<SocketAddr>().is_err() {
+            errs.push(format!("delivery.resolver {:?} must be \"system\" or IP:PORT", self.delivery.resolver));
+        }
+        errs
+    }
+}
+
+/// The live config, swapped whole on SIGHUP. Readers take a cheap `Arc` snapshot.
+#[derive(Clone)]
+pub struct ConfigHandle(Arc<RwLock<Arc<Config>>>);
+
+impl ConfigHandle {
+    pub fn new(cfg: Config) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(cfg))))
+    }
+    pub fn get(&self) -> Arc<Config> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+    pub fn replace(&self, cfg: Config) {
+        match self.0.write() {
+            Ok(mut g) => *g = Arc::new(cfg),
+            Err(p) => *p.into_inner() = Arc::new(cfg),
+        }
+    }
+}

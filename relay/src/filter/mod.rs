@@ -1,0 +1,1 @@
+//! The acceptance checks between SMTP/`/mxdeliv` and the store. Filled in by the SMTP issue.

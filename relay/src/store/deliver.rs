@@ -1,0 +1,106 @@
+//! The delivery transaction: every local recipient gets a row in its INBOX and every remote
+//! domain a queue entry, all in one commit, so a message is either fully accepted or not at all
+//! (SMTP-48, SMTP-49). The commit publishes `MessageStored` and wakes the outbound scheduler.
+
+use rusqlite::params;
+
+use super::accounts::AccountId;
+use super::blobs::BlobId;
+use super::events::{MessageStored, StoreEvent};
+use super::mailbox::{Flags, MailboxId, inbox_id, insert_message};
+use super::{Result, Store, now_millis, now_secs};
+
+#[derive(Debug, Clone)]
+pub struct RemoteBatch {
+    pub domain: String,
+    pub rcpts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// Envelope sender; empty for bounces.
+    pub sender: String,
+    pub sender_account: Option<AccountId>,
+    /// Local recipients (deduplicated here) and the blob they all share.
+    pub local: Vec<AccountId>,
+    pub local_blob: Option<(BlobId, u64)>,
+    /// Remote recipients grouped by domain and the (signed) blob they share.
+    pub remote: Vec<RemoteBatch>,
+    pub remote_blob: Option<BlobId>,
+    /// Create push jobs for stored messages (false when `push.notify_url` is empty).
+    pub push: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryReceipt {
+    pub stored: Vec<(AccountId, MailboxId, u32)>,
+    pub queue_ids: Vec<String>,
+}
+
+impl Store {
+    /// Store and enqueue in one durable transaction. On error nothing is kept, blobs included.
+    pub async fn deliver(&self, d: Delivery) -> Result<DeliveryReceipt> {
+        let cleanup: Vec<BlobId> =
+            d.local_blob.iter().map(|(b, _)| b.clone()).chain(d.remote_blob.iter().cloned()).collect();
+        let res = self.write(move |tx| deliver_in_tx(tx, &d)).await;
+        if res.is_err() {
+            for b in cleanup {
+                let _ = std::fs::remove_file(self.blob_path(&b));
+            }
+        }
+        res
+    }
+}
+
+pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Result<DeliveryReceipt> {
+    let mut receipt = DeliveryReceipt::default();
+    let now = now_secs();
+    let now_ms = now_millis();
+    if let Some((blob, size)) = &d.local_blob {
+        let mut seen = Vec::with_capacity(d.local.len());
+        for &account in &d.local {
+            if seen.contains(&account) {
+                continue;
+            }
+            seen.push(account);
+            let mailbox = inbox_id(tx, account)?;
+            let uid = insert_message(tx, mailbox, blob, *size, now, Flags::default(), "")?;
+            let notify = d.sender_account != Some(account);
+            if notify && d.push {
+                super::push::enqueue_for_account(tx, account, now_ms)?;
+            }
+            tx.publish(StoreEvent::Stored(MessageStored {
+                account,
+                mailbox,
+                uid,
+                size: *size,
+                notify,
+                stored_at_ms: now_ms,
+            }));
+            receipt.stored.push((account, mailbox, uid));
+        }
+    }
+    if let Some(blob) = &d.remote_blob {
+        for batch in &d.remote {
+            if batch.rcpts.is_empty() {
+                continue;
+            }
+            let id = BlobId::random().0[..16].to_string();
+            tx.execute(
+                "INSERT INTO queue(id, blob, sender, sender_account, domain, created_at, next_attempt)
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![id, blob.0, d.sender, d.sender_account, batch.domain, now],
+            )?;
+            for r in &batch.rcpts {
+                tx.execute("INSERT OR IGNORE INTO queue_rcpts(queue_id, rcpt) VALUES(?1, ?2)", params![id, r])?;
+            }
+            receipt.queue_ids.push(id);
+        }
+        if !receipt.queue_ids.is_empty() {
+            tx.publish(StoreEvent::QueueChanged);
+        } else {
+            tx.release_blob(blob.clone());
+        }
+    }
+    Ok(receipt)
+}

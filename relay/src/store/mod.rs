@@ -1,0 +1,218 @@
+//! The store: the only writer of accounts, mailboxes, messages, metadata, push jobs and the queue.
+//!
+//! In: typed calls from the protocol stages. Out: committed state plus `StoreEvent`s published
+//! after each commit (IMAP IDLE and the push notifier listen to them).
+//! Rules: rusqlite types never leave this module; no SQLite call runs on a tokio runtime thread
+//! (writes go to one writer thread that group-commits, reads to `spawn_blocking`); a write that
+//! returned `Ok` is on stable storage (message file and directory fsync'd, WAL fsync'd with
+//! `synchronous = FULL`). A later PostgreSQL + S3 backend replaces this module behind the same API.
+
+mod accounts;
+mod blobs;
+mod deliver;
+mod events;
+mod mailbox;
+mod metadata;
+mod push;
+mod queue;
+mod retention;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use accounts::{Account, AccountId, CreateOutcome, DeleteReason};
+pub use blobs::{BlobId, BlobWriter};
+pub use deliver::{Delivery, DeliveryReceipt, RemoteBatch};
+pub use events::{Events, MailboxEvent, MessageStored, Subscription};
+pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
+pub use push::PushJob;
+pub use queue::{QueueEntry, QueueRcpt};
+pub use retention::{ExpiryReport, RetentionPolicy};
+
+/// Errors of the store. Callers map them to a protocol reply (`451 4.3.0 Local error`, IMAP `NO`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("message file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database schema version {found} is newer than this chatrelay knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("the store is shut down")]
+    Closed,
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Exists,
+    #[error("over quota")]
+    OverQuota,
+    #[error("limit reached: {0}")]
+    Limit(&'static str),
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+struct Inner {
+    db_path: PathBuf,
+    blob_dir: PathBuf,
+    writer: writer::Writer,
+    readers: Mutex<Vec<Connection>>,
+    events: Events,
+}
+
+/// Cheap to clone; all clones share one writer thread and one reader pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+const READER_POOL: usize = 8;
+
+fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Open (creating if needed) the store under `data_dir`, migrating the schema.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let db_path = data_dir.join("chatrelay.db");
+        let blob_dir = data_dir.join("blobs");
+        std::fs::create_dir_all(&blob_dir)?;
+        let mut conn = open_conn(&db_path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        schema::migrate(&mut conn, &db_path)?;
+        let events = Events::new();
+        let writer = writer::Writer::spawn(conn, events.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner { db_path, blob_dir, writer, readers: Mutex::new(Vec::new()), events }),
+        })
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// Run `f` in the writer thread inside the current group transaction. `f`'s changes are rolled
+    /// back alone if it fails; the returned future resolves only after the commit is durable.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut writer::Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.inner.writer.submit(f).await
+    }
+
+    /// Run a read-only query on a pooled connection off the async threads.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.with_reader(f)).await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Synchronous read for code that already runs on a blocking thread.
+    pub(crate) fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.inner.with_reader(f)
+    }
+
+    /// Path of a blob's file, for streaming it out (IMAP FETCH, outbound).
+    pub fn blob_path(&self, id: &BlobId) -> PathBuf {
+        blobs::path_of(&self.inner.blob_dir, id)
+    }
+
+    /// Start writing a new message file. `finish()` makes it durable; the caller then references
+    /// it in a `deliver`, `append` or `enqueue` call.
+    pub async fn new_blob(&self) -> Result<BlobWriter> {
+        BlobWriter::create(&self.inner.blob_dir).await
+    }
+
+    pub fn blob_dir(&self) -> &Path {
+        &self.inner.blob_dir
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.inner.db_path
+    }
+
+    /// A cheap read plus write round trip, for `/healthz`.
+    pub async fn health_check(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM kv", [], |r| r.get::<_, i64>(0))?)).await?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO kv(key, value) VALUES('health', strftime('%s','now'))
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Remove files of blobs that no row references any more. Called after deletions commit.
+    pub(crate) async fn drop_unreferenced(&self, candidates: Vec<BlobId>) {
+        if candidates.is_empty() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let unreferenced = inner.with_reader(|c| blobs::unreferenced(c, &candidates));
+            if let Ok(list) = unreferenced {
+                for id in list {
+                    let _ = std::fs::remove_file(blobs::path_of(&inner.blob_dir, &id));
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Inner {
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().ok().and_then(|mut p| p.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < READER_POOL {
+                pool.push(conn);
+            }
+        }
+        out
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Days since the Unix epoch, UTC (last-login granularity, ACC-24).
+pub fn today() -> i64 {
+    now_secs().div_euclid(86_400)
+}

@@ -1,0 +1,59 @@
+//! Push tokens and durable push jobs (push.md). At most one pending job per token (PUSH-13).
+
+use rusqlite::params;
+
+use super::accounts::AccountId;
+use super::writer::Tx;
+use super::{Result, Store};
+
+/// Tokens are valid for 90 days after they were last set (IMAP-37).
+pub const TOKEN_LIFETIME_SECS: i64 = 90 * 86_400;
+
+#[derive(Debug, Clone)]
+pub struct PushJob {
+    pub id: i64,
+    pub account: AccountId,
+    pub token: String,
+    pub created_at_ms: i64,
+    pub first_attempt_ms: Option<i64>,
+    pub next_attempt_ms: i64,
+    pub attempts: u32,
+}
+
+/// Create (or keep) one pending job per valid token of the account.
+pub(crate) fn enqueue_for_account(tx: &Tx<'_>, account: AccountId, now_ms: i64) -> Result<()> {
+    let now = now_ms / 1000;
+    tx.prepare_cached(
+        "INSERT INTO push_jobs(account_id, token, created_at, next_attempt)
+         SELECT account_id, token, ?2, ?2 FROM push_tokens
+         WHERE account_id = ?1 AND set_at > ?3 AND set_at <= ?4
+         ON CONFLICT(account_id, token) DO NOTHING",
+    )?
+    .execute(params![account, now_ms, now - TOKEN_LIFETIME_SECS, now + 60])?;
+    Ok(())
+}
+
+impl Store {
+    /// Jobs due at `now_ms`, first attempts before retries (PUSH-12).
+    pub async fn due_push_jobs(&self, now_ms: i64, limit: usize) -> Result<Vec<PushJob>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, account_id, token, created_at, first_attempt, next_attempt, attempts FROM push_jobs
+                 WHERE next_attempt <= ?1 ORDER BY attempts > 0, next_attempt LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![now_ms, limit as i64], |r| {
+                Ok(PushJob {
+                    id: r.get(0)?,
+                    account: r.get(1)?,
+                    token: r.get(2)?,
+                    created_at_ms: r.get(3)?,
+                    first_attempt_ms: r.get(4)?,
+                    next_attempt_ms: r.get(5)?,
+                    attempts: r.get::<_, i64>(6)? as u32,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}

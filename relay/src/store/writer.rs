@@ -1,0 +1,172 @@
+//! The single writer thread with group commit.
+//!
+//! Jobs queue up on a channel; the thread takes everything waiting (up to `MAX_BATCH`), runs each
+//! job in its own savepoint inside one `BEGIN IMMEDIATE` transaction, commits once (one WAL fsync
+//! for the whole batch), publishes the events of the jobs that succeeded, removes files of blobs
+//! that became unreferenced, and only then answers the callers. So durability is never weakened:
+//! every caller's `Ok` comes after its commit is on disk.
+
+use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::blobs::{self, BlobId};
+use super::events::{Events, StoreEvent};
+use super::{Result, StoreError};
+
+const MAX_BATCH: usize = 256;
+const QUEUE_DEPTH: usize = 4096;
+
+type Done = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Done) + Send>;
+
+/// What a job sees: the connection (inside its savepoint) plus post-commit hooks.
+pub struct Tx<'a> {
+    conn: &'a Connection,
+    events: Vec<StoreEvent>,
+    released: Vec<BlobId>,
+}
+
+impl Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Tx<'_> {
+    /// Publish `ev` once this job's changes are committed.
+    pub fn publish(&mut self, ev: StoreEvent) {
+        self.events.push(ev);
+    }
+    /// A row referencing `blob` was removed; delete its file after commit if nothing else uses it.
+    pub fn release_blob(&mut self, blob: BlobId) {
+        self.released.push(blob);
+    }
+}
+
+pub(super) struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub fn spawn(conn: Connection, events: Events) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let blob_dir = conn
+            .path()
+            .and_then(|p| std::path::Path::new(p).parent().map(|d| d.join("blobs")))
+            .ok_or(StoreError::Invalid("database has no path"))?;
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(conn, rx, events, blob_dir))?;
+        Ok(Self { tx })
+    }
+
+    pub async fn submit<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, wait) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |tx| {
+            let out = f(tx);
+            let ok = out.is_ok();
+            let done: Done = Box::new(move |commit_err| {
+                let res = match commit_err {
+                    Some(e) if ok => Err(StoreError::Io(std::io::Error::other(e.to_string()))),
+                    _ => out,
+                };
+                let _ = reply.send(res);
+            });
+            (ok, done)
+        });
+        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, events: Events, blob_dir: std::path::PathBuf) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Vec::with_capacity(8);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, batch, &events, &blob_dir);
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: &std::path::Path) {
+    let mut dones: Vec<Done> = Vec::with_capacity(batch.len());
+    let mut published = Vec::new();
+    let mut released = Vec::new();
+    let commit_err: Option<String> = (|| {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+        for job in batch {
+            let sp = match tx.savepoint() {
+                Ok(sp) => sp,
+                Err(e) => {
+                    // Cannot even open a savepoint: the job never ran, fail it alone.
+                    let msg = e.to_string();
+                    let (_, done) = job_failed(job);
+                    dones.push(Box::new(move |_| done(Some(&msg))));
+                    continue;
+                }
+            };
+            let mut t = Tx { conn: &sp, events: Vec::new(), released: Vec::new() };
+            match catch_unwind(AssertUnwindSafe(|| job(&mut t))) {
+                Ok((true, done)) => {
+                    let Tx { events: ev, released: rel, .. } = t;
+                    if sp.commit().is_ok() {
+                        published.extend(ev);
+                        released.extend(rel);
+                        dones.push(done);
+                    } else {
+                        dones.push(Box::new(move |_| done(Some("savepoint release failed"))));
+                    }
+                }
+                Ok((false, done)) => {
+                    drop(t);
+                    drop(sp); // rolls back this job only
+                    dones.push(done);
+                }
+                Err(_) => {
+                    tracing::error!("store job panicked; its changes were rolled back");
+                    drop(t);
+                    drop(sp);
+                }
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())
+    })()
+    .err();
+
+    if let Some(e) = &commit_err {
+        tracing::error!(error = %e, "store commit failed");
+    } else {
+        for ev in published {
+            events.publish(ev);
+        }
+        if !released.is_empty() {
+            if let Ok(list) = blobs::unreferenced(conn, &released) {
+                for id in list {
+                    let _ = std::fs::remove_file(blobs::path_of(blob_dir, &id));
+                }
+            }
+        }
+    }
+    for done in dones {
+        done(commit_err.as_deref());
+    }
+}
+
+/// Used when a job cannot run at all: produce a completion that reports the failure.
+fn job_failed(job: Job) -> (bool, Done) {
+    drop(job); // dropping the job drops its reply sender; the caller sees `Closed`
+    (false, Box::new(|_| {}))
+}

@@ -1,0 +1,118 @@
+//! TLS: certificate sources (self-signed, files, later ACME) behind one reloadable resolver, and
+//! the rustls server configs each listener uses.
+//!
+//! In: `[tls]` config and `data_dir`. Out: `TlsAcceptor`s per profile; `reload()` swaps the
+//! certificate for new connections on every listener at once (OPS-6).
+//! Rules: ring is the only crypto provider (DEP-2); SMTP submission and IMAP require TLS 1.3
+//! (SMTP-2, IMAP-1); an unknown ALPN offer never aborts a handshake (SMTP-10, IMAP-4).
+
+mod certs;
+mod stream;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::crypto::ring;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, TlsMode};
+
+pub use certs::{CertStore, load_pem_pair, self_signed_paths};
+pub use stream::MaybeTls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("certificate: {0}")]
+    Cert(String),
+    #[error("tls: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// What a listener needs from TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// MX ingress: TLS 1.2 and 1.3 (SMTP-1).
+    Mx,
+    /// Submission and IMAP: TLS 1.3 only.
+    Strict,
+    /// HTTPS: TLS 1.2 and 1.3, ALPN h2/http1.1.
+    Https,
+}
+
+#[derive(Clone)]
+pub struct Tls {
+    certs: Arc<CertStore>,
+    mx: TlsAcceptor,
+    strict: TlsAcceptor,
+    https: TlsAcceptor,
+    https_no_alpn: Arc<ServerConfig>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+fn build(certs: &Arc<CertStore>, versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    cfg.max_early_data_size = 0;
+    // Session tickets keep reconnects cheap (P2'); the ticketer rotates its own keys.
+    if let Ok(t) = ring::Ticketer::new() {
+        cfg.ticketer = t;
+    }
+    Ok(Arc::new(cfg))
+}
+
+impl Tls {
+    pub fn new(cfg: &Config) -> Result<Self, TlsError> {
+        let certs = Arc::new(CertStore::open(cfg)?);
+        let both = &[&rustls::version::TLS13, &rustls::version::TLS12][..];
+        let only13 = &[&rustls::version::TLS13][..];
+        Ok(Self {
+            mx: TlsAcceptor::from(build(&certs, both, &[])?),
+            strict: TlsAcceptor::from(build(&certs, only13, &[])?),
+            https: TlsAcceptor::from(build(&certs, both, &[b"h2", b"http/1.1"])?),
+            https_no_alpn: build(&certs, both, &[])?,
+            certs,
+        })
+    }
+
+    pub fn acceptor(&self, p: Profile) -> &TlsAcceptor {
+        match p {
+            Profile::Mx => &self.mx,
+            Profile::Strict => &self.strict,
+            Profile::Https => &self.https,
+        }
+    }
+
+    /// For port 443 when the client offered no ALPN we know: serve HTTPS without ALPN so the
+    /// handshake never fails with `no_application_protocol` (HTTP-2).
+    pub fn https_config_without_alpn(&self) -> Arc<ServerConfig> {
+        self.https_no_alpn.clone()
+    }
+
+    pub fn certs(&self) -> &Arc<CertStore> {
+        &self.certs
+    }
+
+    /// Reload certificate files (SIGHUP, file change). The old pair stays on error (OPS-4).
+    pub fn reload(&self, cfg: &Config) -> Result<bool, TlsError> {
+        self.certs.reload(cfg)
+    }
+
+    /// The PEM of the served certificate chain (tests and `init` print it).
+    pub fn mode(cfg: &Config) -> TlsMode {
+        cfg.tls.mode
+    }
+}
+
+/// Ensure the self-signed pair exists under `data_dir` (used by `init` and `serve`).
+pub fn ensure_self_signed(data_dir: &Path, domain: &str) -> Result<(), TlsError> {
+    certs::ensure_self_signed(data_dir, domain).map(|_| ())
+}

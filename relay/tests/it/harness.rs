@@ -1,0 +1,424 @@
+//! Test harness: start the real `chatrelay` binary on free loopback ports with a temp data_dir,
+//! and small raw protocol clients (SMTP lines, IMAP lines) over real TLS.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chatrelay");
+
+/// A free loopback port (bound then released; the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub smtp: u16,
+    pub submission: u16,
+    pub submissions: u16,
+    pub imap: u16,
+    pub imaps: u16,
+    pub http: u16,
+    pub https: u16,
+    pub metrics: u16,
+}
+
+impl Ports {
+    pub fn new() -> Self {
+        Self {
+            smtp: free_port(),
+            submission: free_port(),
+            submissions: free_port(),
+            imap: free_port(),
+            imaps: free_port(),
+            http: free_port(),
+            https: free_port(),
+            metrics: free_port(),
+        }
+    }
+    pub fn all(&self) -> [u16; 8] {
+        [self.smtp, self.submission, self.submissions, self.imap, self.imaps, self.http, self.https, self.metrics]
+    }
+}
+
+pub struct Relay {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub ports: Ports,
+    pub domain: String,
+    pub ip: String,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Relay {
+    /// Start a relay with `mail_domain = "chat.test"` and `extra` TOML appended at top level.
+    pub fn start(extra: &str) -> Self {
+        Self::start_with("chat.test", "127.0.0.1", extra)
+    }
+
+    pub fn start_with(domain: &str, ip: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = Ports::new();
+        let config_path = dir.path().join("chatrelay.toml");
+        let data = dir.path().join("data");
+        let toml = format!(
+            r#"mail_domain = "{domain}"
+data_dir = "{data}"
+{extra}
+[listen]
+smtp = "{ip}:{}"
+submission = "{ip}:{}"
+submissions = "{ip}:{}"
+imap = "{ip}:{}"
+imaps = "{ip}:{}"
+http = "{ip}:{}"
+https = "{ip}:{}"
+metrics = "{ip}:{}"
+
+[tls]
+mode = "self-signed"
+"#,
+            ports.smtp,
+            ports.submission,
+            ports.submissions,
+            ports.imap,
+            ports.imaps,
+            ports.http,
+            ports.https,
+            ports.metrics,
+            data = data.display(),
+        );
+        std::fs::write(&config_path, toml).expect("write config");
+        let mut r = Self {
+            dir,
+            config_path,
+            ports,
+            domain: domain.into(),
+            ip: ip.into(),
+            child: None,
+            log_path: PathBuf::new(),
+        };
+        r.spawn();
+        r
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// (Re)start the process and wait until every listener accepts.
+    pub fn spawn(&mut self) {
+        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let log_path = self.dir.path().join(format!("relay-{n:04}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", std::env::var("CHATRELAY_TEST_LOG").unwrap_or_else(|_| "debug".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn chatrelay");
+        self.child = Some(child);
+        self.log_path = log_path;
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in self.ports.all() {
+            let addr: SocketAddr = format!("{}:{port}", self.ip).parse().expect("addr");
+            loop {
+                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    break;
+                }
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                    panic!("chatrelay exited with {status} during start-up:\n{}", self.log());
+                }
+                assert!(Instant::now() < deadline, "chatrelay did not open port {port}:\n{}", self.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut all = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
+            let mut logs: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+            logs.sort();
+            for p in logs {
+                all.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+        all
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run a `chatrelay` subcommand against this relay's config; returns (code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .expect("run chatrelay");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn addr(&self, port: u16) -> String {
+        format!("{}:{port}", self.ip)
+    }
+
+    /// A new valid address on this relay (9 chars of [a-z0-9]).
+    pub fn new_address(&self) -> String {
+        format!("{}@{}", random_local(), self.domain)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- chatrelay log ----\n{}", self.log());
+        }
+    }
+}
+
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish()
+}
+
+pub fn random_local() -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut n = rand_u64();
+    (0..9)
+        .map(|_| {
+            let c = A[(n % 36) as usize] as char;
+            n /= 36;
+            if n == 0 {
+                n = rand_u64();
+            }
+            c
+        })
+        .collect()
+}
+
+pub const PASSWORD: &str = "correct-horse-battery-9";
+
+// ---------------------------------------------------------------- TLS
+
+/// Accepts any certificate: the test relays use self-signed ones.
+#[derive(Debug)]
+pub struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn client_config(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+pub async fn tls_wrap<S: AsyncRead + AsyncWrite + Unpin>(s: S, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<S> {
+    let connector = tokio_rustls::TlsConnector::from(client_config(alpn));
+    let name = ServerName::try_from("chat.test").expect("name").to_owned();
+    tokio::time::timeout(Duration::from_secs(10), connector.connect(name, s))
+        .await
+        .expect("tls handshake timed out")
+        .expect("tls handshake")
+}
+
+// ---------------------------------------------------------------- line clients
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A line-oriented client for SMTP and IMAP transcripts.
+pub struct Lines {
+    pub io: BufReader<Box<dyn Io>>,
+}
+
+pub const T: Duration = Duration::from_secs(15);
+
+impl Lines {
+    pub async fn plain(addr: &str) -> Self {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        Self { io: BufReader::new(Box::new(s)) }
+    }
+
+    pub async fn tls(addr: &str) -> Self {
+        Self::tls_alpn(addr, &[]).await
+    }
+
+    pub async fn tls_alpn(addr: &str, alpn: &[&[u8]]) -> Self {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        Self { io: BufReader::new(Box::new(tls_wrap(s, alpn).await)) }
+    }
+
+    /// Upgrade in place after STARTTLS.
+    pub async fn starttls(self) -> Self {
+        let inner = self.io.into_inner();
+        Self { io: BufReader::new(Box::new(tls_wrap(inner, &[]).await)) }
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        let w = self.io.get_mut();
+        w.write_all(line.as_bytes()).await.expect("write");
+        w.write_all(b"\r\n").await.expect("write");
+        w.flush().await.expect("flush");
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let w = self.io.get_mut();
+        w.write_all(bytes).await.expect("write");
+        w.flush().await.expect("flush");
+    }
+
+    /// One line without CRLF; None on EOF.
+    pub async fn line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(T, self.io.read_until(b'\n', &mut buf)).await.expect("read timed out").ok()?;
+        if n == 0 {
+            return None;
+        }
+        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            buf.pop();
+        }
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// A complete SMTP reply (all continuation lines), joined with '\n'.
+    pub async fn reply(&mut self) -> String {
+        let mut out = Vec::new();
+        loop {
+            let l = self.line().await.unwrap_or_default();
+            let last = l.len() < 4 || l.as_bytes()[3] != b'-';
+            out.push(l);
+            if last {
+                return out.join("\n");
+            }
+        }
+    }
+
+    /// Send an SMTP command and return its reply.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(line).await;
+        self.reply().await
+    }
+
+    /// Read IMAP lines up to and including the tagged completion of `tag`.
+    pub async fn until_tag(&mut self, tag: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(l) = self.line().await {
+            let done = l.starts_with(&format!("{tag} "));
+            out.push(l);
+            if done {
+                return out;
+            }
+        }
+        out
+    }
+
+    /// Send an IMAP command with `tag` and return all lines through its completion.
+    pub async fn imap(&mut self, tag: &str, cmd: &str) -> Vec<String> {
+        self.send(&format!("{tag} {cmd}")).await;
+        self.until_tag(tag).await
+    }
+}
+
+pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

@@ -1,0 +1,6 @@
+//! One integration-test binary (hickory-dns style): every file starts real `chatrelay` processes
+//! on loopback through `harness` and talks to them over real TCP and TLS.
+
+mod harness;
+
+mod foundation;

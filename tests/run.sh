@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests (real relays on loopback), then the
+# Python suites (real clients) when their tools can be installed. Used by README and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatrelay-target}"
+export CARGO_TERM_COLOR=never
+
+echo "== cargo build"
+cargo build --workspace --all-targets --locked
+echo "== cargo test"
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+
+for suite in tests/*/run.sh; do
+    [ -x "$suite" ] || continue
+    echo "== $suite"
+    "$suite"
+done
+echo "== all tests passed"
