@@ -57,3 +57,61 @@ impl Store {
         .await
     }
 }
+
+/// At most this many tokens per account (IMAP-36).
+pub const MAX_TOKENS: usize = 20;
+
+impl Store {
+    /// SETMETADATA /private/devicetoken: add or refresh a token; drop the least recently set
+    /// beyond `MAX_TOKENS` (IMAP-36).
+    pub async fn add_push_token(&self, account: AccountId, token: String) -> Result<()> {
+        let now = super::now_secs();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO push_tokens(account_id, token, set_at) VALUES(?1, ?2, ?3)
+                 ON CONFLICT(account_id, token) DO UPDATE SET set_at = excluded.set_at",
+                params![account, token, now],
+            )?;
+            tx.execute(
+                "DELETE FROM push_tokens WHERE account_id = ?1 AND token NOT IN
+                 (SELECT token FROM push_tokens WHERE account_id = ?1 ORDER BY set_at DESC, rowid DESC LIMIT ?2)",
+                params![account, MAX_TOKENS as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// SETMETADATA ... NIL: remove every token of the account and their pending jobs.
+    pub async fn clear_push_tokens(&self, account: AccountId) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute("DELETE FROM push_tokens WHERE account_id = ?1", [account])?;
+            tx.execute("DELETE FROM push_jobs WHERE account_id = ?1", [account])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The valid tokens of an account, oldest first (IMAP-37: not expired, not > 60 s ahead).
+    pub async fn push_tokens(&self, account: AccountId) -> Result<Vec<String>> {
+        let now = super::now_secs();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT token FROM push_tokens WHERE account_id = ?1 AND set_at > ?2 AND set_at <= ?3 ORDER BY set_at, rowid",
+            )?;
+            let rows = st.query_map(params![account, now - TOKEN_LIFETIME_SECS, now + 60], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// A token the proxy reported dead (410): delete it and its job (PUSH-9).
+    pub async fn remove_push_token(&self, account: AccountId, token: String) -> Result<()> {
+        self.write(move |tx| {
+            tx.execute("DELETE FROM push_tokens WHERE account_id = ?1 AND token = ?2", params![account, token])?;
+            tx.execute("DELETE FROM push_jobs WHERE account_id = ?1 AND token = ?2", params![account, token])?;
+            Ok(())
+        })
+        .await
+    }
+}
