@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::accounts::Accounts;
 use crate::config::ConfigHandle;
+use crate::dkim::Dkim;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tls::Tls;
@@ -18,6 +19,8 @@ pub struct Context {
     pub accounts: Arc<Accounts>,
     pub tls: Tls,
     pub metrics: Metrics,
+    /// DKIM verification for MX ingress and /mxdeliv (signing lives in outbound/).
+    pub dkim: Arc<Dkim>,
     /// Cancelled on SIGTERM/SIGINT: stop accepting, finish what is running, then exit.
     pub shutdown: CancellationToken,
     /// Every spawned session and background task, awaited on shutdown.

@@ -75,6 +75,7 @@ pub fn build_context(cfg: Config) -> Result<(Ctx, std::fs::File), ServeError> {
     let secret = Secret::load_or_create(&cfg.data_dir)?;
     let tls = Tls::new(&cfg)?;
     let metrics = Metrics::new();
+    let dkim = Arc::new(crate::dkim::Dkim::new(&cfg));
     let config = ConfigHandle::new(cfg);
     let accounts = Accounts::new(store.clone(), config.clone(), secret, metrics.clone());
     let ctx = Arc::new(Context {
@@ -83,6 +84,7 @@ pub fn build_context(cfg: Config) -> Result<(Ctx, std::fs::File), ServeError> {
         accounts,
         tls,
         metrics,
+        dkim,
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
     });
