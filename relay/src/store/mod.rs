@@ -28,7 +28,7 @@ pub use accounts::{Account, AccountId, CreateOutcome, DeleteReason};
 pub use blobs::{BlobId, BlobWriter};
 pub use deliver::{Delivery, DeliveryReceipt, RemoteBatch};
 pub use events::{Events, MailboxEvent, MessageStored, Subscription};
-pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
+pub use mailbox::{FlagOp, Flags, MAX_KEYWORDS, MAX_MAILBOXES, MailboxId, MailboxInfo, MessageMeta};
 pub use push::PushJob;
 pub use queue::{QueueEntry, QueueRcpt};
 pub use retention::{ExpiryReport, RetentionPolicy};

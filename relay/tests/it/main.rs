@@ -4,3 +4,5 @@
 mod harness;
 
 mod foundation;
+mod imap_basic;
+mod imap_helpers;
