@@ -6,3 +6,4 @@ mod harness;
 mod foundation;
 mod imap_basic;
 mod imap_helpers;
+mod imap_features;
