@@ -36,11 +36,12 @@ pub fn imap_date(ts: i64) -> String {
 
 fn is_header_only(n: &MessageDataItemName<'_>) -> bool {
     use MessageDataItemName as N;
-    match n {
-        N::Envelope | N::Rfc822Header => true,
-        N::BodyExt { section: Some(Section::Header(None) | Section::HeaderFields(None, _) | Section::HeaderFieldsNot(None, _)), .. } => true,
-        _ => false,
-    }
+    matches!(
+        n,
+        N::Envelope
+            | N::Rfc822Header
+            | N::BodyExt { section: Some(Section::Header(None) | Section::HeaderFields(None, _) | Section::HeaderFieldsNot(None, _)), .. }
+    )
 }
 
 fn is_whole(n: &MessageDataItemName<'_>) -> bool {
@@ -138,14 +139,14 @@ pub async fn fetch(s: &mut Session, set: &SequenceSet, items: MacroOrMessageData
     let mut seen_now: Vec<u32> = Vec::new();
     if sets_seen {
         let unseen: Vec<u32> = metas.iter().filter(|m| !m.flags.has(Flags::SEEN)).map(|m| m.uid).collect();
-        if !unseen.is_empty() {
-            if let Ok(ch) = s.ctx.store.store_flags(acc, sel.id, unseen, FlagOp::Add, Flags::SEEN, Vec::new()).await {
-                for m in ch {
-                    if let Some(i) = sel.index_of(m.uid) {
-                        sel.msgs[i].flags = m.flags.0;
-                    }
-                    seen_now.push(m.uid);
+        if !unseen.is_empty()
+            && let Ok(ch) = s.ctx.store.store_flags(acc, sel.id, unseen, FlagOp::Add, Flags::SEEN, Vec::new()).await
+        {
+            for m in ch {
+                if let Some(i) = sel.index_of(m.uid) {
+                    sel.msgs[i].flags = m.flags.0;
                 }
+                seen_now.push(m.uid);
             }
         }
     }

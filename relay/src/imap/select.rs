@@ -41,16 +41,17 @@ pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> 
 /// CLOSE expunges `\Deleted` silently (read-write only); UNSELECT does not (IMAP-20).
 pub async fn close(s: &mut Session, expunge: bool) -> Reply {
     let Some(sel) = s.sel.take() else { return Reply::Done(r::BAD_STATE_SELECTED.into()) };
-    if expunge && !sel.read_only {
-        if let Some(acc) = s.account.as_ref().map(|a| a.id) {
-            // Flags set by other sessions count too: take them from the store, not the view.
-            let uids = match s.ctx.store.messages(sel.id).await {
-                Ok(rows) => rows.into_iter().filter(|m| m.flags.has(Flags::DELETED)).map(|m| m.uid).collect(),
-                Err(_) => Vec::new(),
-            };
-            if !uids.is_empty() && s.ctx.store.expunge(acc, sel.id, uids).await.is_err() {
-                return Reply::Done(r::NO_TEMP.into());
-            }
+    if expunge
+        && !sel.read_only
+        && let Some(acc) = s.account.as_ref().map(|a| a.id)
+    {
+        // Flags set by other sessions count too: take them from the store, not the view.
+        let uids: Vec<u32> = match s.ctx.store.messages(sel.id).await {
+            Ok(rows) => rows.into_iter().filter(|m| m.flags.has(Flags::DELETED)).map(|m| m.uid).collect(),
+            Err(_) => Vec::new(),
+        };
+        if !uids.is_empty() && s.ctx.store.expunge(acc, sel.id, uids).await.is_err() {
+            return Reply::Done(r::NO_TEMP.into());
         }
     }
     Reply::Done(if expunge { "OK Close completed." } else { "OK Unselect completed." }.into())
