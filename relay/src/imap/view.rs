@@ -32,6 +32,8 @@ pub struct Selected {
     pub modseq: i64,
     /// Expunged elsewhere but not yet announced (IMAP-26).
     pub pending_expunge: Vec<u32>,
+    /// How many of `msgs` carry `\Recent` (kept so an event costs no scan).
+    n_recent: usize,
 }
 
 /// `\Recent` goes to exactly one session (IMAP-19): the highest UID already handed out per
@@ -86,7 +88,18 @@ impl Selected {
             .map(|m| ViewMsg::from_meta(m, !read_only && claim_recent(id, m.uid)))
             .collect();
         let uidnext = info.uidnext;
-        let sel = Self { id, name: info.name, uidvalidity: info.uidvalidity, read_only, msgs, modseq: info.highestmodseq, pending_expunge: Vec::new() };
+        let msgs: Vec<ViewMsg> = msgs;
+        let n_recent = msgs.iter().filter(|m| m.recent).count();
+        let sel = Self {
+            id,
+            name: info.name,
+            uidvalidity: info.uidvalidity,
+            read_only,
+            msgs,
+            modseq: info.highestmodseq,
+            pending_expunge: Vec::new(),
+            n_recent,
+        };
         Ok((sel, uidnext))
     }
 
@@ -95,7 +108,7 @@ impl Selected {
     }
 
     pub fn recent_count(&self) -> usize {
-        self.msgs.iter().filter(|m| m.recent).count()
+        self.n_recent
     }
 
     pub fn max_uid(&self) -> u32 {
@@ -149,13 +162,14 @@ impl Selected {
             self.pending_expunge.sort_unstable();
             for uid in std::mem::take(&mut self.pending_expunge) {
                 if let Some(i) = self.index_of(uid) {
-                    self.msgs.remove(i);
+                    if self.msgs.remove(i).recent {
+                        self.n_recent -= 1;
+                    }
                     let _ = write!(out, "* {} EXPUNGE\r\n", i + 1);
                 }
             }
         }
         let before = self.msgs.len();
-        let mut new_recent = 0;
         for m in &changed {
             match self.msgs.binary_search_by_key(&m.uid, |v| v.uid) {
                 Ok(i) => {
@@ -169,7 +183,7 @@ impl Selected {
                 }
                 Err(i) if i == self.msgs.len() => {
                     let recent = !self.read_only && claim_recent(self.id, m.uid);
-                    new_recent += recent as usize;
+                    self.n_recent += usize::from(recent);
                     self.msgs.push(ViewMsg::from_meta(m, recent));
                 }
                 // A UID below our newest that we never saw cannot exist (UIDs only grow).
@@ -178,9 +192,54 @@ impl Selected {
         }
         if self.msgs.len() != before {
             let _ = write!(out, "* {} EXISTS\r\n", self.msgs.len());
-            let _ = write!(out, "* {} RECENT\r\n", self.recent_count().max(new_recent));
+            let _ = write!(out, "* {} RECENT\r\n", self.n_recent);
         }
         self.modseq = self.modseq.max(highest);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Per-event catch-up cost against a real SQLite store (P2 target: ≤ 1 ms with 1000 messages).
+
+    use super::*;
+    use crate::store::CreateOutcome;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_cost_does_not_grow_with_mailbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let acc = match store.create_account("p2@chat.test", "x".into(), vec![1]).await.expect("create") {
+            CreateOutcome::Created(a) => a,
+            _ => panic!("not created"),
+        };
+        let inbox = store.mailbox(acc.id, "INBOX").await.expect("read").expect("inbox");
+        let blob = store.put_blob(bytes::Bytes::from_static(b"Subject: x\r\n\r\nx\r\n")).await.expect("blob");
+        let mut out = String::new();
+        let mut results = Vec::new();
+        for target in [1usize, 1000] {
+            let have = store.messages(inbox.id).await.expect("rows").len();
+            let jobs = (have..target).map(|_| store.append(acc.id, inbox.id, blob.clone(), 17, 0, 0, Vec::new(), u64::MAX));
+            for r in futures::future::join_all(jobs).await {
+                r.expect("append");
+            }
+            let (mut sel, _) = Selected::open(&store, inbox.id, false).await.expect("open");
+            assert_eq!(sel.msgs.len(), target);
+            let mut total = std::time::Duration::ZERO;
+            let rounds = 20;
+            for _ in 0..rounds {
+                store.append(acc.id, inbox.id, blob.clone(), 17, 0, 0, Vec::new(), u64::MAX).await.expect("append");
+                out.clear();
+                let t = std::time::Instant::now();
+                sel.catch_up(&store, true, &mut out).await.expect("catch up");
+                total += t.elapsed();
+                assert!(out.contains(" EXISTS\r\n"), "{out}");
+            }
+            results.push((target, total / rounds));
+        }
+        for (n, per) in &results {
+            println!("catch-up after one new message with {n} messages in the mailbox: {per:?} per event");
+        }
     }
 }

@@ -7,3 +7,4 @@ mod foundation;
 mod imap_basic;
 mod imap_helpers;
 mod imap_features;
+mod imap_async_imap;
