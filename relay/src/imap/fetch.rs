@@ -216,6 +216,7 @@ async fn write_one(
             N::Rfc822 | N::BodyExt { section: None, partial: None, .. } if stream_whole => {
                 let label = if matches!(n, N::Rfc822) { "RFC822".to_string() } else { "BODY[]".to_string() };
                 streams.push((parts.len(), label));
+                continue;
             }
             N::Rfc822 => {
                 out.extend_from_slice(b"RFC822 ");

@@ -66,17 +66,23 @@ pub fn field_value(header: &[u8], name: &str) -> Option<String> {
     Some(v.trim().to_string())
 }
 
-/// Parse `type/subtype; a=b; c="d"`.
-fn parse_ctype(v: &str) -> (String, String, Vec<(String, String)>) {
+/// Split `value; a=b; c="d"` into the lowercased value and its parameters.
+fn parse_params(v: &str) -> (String, Vec<(String, String)>) {
     let mut it = v.split(';');
     let main = it.next().unwrap_or("").trim().to_ascii_lowercase();
-    let (t, st) = main.split_once('/').unwrap_or(("text", "plain"));
     let params = it
         .filter_map(|p| {
             let (k, v) = p.split_once('=')?;
             Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
         })
         .collect();
+    (main, params)
+}
+
+/// Parse `type/subtype; a=b; c="d"`.
+fn parse_ctype(v: &str) -> (String, String, Vec<(String, String)>) {
+    let (main, params) = parse_params(v);
+    let (t, st) = main.split_once('/').unwrap_or(("text", "plain"));
     (t.trim().to_string(), st.trim().to_string(), params)
 }
 
@@ -216,8 +222,7 @@ impl Part {
         }
         if ext {
             let disp = field_value(header, "content-disposition").map(|v| {
-                let (d, _, p) = parse_ctype(&format!("{v}/x"));
-                let d = d.split(';').next().unwrap_or("").trim().to_string();
+                let (d, p) = parse_params(&v);
                 let params = if p.is_empty() {
                     "NIL".to_string()
                 } else {

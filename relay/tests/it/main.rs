@@ -8,3 +8,4 @@ mod imap_basic;
 mod imap_helpers;
 mod imap_features;
 mod imap_async_imap;
+mod imap_more;

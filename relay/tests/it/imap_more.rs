@@ -1,0 +1,116 @@
+//! Large messages, MIME sections, literals, AUTHENTICATE, quota, keywords, read-only and
+//! shutdown behaviour over real TLS.
+
+use base64::Engine;
+
+use crate::harness::{Lines, PASSWORD};
+use crate::imap_helpers::*;
+
+fn multipart(addr: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <{addr}>\r\nTo: <{addr}>\r\nSubject: multi\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"BB\"\r\n\r\npreamble\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nfirst part\r\n\
+--BB\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"a.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--BB--\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn imap_large_message_streamed_and_sections() {
+    let relay = start("");
+    let addr = relay.new_address();
+    let mut c = login(&relay, &addr).await;
+    let mut big = sample_message(&addr, &addr, "");
+    while big.len() < 3 * 1024 * 1024 {
+        big.extend_from_slice(b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n");
+    }
+    assert_ok(&append(&mut c, "p", "INBOX", "()", &big).await);
+    assert_ok(&append(&mut c, "q", "INBOX", "()", &multipart(&addr)).await);
+    assert_ok(&c.imap("s", "SELECT INBOX").await);
+    c.send("f UID FETCH 1 (BODY.PEEK[])").await;
+    let head = c.line().await.unwrap();
+    assert!(head.ends_with(&format!("BODY[] {{{}}}", big.len())), "{head}");
+    assert_eq!(read_literal(&mut c, &head).await, big, "3 MiB BODY[] byte for byte");
+    assert_eq!(c.line().await.as_deref(), Some(")"));
+    assert_eq!(last(&c.until_tag("f").await), "f OK Fetch completed.");
+    let r = c.imap("g", "UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] RFC822.SIZE)").await;
+    assert!(r.join("\n").contains(&format!("RFC822.SIZE {})", big.len())), "{r:?}");
+    assert!(r[1].starts_with("Subject: test "), "{r:?}");
+    c.send("h UID FETCH 1 (BODY.PEEK[]<0.10>)").await;
+    let head = c.line().await.unwrap();
+    assert!(head.contains("BODY[]<0> {10}"), "{head}");
+    assert_eq!(read_literal(&mut c, &head).await, &big[..10]);
+    c.until_tag("h").await;
+    // MIME structure of the multipart message.
+    let r = c.imap("i", "UID FETCH 2 (BODYSTRUCTURE)").await;
+    assert!(
+        r[0].contains("BODYSTRUCTURE ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"7BIT\" 10 0")
+            && r[0].contains("(\"APPLICATION\" \"OCTET-STREAM\" NIL NIL NIL \"BASE64\" 4 NIL (\"ATTACHMENT\" (\"FILENAME\" \"a.bin\")) NIL NIL) \"MIXED\""),
+        "{r:?}"
+    );
+    let r = c.imap("j", "UID FETCH 2 (BODY.PEEK[1] BODY.PEEK[2.MIME])").await;
+    let joined = r.join("\n");
+    assert!(joined.contains("BODY[1] {10}\nfirst part"), "{joined}");
+    assert!(joined.contains("BODY[2.MIME] {"), "{joined}");
+    assert!(joined.contains("Content-Disposition: attachment"), "{joined}");
+    // Non-PEEK fetch sets \Seen and reports FLAGS.
+    let r = c.imap("k", "UID FETCH 2 (BODY[TEXT])").await;
+    assert!(r.iter().any(|l| l.contains("\\Seen")), "{r:?}");
+}
+
+#[tokio::test]
+async fn imap_literals_authenticate_and_quota() {
+    let relay = start("max_mailbox_size = \"2K\"\n");
+    let addr = relay.new_address();
+    // LOGIN with a synchronising and a non-synchronising literal.
+    let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
+    c.line().await;
+    c.send(&format!("a LOGIN {{{}}}", addr.len())).await;
+    assert!(c.line().await.unwrap().starts_with('+'));
+    c.send(&format!("{addr} {{{}+}}", PASSWORD.len())).await;
+    c.send(PASSWORD).await;
+    assert!(last(&c.until_tag("a").await).starts_with("a OK"));
+    // Over quota (IMAP-23).
+    let msg = sample_message(&addr, &addr, &"x".repeat(3000));
+    let r = append(&mut c, "b", "INBOX", "()", &msg).await;
+    assert_eq!(last(&r), "b NO [OVERQUOTA] Quota exceeded");
+    // Keywords are stored and limited to 50 per mailbox (IMAP-19).
+    assert_ok(&append(&mut c, "c", "INBOX", "($Forwarded)", b"Subject: k\r\n\r\nk\r\n").await);
+    assert_ok(&c.imap("d", "SELECT INBOX").await);
+    let r = c.imap("e", "FETCH 1 (FLAGS)").await;
+    assert!(r[0].contains("$Forwarded"), "{r:?}");
+    let many: Vec<String> = (0..50).map(|i| format!("kw{i}")).collect();
+    let r = c.imap("f", &format!("STORE 1 +FLAGS ({})", many.join(" "))).await;
+    assert!(last(&r).starts_with("f NO [LIMIT]"), "{r:?}");
+    // EXAMINE is read-only.
+    assert_ok(&c.imap("g", "EXAMINE INBOX").await);
+    assert!(last(&c.imap("h", "STORE 1 +FLAGS (\\Seen)").await).starts_with("h NO [READ-ONLY]"));
+    assert_ok(&c.imap("i", "UNSELECT").await);
+    assert!(last(&c.imap("j", "FETCH 1 (FLAGS)").await).starts_with("j BAD"));
+
+    // AUTHENTICATE PLAIN with SASL-IR and with a continuation.
+    let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0{addr}\0{PASSWORD}"));
+    let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
+    c.line().await;
+    assert!(last(&c.imap("a", &format!("AUTHENTICATE PLAIN {ir}")).await).starts_with("a OK [CAPABILITY"));
+    let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
+    c.line().await;
+    c.send("a AUTHENTICATE PLAIN").await;
+    assert_eq!(c.line().await.as_deref(), Some("+ "));
+    c.send(&ir).await;
+    assert!(last(&c.until_tag("a").await).starts_with("a OK"));
+}
+
+#[tokio::test]
+async fn imap_shutdown_sends_bye() {
+    let mut relay = start("");
+    let addr = relay.new_address();
+    let mut a = login(&relay, &addr).await;
+    assert_ok(&a.imap("s", "SELECT INBOX").await);
+    a.send("i IDLE").await;
+    assert_eq!(a.line().await.as_deref(), Some("+ idling"));
+    let mut b = login(&relay, &addr).await;
+    relay.stop();
+    assert_eq!(a.line().await.as_deref(), Some("* BYE Server shutting down"));
+    assert_eq!(b.line().await.as_deref(), Some("* BYE Server shutting down"));
+}
