@@ -292,7 +292,14 @@ async fn stream_file(s: &mut Session, label: &str, path: &std::path::Path, size:
         let n = f.read(&mut buf[..(left.min(SOFT_FLUSH as u64) as usize)]).await?;
         if n == 0 {
             // The file is shorter than recorded: pad so the literal stays well-formed.
-            s.conn.push(&vec![b' '; left as usize]);
+            buf.fill(b' ');
+            while left > 0 {
+                let k = left.min(buf.len() as u64) as usize;
+                s.conn.push(&buf[..k]);
+                left -= k as u64;
+                s.conn.flush().await?;
+            }
+            tracing::warn!(conn = s.info.id, "message file shorter than recorded size");
             break;
         }
         s.conn.push(&buf[..n]);

@@ -9,22 +9,13 @@ use crate::store::MailboxEvent;
 
 const KEEPALIVE: Duration = Duration::from_secs(120);
 
-struct IdleGauge(prometheus_client::metrics::gauge::Gauge);
-
-impl Drop for IdleGauge {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
     s.catch_up(true).await;
     s.untagged(r::IDLING);
     if s.conn.flush().await.is_err() {
         return Reply::Close;
     }
-    s.ctx.metrics.imap_idle_connections.inc();
-    let _g = IdleGauge(s.ctx.metrics.imap_idle_connections.clone());
+    let _g = super::GaugeGuard::inc(s.ctx.metrics.imap_idle_connections.clone());
     s.conn.shrink();
     let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
@@ -38,11 +29,16 @@ pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
         tokio::select! {
             res = s.conn.fill() => if !matches!(res, Ok(n) if n > 0) { return Reply::Close },
             ev = next_event(&mut s.sub) => {
-                if ev == MailboxEvent::AccountGone {
-                    s.untagged(r::BYE_ACCOUNT_GONE);
-                    return Reply::Close;
+                let selected = s.sel.as_ref().map(|sel| sel.id);
+                match ev {
+                    MailboxEvent::AccountGone => {
+                        s.untagged(r::BYE_ACCOUNT_GONE);
+                        return Reply::Close;
+                    }
+                    // Changes in other mailboxes need no work here.
+                    MailboxEvent::Changed { mailbox } if Some(mailbox) != selected => continue,
+                    _ => s.catch_up(true).await,
                 }
-                s.catch_up(true).await;
                 if s.conn.flush().await.is_err() {
                     return Reply::Close;
                 }

@@ -33,9 +33,23 @@ use crate::tls::MaybeTls;
 
 /// Serve one IMAP connection until LOGOUT, error, timeout or shutdown.
 pub async fn serve(ctx: Ctx, stream: MaybeTls, conn: ConnInfo) {
-    ctx.metrics.imap_connections.inc();
-    let metrics = ctx.metrics.clone();
+    let _gauge = GaugeGuard::inc(ctx.metrics.imap_connections.clone());
     let mut s = session::Session::new(ctx, stream, conn);
     s.run().await;
-    metrics.imap_connections.dec();
+}
+
+/// Increments a gauge now and decrements it when dropped, even if the session is cancelled.
+pub(crate) struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl GaugeGuard {
+    pub(crate) fn inc(g: prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

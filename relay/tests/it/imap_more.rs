@@ -114,3 +114,42 @@ async fn imap_shutdown_sends_bye() {
     assert_eq!(a.line().await.as_deref(), Some("* BYE Server shutting down"));
     assert_eq!(b.line().await.as_deref(), Some("* BYE Server shutting down"));
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// IMAP-33: memory per idling connection (printed, not asserted: timing/size vary by machine).
+#[tokio::test]
+async fn imap_idle_memory_per_connection() {
+    let relay = start("");
+    let addr = relay.new_address();
+    let mut warm = login(&relay, &addr).await;
+    assert_ok(&warm.imap("s", "SELECT INBOX").await);
+    let before = rss_kib(relay.pid());
+    let n = 100;
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let mut c = login(&relay, &addr).await;
+        assert_ok(&c.imap("s", "SELECT INBOX").await);
+        c.send(&format!("i{i} IDLE")).await;
+        assert_eq!(c.line().await.as_deref(), Some("+ idling"));
+        conns.push(c);
+    }
+    let after = rss_kib(relay.pid());
+    println!(
+        "IDLE memory: {n} idling TLS sessions added {} KiB RSS, about {} KiB each",
+        after.saturating_sub(before),
+        after.saturating_sub(before) / n
+    );
+    // All of them still wake up.
+    assert_ok(&append(&mut warm, "p", "INBOX", "()", b"Subject: m\r\n\r\nm\r\n").await);
+    for c in conns.iter_mut() {
+        assert_eq!(c.line().await.as_deref(), Some("* 1 EXISTS"));
+    }
+}
