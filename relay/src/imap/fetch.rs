@@ -182,14 +182,25 @@ async fn write_one(
     let header_only = names.iter().filter(|n| needs_content(n)).all(is_header_only);
     let streamable = names.iter().filter(|n| needs_content(n)).all(|n| is_header_only(n) || is_whole(n));
     let stream_whole = m.size > IN_MEMORY && streamable && !header_only;
+    // Header-only requests (Delta Chat's prefetch) read just the start of the file.
     let raw: Vec<u8> = if !content {
         Vec::new()
-    } else if m.size <= IN_MEMORY || !(header_only || stream_whole) {
+    } else if !header_only && (m.size <= IN_MEMORY || !stream_whole) {
         tokio::fs::read(&path).await?
     } else {
         let mut f = tokio::fs::File::open(&path).await?;
         let mut buf = vec![0u8; HEADER_PREFIX.min(m.size as usize)];
-        let n = f.read(&mut buf).await?;
+        let mut n = 0;
+        while n < buf.len() {
+            let k = f.read(&mut buf[n..]).await?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+            if mime::split(&buf[..n]) < n {
+                break;
+            }
+        }
         buf.truncate(n);
         let end = mime::split(&buf);
         buf.truncate(end);
