@@ -30,6 +30,7 @@ enum Outcome {
     Invalid,
     Throttled(Duration),
     BadRequest,
+    TooLarge,
     Failed,
 }
 
@@ -37,13 +38,14 @@ pub(crate) async fn handler(State(ctx): State<Ctx>, Extension(conn): Extension<C
     let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let is_form = ctype.starts_with("application/x-www-form-urlencoded");
     let fields = if is_form {
-        Form::<Fields>::from_request(req, &()).await.map(|f| f.0).ok()
+        Form::<Fields>::from_request(req, &()).await.map(|f| f.0).map_err(|r| r.status())
     } else {
-        Json::<Fields>::from_request(req, &()).await.map(|j| j.0).ok()
+        Json::<Fields>::from_request(req, &()).await.map(|j| j.0).map_err(|r| r.status())
     };
     let outcome = match fields {
-        Some(f) => attempt(&ctx, conn, &f).await,
-        None => Outcome::BadRequest,
+        Ok(f) => attempt(&ctx, conn, &f).await,
+        Err(StatusCode::PAYLOAD_TOO_LARGE) => Outcome::TooLarge,
+        Err(_) => Outcome::BadRequest,
     };
     if is_form { html_reply(&ctx, outcome) } else { json_reply(outcome) }
 }
@@ -95,6 +97,7 @@ fn json_reply(o: Outcome) -> Response {
         Outcome::Invalid => json(StatusCode::UNAUTHORIZED, j!({"reason": "invalid address or password"})),
         Outcome::Throttled(w) => retry_after(json(StatusCode::TOO_MANY_REQUESTS, j!({"reason": "too many attempts"})), w),
         Outcome::BadRequest => json(StatusCode::BAD_REQUEST, j!({"reason": "expected email and password as JSON or form fields"})),
+        Outcome::TooLarge => json(StatusCode::PAYLOAD_TOO_LARGE, j!({"reason": "request too large"})),
         Outcome::Failed => json(StatusCode::INTERNAL_SERVER_ERROR, j!({"reason": "temporarily unavailable, try again later"})),
     }
 }
@@ -109,6 +112,7 @@ fn html_reply(ctx: &Ctx, o: Outcome) -> Response {
             let r = respond(StatusCode::TOO_MANY_REQUESTS, page(&d, "Too many attempts", &format!("<h1>Too many attempts</h1><p>Please wait {} minutes and try again.</p>", w.as_secs().div_ceil(60))));
             return retry_after(r, w);
         }
+        Outcome::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Not deleted", format!("<h1>Not deleted</h1><p>The request was too large.</p>{again}")),
         Outcome::BadRequest => (StatusCode::BAD_REQUEST, "Not deleted", format!("<h1>Not deleted</h1><p>Please fill in both address and password.</p>{again}")),
         Outcome::Failed => (StatusCode::INTERNAL_SERVER_ERROR, "Error", format!("<h1>Not deleted</h1><p>The relay could not process this right now. Please try again later.</p>{again}")),
     };

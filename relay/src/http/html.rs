@@ -14,9 +14,10 @@ h1{font-size:1.6rem;line-height:1.25;margin:.5rem 0 1rem}\
 h2{font-size:1.2rem;margin:1.75rem 0 .5rem}\
 a{color:var(--accent)}\
 p,li{max-width:65ch}\
+.card h2{margin-top:0}\
 .card{background:var(--card);border-radius:12px;padding:1rem;box-shadow:0 1px 3px rgba(0,0,0,.12);margin:1rem 0}\
 .qr{display:block;margin:0 auto;width:min(80vw,300px);height:auto;background:#fff;padding:8px;border-radius:8px}\
-.link{display:block;word-break:break-all;font:14px/1.4 ui-monospace,monospace;background:var(--bg);padding:.6rem;border-radius:6px;user-select:all}\
+.link{display:block;text-align:left;word-break:break-all;font:14px/1.4 ui-monospace,monospace;background:var(--bg);padding:.6rem;border-radius:6px;user-select:all}\
 .button{display:inline-block;background:var(--accent);color:#fff;text-decoration:none;padding:.7rem 1.2rem;border-radius:8px;font-weight:600;border:0;font-size:1rem}\
 .center{text-align:center}\
 .muted{color:var(--muted)}\

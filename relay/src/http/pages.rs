@@ -10,10 +10,16 @@ use super::new::{dclogin_url, generate, request_host};
 use crate::config::{Registration, TlsMode};
 use crate::context::Ctx;
 
-/// Human size with binary units ("30 MiB").
+/// Human size: binary units for round binary values ("30 MiB"), else decimal ("200 kB").
 pub(crate) fn size(b: u64) -> String {
-    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (name, unit) in UNITS {
+    const BIN: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const DEC: [(&str, u64); 3] = [("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1000)];
+    for (name, unit) in BIN {
+        if b >= unit && b % unit == 0 {
+            return format!("{} {name}", b / unit);
+        }
+    }
+    for (name, unit) in DEC {
         if b >= unit {
             let v = b as f64 / unit as f64;
             return if v.fract() < 0.05 { format!("{v:.0} {name}") } else { format!("{v:.1} {name}") };
@@ -84,18 +90,19 @@ This relay does not accept new accounts right now. Existing accounts keep workin
     };
     let l = esc(&link);
     let how = if self_signed {
-        "<p class=\"muted\">This relay uses a self-signed certificate. The code below holds a fresh, \
-unused address and password made for you just now; the account is created when the app first logs \
-in. Reloading the page makes a new one.</p>"
+        "<p class=\"muted\">This code holds a fresh address and password made for you just now \
+(this relay uses a self-signed certificate). Nothing is stored until the app first logs in; \
+reloading the page makes a new one.</p>"
     } else {
         "<p class=\"muted\">The app makes up a random address on this relay and creates the account \
 when it first logs in.</p>"
     };
     let body = format!(
         "{intro}<div class=\"card center\"><h2>Get an address</h2>\
-<p>Install Delta Chat, choose <em>Create a new profile</em>, then <em>Use a different server</em> and scan this code:</p>\
-{svg}<p><a class=\"button\" href=\"{l}\">Open in Delta Chat</a></p>\
-<p>Or copy this link:</p><code class=\"link\">{l}</code></div>{how}"
+<p>Install Delta Chat, then on its welcome screen choose <em>Create New Profile</em> → \
+<em>Use Other Server</em> and scan this code, or tap the button on this device.</p>\
+{svg}{how}<p><a class=\"button\" href=\"{l}\">Open in Delta Chat</a></p>\
+<p>Or copy this link:</p><code class=\"link\">{l}</code></div>"
     );
     let mut r = respond(StatusCode::OK, page(&cfg.mail_domain, "Chatmail relay", &body));
     if self_signed {
@@ -144,7 +151,7 @@ address can never be used again, by you or anyone else.</p>\
 <label for=\"password\">Password</label>\
 <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
 <p><button class=\"button\" type=\"submit\">Delete account now</button></p></form>\
-<p class=\"muted\">In Delta Chat the password is shown under Settings → Advanced → Password and Account.</p>",
+<p class=\"muted\">Use the address and password your app logs in with.</p>",
         d = esc(&c.mail_domain)
     );
     respond(StatusCode::OK, page(&c.mail_domain, "Delete account", &body))
@@ -171,7 +178,8 @@ mod tests {
     #[test]
     fn human_units() {
         assert_eq!(super::size(31_457_280), "30 MiB");
-        assert_eq!(super::size(200_000), "195.3 KiB");
+        assert_eq!(super::size(200_000), "200 kB");
+        assert_eq!(super::size(1_500_000), "1.5 MB");
         assert_eq!(super::period(std::time::Duration::from_secs(20 * 86_400)), "20 days");
         assert_eq!(super::period(std::time::Duration::from_secs(3600)), "1 hour");
     }

@@ -203,3 +203,32 @@ async fn metrics_listener() {
     assert_eq!((h.status, h.text().as_str()), (200, "ok\n"));
     assert_eq!(http_req(&a, "GET", "/", "x").await.status, 404);
 }
+
+/// HTTP-15: a resource gate closed (here: disk) gives 429 with Retry-After 600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_gate_closed_is_429() {
+    let relay = Relay::start("min_free_disk_space = \"100000000G\"");
+    let r = relay.https("POST", "/new").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("600"));
+    assert_eq!(r.json()["reason"], "registration temporarily unavailable, try again later");
+    let m = http_req(&relay.addr(relay.ports.metrics), "GET", "/metrics", "x").await.text();
+    assert!(m.contains("chatrelay_registrations_refused_total{reason=\"disk\"} 1"), "{m}");
+}
+
+/// HTTP-24, HTTP-27: the /mxdeliv slot answers until the delivery issue fills it; oversized
+/// headers and bodies are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_mxdeliv_slot() {
+    let relay = Relay::start("");
+    let a = relay.addr(relay.ports.https);
+    let mx = https_req(&a, "POST", "/mxdeliv", &a, &[], b"hello").await;
+    assert_eq!((mx.status, mx.text().as_str()), (400, "451 4.3.0 Local error"));
+    let big = "x".repeat(20 * 1024);
+    let s = tokio::net::TcpStream::connect(&a).await.expect("connect");
+    let r = http_on(tls_wrap(s, &[b"http/1.1"]).await, "GET", "/", &a, &[("X-Big", &big)], b"").await;
+    assert_eq!(r.status, 431, "headers over 16 KiB");
+    let body = format!("{{\"email\":\"{}\",\"password\":\"x\"}}", "a".repeat(70 * 1024));
+    let r = https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], body.as_bytes()).await;
+    assert_eq!(r.status, 413, "body over 64 KiB: {}", r.text());
+}
