@@ -175,17 +175,17 @@ mod tests {
         let t = Instant::now();
         w.hit(&1u8, t);
         w.hit(&1u8, t);
-        let retry = w.check(&1u8, t + Duration::from_secs(10)).unwrap_err();
+        let retry = w.check(&1u8, t + Duration::from_secs(10)).expect_err("limited");
         assert_eq!(retry, Duration::from_secs(50));
         assert!(w.check(&1u8, t + Duration::from_secs(61)).is_ok());
     }
 
     #[test]
     fn v6_grouped_by_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("ip");
         assert_eq!(client_key(a), client_key(b));
-        let m: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(client_key(m), "10.0.0.1".parse::<IpAddr>().unwrap());
+        let m: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        assert_eq!(client_key(m), "10.0.0.1".parse::<IpAddr>().expect("ip"));
     }
 }

@@ -138,8 +138,8 @@ mod tests {
     #[test]
     fn dclogin_shape() {
         let mut cfg = Config::default();
-        cfg.listen.imaps = vec!["127.0.0.1:2993".parse().unwrap()];
-        cfg.listen.submissions = vec!["127.0.0.1:2465".parse().unwrap()];
+        cfg.listen.imaps = vec!["127.0.0.1:2993".parse().expect("addr")];
+        cfg.listen.submissions = vec!["127.0.0.1:2465".parse().expect("addr")];
         let c = Credentials { email: "abc@x.test".into(), password: "Pw9".into() };
         assert_eq!(
             dclogin_url(&cfg, &c, "::1"),
@@ -152,7 +152,7 @@ mod tests {
         let cfg = Config { mail_domain: "x.test".into(), ..Config::default() };
         let h = |v: &str| {
             let mut m = HeaderMap::new();
-            m.insert(header::HOST, HeaderValue::from_str(v).unwrap());
+            m.insert(header::HOST, HeaderValue::from_str(v).expect("header"));
             request_host(&cfg, &m, &Uri::from_static("/"))
         };
         assert_eq!(h("127.0.0.1:8443"), "127.0.0.1");

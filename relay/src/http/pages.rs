@@ -15,7 +15,7 @@ pub(crate) fn size(b: u64) -> String {
     const BIN: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     const DEC: [(&str, u64); 3] = [("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1000)];
     for (name, unit) in BIN {
-        if b >= unit && b % unit == 0 {
+        if b >= unit && b.is_multiple_of(unit) {
             return format!("{} {name}", b / unit);
         }
     }
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn qr_is_inline_svg() {
-        let s = super::qr_svg("dcaccount:x.test").unwrap();
+        let s = super::qr_svg("dcaccount:x.test").expect("svg");
         assert!(s.starts_with("<svg class=\"qr\" role=\"img\""));
         assert!(!s.contains("<?xml"));
     }

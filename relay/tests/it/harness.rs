@@ -558,3 +558,7 @@ pub fn client_config_versions(versions: &[&'static rustls::SupportedProtocolVers
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Arc::new(cfg)
 }
+
+/// Registration gates that never close on a busy test machine (load, memory), so tests that
+/// create accounts do not depend on what else runs (ACC-16 is tested by setting one explicitly).
+pub const GATES_OPEN: &str = "max_load_1m = 100000.0\nmin_available_memory = \"1M\"\nmin_free_disk_space = \"1M\"\n";
