@@ -142,3 +142,26 @@ async fn accounts_cli() {
     let m = http_req(&relay.addr(relay.ports.metrics), "GET", "/metrics", "x").await.text();
     assert!(m.contains("chatrelay_accounts 0"), "gauge follows the store: {m}");
 }
+
+/// Must-show over the wire: an account made by IMAP LOGIN, deleted over HTTPS, can no longer log
+/// in, with its password or any other, and is not re-created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs IMAP (issue 4)"]
+async fn deleted_account_cannot_log_in_over_imap() {
+    let relay = Relay::start(GATES_OPEN);
+    let email = relay.new_address();
+    let login = |pw: &'static str| {
+        let (a, e) = (relay.addr(relay.ports.imaps), email.clone());
+        async move {
+            let mut c = Lines::tls(&a).await;
+            let _greeting = c.line().await;
+            c.imap("a", &format!("LOGIN {e} {pw}")).await.last().cloned().unwrap_or_default()
+        }
+    };
+    assert!(login(PASSWORD).await.starts_with("a OK"), "first login creates the account");
+    let ok = delete_json(&relay, &email, PASSWORD).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(login(PASSWORD).await.starts_with("a NO"), "deleted account cannot log in");
+    assert!(login("another-password-42").await.starts_with("a NO"), "nor be re-created");
+    assert_eq!(relay.cli(&["accounts", "show", &email]).0, 1);
+}
