@@ -4,3 +4,7 @@
 mod harness;
 
 mod foundation;
+mod http_alpn;
+mod http_delete;
+mod http_files;
+mod http_pages;
