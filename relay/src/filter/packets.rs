@@ -18,6 +18,8 @@ pub enum WalkError {
     Trailing,
     #[error("the last packet is not SEIPD")]
     NoSeipd,
+    #[error("partial body length not allowed here")]
+    BadPartial,
 }
 
 const PKESK: u8 = 1;
@@ -73,7 +75,10 @@ pub fn next_packet(data: &[u8], pos: usize) -> Result<Packet, WalkError> {
     }
     let tag = first & 0x3f;
     // New format; partial chunks repeat until a definite length ends the packet. The loop
-    // consumes at least one octet per round, so it ends.
+    // consumes at least one octet per round, so it ends. As RFC 9580 4.2.1.4 (and the `pgp`
+    // crate) requires, only data packets may use partial lengths and the first chunk is at least
+    // 512 octets.
+    let mut first_chunk = true;
     loop {
         let o1 = byte(data, p)?;
         match o1 {
@@ -92,6 +97,10 @@ pub fn next_packet(data: &[u8], pos: usize) -> Result<Packet, WalkError> {
             }
             224..=254 => {
                 let chunk = 1usize << (o1 & 0x1f);
+                if first_chunk && (chunk < 512 || !matches!(tag, 8 | 9 | 11 | SEIPD | 20)) {
+                    return Err(WalkError::BadPartial);
+                }
+                first_chunk = false;
                 p = skip(data, p + 1, chunk)?;
             }
         }
@@ -160,9 +169,11 @@ mod tests {
             ("old", cat(&[&[0x84, 1, 9], &[0x85, 0, 2, 1, 2], &[0x86, 0, 0, 0, 1, 7], &[0xd2, 3, 1, 2, 3]]), Ok(())),
             ("old indeterminate", vec![0x87, 9, 9, 9], Err(WalkError::NoSeipd)),
             ("old literal", vec![0xac, 1, 0], Err(WalkError::Unexpected(11))),
-            // Partial: 224+1 => 2-byte chunk, then a 1-octet final length.
-            ("partial", vec![0xd2, 0xe1, 7, 7, 2, 8, 8], Ok(())),
-            ("partial truncated", vec![0xd2, 0xe4, 7, 7], Err(WalkError::Truncated)),
+            // Partial: 224+9 => 512-octet chunk, 224+1 => 2-octet chunk, then a final length.
+            ("partial", [&[0xd2, 0xe9][..], &[7; 512], &[0xe1, 7, 7, 2, 8, 8]].concat(), Ok(())),
+            ("partial truncated", [&[0xd2, 0xe9][..], &[7; 500]].concat(), Err(WalkError::Truncated)),
+            ("partial small first chunk", vec![0xd2, 0xe1, 7, 7, 2, 8, 8], Err(WalkError::BadPartial)),
+            ("partial pkesk", [&[0xc1, 0xe9][..], &[7; 512], &[0]].concat(), Err(WalkError::BadPartial)),
         ];
         for (name, data, want) in cases {
             assert_eq!(walk(&data), want, "{name}");

@@ -4,3 +4,6 @@
 mod harness;
 
 mod foundation;
+mod fixtures;
+
+mod filter_fixtures;
