@@ -7,3 +7,5 @@ mod foundation;
 mod fixtures;
 
 mod filter_fixtures;
+mod smtp_ingress;
+mod smtp_submission;
