@@ -8,4 +8,5 @@ mod fixtures;
 
 mod filter_fixtures;
 mod smtp_ingress;
+mod smtp_session;
 mod smtp_submission;

@@ -88,4 +88,5 @@ async fn no_smuggling_through_bare_lf() {
     let r = c.reply().await;
     assert!(!r.starts_with("354") && !r.starts_with("250 2.1"), "one DATA, one reply: {r}");
     assert_eq!(c.cmd("NOOP").await, "250 2.0.0 OK", "nothing else was pipelined");
+    assert_eq!(inbox_messages(&relay, &bob).await.len(), 1, "exactly one message");
 }
