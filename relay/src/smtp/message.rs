@@ -19,8 +19,14 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Reply> {
 pub fn from_address(msg: &Message<'_>) -> Result<Address, Reply> {
     let raw = msg.header_raw("From").map(str::trim).unwrap_or("");
     let bad = || reply::bad_from_header(raw);
-    let mut addrs = msg.from().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default().into_iter();
-    let (Some(one), None) = (addrs.next(), addrs.next()) else { return Err(bad()) };
+    let mut addrs = msg
+        .from()
+        .map(|a| a.iter().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter();
+    let (Some(one), None) = (addrs.next(), addrs.next()) else {
+        return Err(bad());
+    };
     let addr = one.address().ok_or_else(bad)?;
     Address::parse(addr).map_err(|_| bad())
 }
@@ -40,13 +46,26 @@ mod tests {
 
     #[test]
     fn from_rules() {
-        let m = |s: &'static str| MessageParser::default().parse(s.as_bytes()).expect("parses");
+        let m = |s: &'static str| {
+            MessageParser::default()
+                .parse(s.as_bytes())
+                .expect("parses")
+        };
         let ok = m("From: Alice <Alice@X.org>\r\nSubject: a\r\n\r\nhi\r\n");
-        assert_eq!(check_from(&ok, "alice@x.org").map(|a| a.to_string()), Ok("alice@x.org".into()));
+        assert_eq!(
+            check_from(&ok, "alice@x.org").map(|a| a.to_string()),
+            Ok("alice@x.org".into())
+        );
         let other = m("From: bob@x.org\r\n\r\nhi\r\n");
-        assert_eq!(check_from(&other, "alice@x.org").map_err(|r| r.to_string()), Err("500 Invalid FROM bob@x.org for alice@x.org".into()));
+        assert_eq!(
+            check_from(&other, "alice@x.org").map_err(|r| r.to_string()),
+            Err("500 Invalid FROM bob@x.org for alice@x.org".into())
+        );
         let two = m("From: a@x.org, b@x.org\r\n\r\nhi\r\n");
-        assert_eq!(check_from(&two, "a@x.org").map_err(|r| r.to_string()), Err("500 Invalid FROM header: a@x.org, b@x.org".into()));
+        assert_eq!(
+            check_from(&two, "a@x.org").map_err(|r| r.to_string()),
+            Err("500 Invalid FROM header: a@x.org, b@x.org".into())
+        );
         let none = m("To: a@x.org\r\n\r\nhi\r\n");
         assert!(check_from(&none, "a@x.org").is_err());
         assert!(parse(b"").is_err());
