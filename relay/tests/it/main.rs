@@ -8,5 +8,6 @@ mod fixtures;
 
 mod filter_fixtures;
 mod smtp_ingress;
+mod smtp_lifecycle;
 mod smtp_session;
 mod smtp_submission;
