@@ -41,7 +41,7 @@ async fn error_limit_line_limit_and_helo() {
 
 #[tokio::test]
 async fn pipelined_transaction_on_465() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start_ungated("max_smtp_recipients = 2\n");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     let (mut c, a) = smtp_login(&relay, &alice, PASSWORD).await;
@@ -56,6 +56,15 @@ async fn pipelined_transaction_on_465() {
     assert!(c.reply().await.starts_with("250 2.0.0 OK: queued as "));
     assert_eq!(c.reply().await, "221 2.0.0 Bye");
     assert_eq!(inbox_messages(&relay, &bob).await.len(), 1);
+    // SMTP-22: each RCPT over max_smtp_recipients gets 452 4.5.3.
+    let (mut c, _) = smtp_login(&relay, &alice, PASSWORD).await;
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{alice}>")).await, "250 2.1.0 Ok");
+    assert_eq!(c.cmd("RCPT TO:<a@remote.example>").await, "250 2.1.5 Ok");
+    assert_eq!(c.cmd("RCPT TO:<b@remote.example>").await, "250 2.1.5 Ok");
+    assert_eq!(
+        c.cmd("RCPT TO:<c@remote.example>").await,
+        "452 4.5.3 Error: too many recipients"
+    );
 }
 
 #[tokio::test]
@@ -113,4 +122,68 @@ async fn remote_recipients_are_queued_by_domain_and_bcc_self_stored() {
             && !blob.contains("192.0.2.1"),
         "{blob}"
     );
+}
+
+/// A real client: Python's smtplib on 465 (implicit TLS) and 587 (STARTTLS). Skipped without
+/// python3.
+#[tokio::test]
+async fn python_smtplib_smoke() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("python3 not found; skipped");
+        return;
+    }
+    let relay = Relay::start_ungated("");
+    let (alice, bob) = (relay.new_address(), relay.new_address());
+    create_account(&relay, &bob).await;
+    let eml_path = relay.dir.path().join("enc.eml");
+    std::fs::write(&eml_path, encrypted_eml(&alice, &bob)).expect("write eml");
+    let script = r#"
+import smtplib, ssl, sys
+host, p465, p587, user, pw, rcpt, eml = sys.argv[1:8]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+msg = open(eml, 'rb').read()
+with smtplib.SMTP_SSL(host, int(p465), context=ctx) as s:
+    s.login(user, pw)
+    s.sendmail(user, [rcpt], msg)
+    try:
+        s.sendmail(user, [rcpt], b"From: " + user.encode() + b"\r\nSubject: x\r\n\r\nplain\r\n")
+        print("PLAIN ACCEPTED")
+    except smtplib.SMTPDataError as e:
+        print("refused", e.smtp_code, e.smtp_error.decode())
+with smtplib.SMTP(host, int(p587)) as s:
+    s.starttls(context=ctx)
+    s.login(user, pw)
+    s.sendmail(user, [rcpt], msg)
+print("done")
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args([
+            relay.ip.as_str(),
+            &relay.ports.submissions.to_string(),
+            &relay.ports.submission.to_string(),
+            &alice,
+            PASSWORD,
+            &bob,
+            &eml_path.display().to_string(),
+        ])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("refused 523 Encryption Needed: Invalid Unencrypted Mail"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("done"), "{stdout}");
+    assert_eq!(inbox_messages(&relay, &bob).await.len(), 2);
 }

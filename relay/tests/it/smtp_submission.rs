@@ -195,6 +195,15 @@ async fn auth_failures_delay_then_close() {
     assert_eq!(c.line().await, None, "closed");
 }
 
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn oversized_message_is_read_and_refused() {
     let relay = Relay::start_ungated("max_message_size = \"64K\"\n");
@@ -202,26 +211,43 @@ async fn oversized_message_is_read_and_refused() {
     create_account(&relay, &bob).await;
     let (mut c, a) = smtp_login(&relay, &alice, PASSWORD).await;
     assert!(a.starts_with("235 "), "{a}");
+    let ehlo = c.cmd("EHLO again").await;
+    assert!(ehlo.contains("250-SIZE 65536\n"), "{ehlo}");
     assert_eq!(
         c.cmd(&format!("MAIL FROM:<{alice}> SIZE=70000")).await,
         "552 5.3.4 Message size exceeds fixed limit"
     );
-    assert_eq!(c.cmd(&format!("MAIL FROM:<{alice}>")).await, "250 2.1.0 Ok");
+    assert_eq!(
+        c.cmd(&format!("MAIL FROM:<{alice}> BODY=8BITMIME SMTPUTF8"))
+            .await,
+        "250 2.1.0 Ok"
+    );
     assert_eq!(c.cmd(&format!("RCPT TO:<{bob}>")).await, "250 2.1.5 Ok");
     assert!(c.cmd("DATA").await.starts_with("354"));
-    // 4 MB, far over the limit, in one stream.
-    let mut eml = encrypted_eml(&alice, &bob).replace("--b0undary4fixture--", "");
-    eml.push_str(
-        &"x".repeat(998)
-            .chars()
-            .chain("\r\n".chars())
-            .collect::<String>()
-            .repeat(4000),
-    );
-    c.send_raw(smtp_data(&eml).as_bytes()).await;
+    let before = peak_rss_kib(relay.pid());
+    // 40 MB, far over the limit, in one stream of 1000-octet lines.
+    let eml = encrypted_eml(&alice, &bob).replace("--b0undary4fixture--", "");
+    c.send_raw(
+        eml.replace('\n', "\r\n")
+            .replace("\r\r\n", "\r\n")
+            .as_bytes(),
+    )
+    .await;
+    let line = format!("{}\r\n", "x".repeat(998));
+    let chunk = line.repeat(1000);
+    for _ in 0..40 {
+        c.send_raw(chunk.as_bytes()).await;
+    }
+    c.send_raw(b"\r\n.\r\n").await;
     assert_eq!(
         c.reply().await,
         "552 5.3.4 Message size exceeds fixed limit"
+    );
+    let after = peak_rss_kib(relay.pid());
+    println!("relay peak RSS before DATA {before} KiB, after 40 MB over the limit {after} KiB");
+    assert!(
+        after.saturating_sub(before) < 20 * 1024,
+        "DATA past the limit is not buffered"
     );
     assert_eq!(
         c.cmd("NOOP").await,
