@@ -86,4 +86,20 @@ mod tests {
             "no Subject added"
         );
     }
+
+    #[test]
+    fn random_input_never_panics() {
+        let mut x: u64 = 88172645463325252;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let alpha = b"\r\n :Subject\tReceived";
+            let d: Vec<u8> = (0..len)
+                .map(|i| alpha[(x as usize >> (i % 50)) % alpha.len()])
+                .collect();
+            let _ = clean(&d, SUBMISSION_DROP, true);
+        }
+    }
 }
