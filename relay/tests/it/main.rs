@@ -20,3 +20,4 @@ mod imap_helpers;
 mod imap_features;
 mod imap_async_imap;
 mod imap_more;
+mod imap_delivery;
