@@ -261,8 +261,11 @@ impl Session {
     pub async fn catch_up(&mut self, allow_expunge: bool) {
         let Some(sel) = self.sel.as_mut() else { return };
         let mut out = String::new();
-        if let Err(e) = sel.catch_up(&self.ctx.store, allow_expunge, &mut out).await {
-            tracing::warn!(conn = self.info.id, error = %e, "imap catch-up failed");
+        match sel.catch_up(&self.ctx.store, allow_expunge, &mut out).await {
+            Ok(()) => {}
+            // Deleted by another session: nothing left to show; later commands get BAD.
+            Err(crate::store::StoreError::NotFound) => self.sel = None,
+            Err(e) => tracing::warn!(conn = self.info.id, error = %e, "imap catch-up failed"),
         }
         self.conn.push(out.as_bytes());
     }

@@ -11,7 +11,7 @@ async fn imap_first_login_creates_and_capabilities() {
     let relay = start("");
     let addr = relay.new_address();
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
-    let g = c.line().await.unwrap();
+    let g = c.line().await.expect("line");
     assert!(g.contains("XCHATMAIL") && g.contains("AUTH=PLAIN") && g.ends_with("chat.test ready."), "{g}");
     assert!(g.contains("XDELTAPUSH"), "push is on by default: {g}");
     let r = c.imap("a", &format!("LOGIN {addr} {PASSWORD}")).await;
@@ -48,7 +48,7 @@ async fn imap_first_login_creates_and_capabilities() {
     // With push off, XDELTAPUSH is not advertised (IMAP-8).
     let relay = start("[push]\nnotify_url = \"\"\n");
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
-    let g = c.line().await.unwrap();
+    let g = c.line().await.expect("line");
     assert!(g.contains("XCHATMAIL") && !g.contains("XDELTAPUSH"), "{g}");
 }
 
@@ -59,7 +59,7 @@ async fn imap_idle_exists_and_fetch_exact_bytes() {
     let mut a = login(&relay, &addr).await;
     assert_ok(&a.imap("s", "SELECT INBOX").await);
     a.send("i IDLE").await;
-    assert_eq!(a.line().await.unwrap(), "+ idling");
+    assert_eq!(a.line().await.expect("line"), "+ idling");
 
     let mut b = login(&relay, &addr).await;
     let msg = sample_message(&addr, &addr, "hello \u{e4} exact bytes\r\n.with dot\r\n");
@@ -75,7 +75,7 @@ async fn imap_idle_exists_and_fetch_exact_bytes() {
     assert_eq!(last(&r), "i OK IDLE terminated");
 
     a.send("f UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[])").await;
-    let head = a.line().await.unwrap();
+    let head = a.line().await.expect("line");
     assert!(head.starts_with("* 1 FETCH (") && head.contains(&format!("RFC822.SIZE {}", msg.len())), "{head}");
     let body = read_literal(&mut a, &head).await;
     assert_eq!(body, msg, "BODY[] must be the stored bytes");
@@ -126,7 +126,7 @@ async fn imap_starttls_rules_on_143() {
     let relay = start("");
     let addr = relay.new_address();
     let mut c = Lines::plain(&relay.addr(relay.ports.imap)).await;
-    let g = c.line().await.unwrap();
+    let g = c.line().await.expect("line");
     assert!(g.contains("STARTTLS") && g.contains("LOGINDISABLED") && !g.contains("AUTH="), "{g}");
     let r = c.imap("a", &format!("LOGIN {addr} {PASSWORD}")).await;
     assert_eq!(last(&r), "a NO [PRIVACYREQUIRED] Login requires TLS.");

@@ -29,7 +29,7 @@ async fn imap_idle_wakes_on_smtp_delivery() {
     let reply = send_mail(&mut smtp, &alice, &[&bob], &eml).await;
     let ok_at = Instant::now();
     assert!(reply.starts_with("250"), "{reply}");
-    let (mut b, l, exists_at) = reader.await.unwrap();
+    let (mut b, l, exists_at) = reader.await.expect("io");
     assert_eq!(l, "* 1 EXISTS");
     let rel = if exists_at >= ok_at {
         format!("{:?} after", exists_at - ok_at)
@@ -47,7 +47,7 @@ async fn imap_idle_wakes_on_smtp_delivery() {
     let stored = inbox_messages(&relay, &bob).await;
     assert_eq!(stored.len(), 1);
     b.send("f UID FETCH 1 (BODY.PEEK[] RFC822.SIZE)").await;
-    let head = b.line().await.unwrap();
+    let head = b.line().await.expect("line");
     assert!(head.contains("BODY[] {"), "{head}");
     assert_eq!(read_literal(&mut b, &head).await, stored[0], "BODY[] is exactly the stored bytes");
     assert_eq!(last(&b.until_tag("f").await), "f OK Fetch completed.");
@@ -77,7 +77,7 @@ async fn imap_on_443_with_alpn() {
     let relay = Relay::start_ungated("");
     let email = relay.new_address();
     let mut c = Lines::tls_alpn(&relay.addr(relay.ports.https), &[b"imap"]).await;
-    let g = c.line().await.unwrap();
+    let g = c.line().await.expect("line");
     assert!(g.starts_with("* OK [CAPABILITY IMAP4rev1") && g.contains("AUTH=PLAIN"), "{g}");
     let r = c.imap("a", &format!("LOGIN {email} {PASSWORD}")).await;
     assert!(last(&r).starts_with("a OK"), "{r:?}");

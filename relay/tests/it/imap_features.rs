@@ -62,9 +62,9 @@ impl Zc {
     async fn send(&mut self, line: &str) {
         let data = format!("{line}\r\n");
         let mut out = Vec::with_capacity(data.len() + 64);
-        self.comp.compress_vec(data.as_bytes(), &mut out, FlushCompress::Sync).unwrap();
-        self.io.write_all(&out).await.unwrap();
-        self.io.flush().await.unwrap();
+        self.comp.compress_vec(data.as_bytes(), &mut out, FlushCompress::Sync).expect("test step");
+        self.io.write_all(&out).await.expect("io");
+        self.io.flush().await.expect("io");
     }
     async fn line(&mut self) -> String {
         loop {
@@ -73,13 +73,13 @@ impl Zc {
                 return String::from_utf8_lossy(&l).trim_end().to_string();
             }
             let mut tmp = [0u8; 4096];
-            let n = tokio::time::timeout(crate::harness::T, self.io.read(&mut tmp)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(crate::harness::T, self.io.read(&mut tmp)).await.expect("io").expect("test step");
             assert!(n > 0, "eof");
             let mut pos = 0;
             while pos < n {
                 let mut out = Vec::with_capacity(64 * 1024);
                 let before = self.dec.total_in();
-                self.dec.decompress_vec(&tmp[pos..n], &mut out, FlushDecompress::Sync).unwrap();
+                self.dec.decompress_vec(&tmp[pos..n], &mut out, FlushDecompress::Sync).expect("test step");
                 pos += (self.dec.total_in() - before) as usize;
                 self.buf.extend_from_slice(&out);
             }
@@ -145,7 +145,7 @@ async fn imap_concurrent_first_logins() {
         }));
     }
     for t in tasks {
-        let r = t.await.unwrap();
+        let r = t.await.expect("io");
         assert!(last(&r).starts_with("a OK"), "{r:?}");
     }
     // Exactly one account with exactly one INBOX.
@@ -166,7 +166,7 @@ async fn imap_limits_and_bad_input() {
     assert_ok(&c.imap("b", "NOOP").await);
     // Synchronising literal over the limit: NO [TOOBIG] without `+` (IMAP-44).
     c.send("c SELECT {100000}").await;
-    let l = c.line().await.unwrap();
+    let l = c.line().await.expect("line");
     assert!(l.starts_with("c NO [TOOBIG]"), "{l}");
     // Garbage and wrong-state commands.
     assert!(last(&c.imap("d", "FETCH").await).starts_with("d BAD"));

@@ -28,7 +28,7 @@ async fn imap_large_message_streamed_and_sections() {
     assert_ok(&append(&mut c, "q", "INBOX", "()", &multipart(&addr)).await);
     assert_ok(&c.imap("s", "SELECT INBOX").await);
     c.send("f UID FETCH 1 (BODY.PEEK[])").await;
-    let head = c.line().await.unwrap();
+    let head = c.line().await.expect("line");
     assert!(head.ends_with(&format!("BODY[] {{{}}}", big.len())), "{head}");
     assert_eq!(read_literal(&mut c, &head).await, big, "3 MiB BODY[] byte for byte");
     assert_eq!(c.line().await.as_deref(), Some(")"));
@@ -37,7 +37,7 @@ async fn imap_large_message_streamed_and_sections() {
     assert!(r.join("\n").contains(&format!("RFC822.SIZE {})", big.len())), "{r:?}");
     assert!(r[1].starts_with("Subject: test "), "{r:?}");
     c.send("h UID FETCH 1 (BODY.PEEK[]<0.10>)").await;
-    let head = c.line().await.unwrap();
+    let head = c.line().await.expect("line");
     assert!(head.contains("BODY[]<0> {10}"), "{head}");
     assert_eq!(read_literal(&mut c, &head).await, &big[..10]);
     c.until_tag("h").await;
@@ -66,7 +66,7 @@ async fn imap_literals_authenticate_and_quota() {
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
     c.line().await;
     c.send(&format!("a LOGIN {{{}}}", addr.len())).await;
-    assert!(c.line().await.unwrap().starts_with('+'));
+    assert!(c.line().await.expect("line").starts_with('+'));
     c.send(&format!("{addr} {{{}+}}", PASSWORD.len())).await;
     c.send(PASSWORD).await;
     assert!(last(&c.until_tag("a").await).starts_with("a OK"));
