@@ -31,11 +31,48 @@ pub fn appversions(cfg: &Config) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     if validate_appversions(&v) {
-        serde_json::to_string(&v).ok()
+        Some(minify(&text))
     } else {
         tracing::warn!("server_metadata.appversions is not a valid appversions document; not served");
         None
     }
+}
+
+/// For start-up validation of `server_metadata.appversions` (IMAP-35): Err names the problem.
+pub fn check_appversions_file(path: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{path} is not JSON: {e}"))?;
+    if validate_appversions(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path}: expected {{\"clients\": [{{clientId, sources: [{{sourceId, versionInteger, versionString, downloadUrl}}]}}]}}"
+        ))
+    }
+}
+
+/// Drop whitespace outside strings, keeping the document's key order (serde_json would sort).
+fn minify(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_str, mut esc) = (false, false);
+    for ch in json.chars() {
+        if in_str {
+            out.push(ch);
+            if esc {
+                esc = false;
+            } else if ch == '\\' {
+                esc = true;
+            } else if ch == '"' {
+                in_str = false;
+            }
+        } else if ch == '"' {
+            in_str = true;
+            out.push(ch);
+        } else if !ch.is_whitespace() {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 pub fn validate_appversions(v: &serde_json::Value) -> bool {
@@ -162,4 +199,25 @@ pub async fn set(s: &mut Session, m: &Mailbox<'_>, values: &[EntryValue<'_>]) ->
         }
     }
     Reply::Done(r::SETMETADATA_OK.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appversions_shape_and_minify() {
+        let ok = r#"{ "clients": [ { "clientId": "a b", "sources": [ { "sourceId": "s", "versionInteger": 1,
+            "versionString": "1.0", "downloadUrl": "https://x/ \" y" } ] } ] }"#;
+        let v: serde_json::Value = serde_json::from_str(ok).expect("json");
+        assert!(validate_appversions(&v));
+        assert_eq!(
+            minify(ok),
+            r#"{"clients":[{"clientId":"a b","sources":[{"sourceId":"s","versionInteger":1,"versionString":"1.0","downloadUrl":"https://x/ \" y"}]}]}"#
+        );
+        for bad in [r#"{"clients": []}"#, r#"{"clients": [{"clientId": "a"}]}"#, r#"{"clients": [], "x": 1}"#, "[]"] {
+            let v: serde_json::Value = serde_json::from_str(bad).expect("json");
+            assert!(!validate_appversions(&v), "{bad}");
+        }
+    }
 }

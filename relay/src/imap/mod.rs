@@ -28,6 +28,8 @@ mod session;
 mod store;
 mod view;
 
+pub use metadata::check_appversions_file;
+
 use crate::context::{ConnInfo, Ctx};
 use crate::tls::MaybeTls;
 

@@ -21,3 +21,4 @@ mod imap_features;
 mod imap_async_imap;
 mod imap_more;
 mod imap_delivery;
+mod imap_sessions;
