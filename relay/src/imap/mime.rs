@@ -278,3 +278,52 @@ pub fn envelope(header: &[u8]) -> String {
         raw_nstring("message-id")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIECES: &[&str] = &[
+        "Content-Type: multipart/mixed; boundary=\"b\"\r\n",
+        "Content-Type: message/rfc822\r\n",
+        "Content-Type: text/plain\r\n",
+        "\r\n",
+        "\n",
+        "--b\r\n",
+        "--b--\r\n",
+        "--b",
+        "From: A <a@b>\r\n",
+        "Subject: =?utf-8?q?x?=\r\n",
+        " folded\r\n",
+        "body\r\n",
+        "\u{e4}\u{ff}",
+        ":",
+        "Content-Disposition: attachment; filename=\"x\r\n",
+    ];
+
+    /// Arbitrary MIME-ish input never panics and every range stays inside the message.
+    #[test]
+    fn no_panic_on_random_structure() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            let mut raw = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (seed % 24) as usize;
+            for i in 0..n {
+                let k = ((seed >> (i % 50)) as usize + i * 7) % PIECES.len();
+                raw.extend_from_slice(PIECES[k].as_bytes());
+            }
+            let p = parse(&raw);
+            let _ = p.structure(&raw, true);
+            let _ = p.structure(&raw, false);
+            let _ = envelope(&raw[..split(&raw)]);
+            for path in [&[1u32][..], &[1, 1], &[2], &[1, 2, 1]] {
+                if let Some(x) = p.find(path) {
+                    assert!(x.start <= x.body && x.body <= x.end && x.end <= raw.len());
+                }
+            }
+        }
+    }
+}

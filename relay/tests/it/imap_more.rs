@@ -153,3 +153,31 @@ async fn imap_idle_memory_per_connection() {
         assert_eq!(c.line().await.as_deref(), Some("* 1 EXISTS"));
     }
 }
+
+/// Garbage in every state gets BAD/NO, never a crash; the session keeps working.
+#[tokio::test]
+async fn imap_garbage_input_is_answered() {
+    let relay = start("");
+    let addr = relay.new_address();
+    let mut c = login(&relay, &addr).await;
+    let junk = [
+        "x", "x UID", "x UID FROB 1", "x FETCH 0 (FLAGS)", "x FETCH 1:* (BODY[999.1.HEADER])", "x SELECT",
+        "x STORE 1 +FLAGS (\\Recent)", "x SEARCH (((((", "x APPEND", "x GETMETADATA", "x SETMETADATA INBOX",
+        "x LIST", "x STATUS INBOX (FOO)", "x COPY 1", "x \u{1}\u{2}", "\u{ff}\u{fe} NOOP", "x LOGIN a b",
+        "x IDLE extra", "x COMPRESS GZIP", "x ENABLE", "x ID (", "x CREATE \"a//b\"", "x CREATE \"\"",
+    ];
+    for (i, j) in junk.iter().enumerate() {
+        c.send(j).await;
+        c.send(&format!("n{i} NOOP")).await;
+        let r = c.until_tag(&format!("n{i}")).await;
+        assert!(last(&r).starts_with(&format!("n{i} OK")), "{j}: {r:?}");
+        assert!(r.iter().any(|l| l.contains(" BAD ") || l.contains(" NO ") || l.starts_with("* BAD")), "{j}: {r:?}");
+    }
+    assert_ok(&c.imap("s", "SELECT INBOX").await);
+    for (i, j) in ["x FETCH 1:* (BODY[1.2.3])", "x UID FETCH *:1 (ENVELOPE BODYSTRUCTURE)", "x SEARCH UID 1:* NOT OR ALL"].iter().enumerate() {
+        c.send(j).await;
+        c.send(&format!("m{i} NOOP")).await;
+        let r = c.until_tag(&format!("m{i}")).await;
+        assert!(last(&r).starts_with(&format!("m{i} OK")), "{j}: {r:?}");
+    }
+}
