@@ -186,7 +186,7 @@ pub async fn append(s: &mut Session, m: &Mailbox<'_>, flags: &[Flag<'_>], date: 
     let cfg = s.ctx.config.get();
     let quota = cfg.max_mailbox_size.0;
     drop(cfg);
-    let blob = match s.ctx.store.put_blob(bytes::Bytes::copy_from_slice(data)).await {
+    let blob = match write_blob(s, data).await {
         Ok(b) => b,
         Err(_) => return Reply::Done(r::NO_TEMP.into()),
     };
@@ -199,4 +199,13 @@ pub async fn append(s: &mut Session, m: &Mailbox<'_>, flags: &[Flag<'_>], date: 
             err_reply(e)
         }
     }
+}
+
+/// Write the message in chunks so no second full copy of it is made in memory.
+async fn write_blob(s: &Session, data: &[u8]) -> Result<crate::store::BlobId, StoreError> {
+    let mut w = s.ctx.store.new_blob().await?;
+    for chunk in data.chunks(256 * 1024) {
+        w.write(chunk).await?;
+    }
+    Ok(w.finish().await?.0)
 }

@@ -60,7 +60,7 @@ async fn imap_large_message_streamed_and_sections() {
 
 #[tokio::test]
 async fn imap_literals_authenticate_and_quota() {
-    let relay = start("max_mailbox_size = \"2K\"\n");
+    let relay = start("max_mailbox_size = \"2K\"\nmax_message_size = \"4K\"\n");
     let addr = relay.new_address();
     // LOGIN with a synchronising and a non-synchronising literal.
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
@@ -74,6 +74,9 @@ async fn imap_literals_authenticate_and_quota() {
     let msg = sample_message(&addr, &addr, &"x".repeat(3000));
     let r = append(&mut c, "b", "INBOX", "()", &msg).await;
     assert_eq!(last(&r), "b NO [OVERQUOTA] Quota exceeded");
+    // The APPEND literal may be up to max_message_size, not more (IMAP-44).
+    c.send("t APPEND INBOX {5000}").await;
+    assert!(c.line().await.expect("line").starts_with("t NO [TOOBIG]"));
     // Keywords are stored and limited to 50 per mailbox (IMAP-19).
     assert_ok(&append(&mut c, "c", "INBOX", "($Forwarded)", b"Subject: k\r\n\r\nk\r\n").await);
     assert_ok(&c.imap("d", "SELECT INBOX").await);
