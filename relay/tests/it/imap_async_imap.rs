@@ -68,6 +68,21 @@ async fn imap_async_imap_delta_chat_flow() {
     assert_eq!(fetched.len(), 1);
     assert_eq!(fetched[0].body(), Some(msg.as_slice()));
     assert_eq!(fetched[0].size, Some(msg.len() as u32));
+    // Delta Chat's prefetch of new messages.
+    let pre: Vec<_> = s
+        .uid_fetch(
+            "1:*",
+            "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE X-MICROSOFT-ORIGINAL-MESSAGE-ID FROM IN-REPLY-TO REFERENCES CHAT-VERSION AUTO-SUBMITTED AUTOCRYPT-SETUP-MESSAGE)])",
+        )
+        .await
+        .expect("prefetch")
+        .try_collect()
+        .await
+        .expect("prefetch");
+    assert_eq!(pre.len(), 1);
+    let hdr = String::from_utf8_lossy(pre[0].header().expect("header fields")).into_owned();
+    assert!(hdr.contains("Message-ID: <") && hdr.contains("From: <") && !hdr.contains("Subject:"), "{hdr}");
+    assert_eq!(pre[0].uid, Some(1));
     let _: Vec<_> = s.uid_store("1", "+FLAGS (\\Deleted)").await.expect("io").try_collect().await.expect("io");
     s.close().await.expect("io");
     let mbox = s.select("INBOX").await.expect("io");
