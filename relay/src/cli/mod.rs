@@ -2,6 +2,7 @@
 //! error, each failure with one clear line on stderr (OPS-21).
 
 mod init;
+mod queue;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +42,13 @@ pub enum Command {
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Inspect and steer the outbound queue (OPS-20).
+    Queue {
+        #[arg(long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: queue::QueueAction,
     },
 }
 
@@ -108,6 +116,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             runtime()?.block_on(serve(cfg))
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
+        Command::Queue { config, action } => queue::run(load_config(&config)?, action),
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;
             let text = toml::to_string_pretty(&cfg).map_err(Failure::runtime)?;

@@ -33,6 +33,9 @@ const MAX_IN_FLIGHT: usize = 100;
 const MAX_PER_DOMAIN: usize = 4;
 /// DLV-9: the floor between two timer-driven scans.
 const MIN_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// Without a control socket, `chatrelay queue retry` from another process is seen at the next
+/// scan; this bounds how long that takes.
+const MAX_SLEEP_SECS: i64 = 30;
 /// DLV-5: delays after the 1st, 2nd, ... failed attempt; the last one repeats.
 const RETRY_SCHEDULE: &[i64] = &[60, 300, 900, 1800, 3600, 7200, 14_400, 28_800];
 
@@ -71,8 +74,8 @@ pub async fn run(ctx: Ctx) {
         update_gauges(&ctx).await;
         let next_due = ctx.store.next_queue_due().await.ok().flatten();
         let wait = match next_due {
-            Some(at) => Duration::from_secs((at - now_secs()).clamp(0, 3600) as u64).max(MIN_SCAN_INTERVAL),
-            None => Duration::from_secs(3600),
+            Some(at) => Duration::from_secs((at - now_secs()).clamp(0, MAX_SLEEP_SECS) as u64).max(MIN_SCAN_INTERVAL),
+            None => Duration::from_secs(MAX_SLEEP_SECS as u64),
         };
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,

@@ -4,3 +4,6 @@
 mod harness;
 
 mod foundation;
+mod delivery_dns;
+mod delivery_sink;
+mod delivery_units;
