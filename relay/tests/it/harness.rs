@@ -422,3 +422,38 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
     }
     false
 }
+
+// ---------------------------------------------------------------- relays with chosen ports
+
+impl Relay {
+    /// Like `start_with`, but with explicit ports (two relays on different loopback IPs may share
+    /// port numbers, so each can reach the other's smtp/https through `delivery.*_port`).
+    pub fn start_with_ports(domain: &str, ip: &str, ports: Ports, extra: &str) -> Self {
+        let mut r = Self::prepare(domain, ip, ports, extra);
+        r.spawn();
+        r
+    }
+
+    /// Write the config and create the temp dir without starting the process, so a test can set
+    /// up `data_dir` first; then call `spawn()`.
+    pub fn prepare(domain: &str, ip: &str, ports: Ports, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("chatrelay.toml");
+        let data = dir.path().join("data");
+        let toml = format!(
+            "mail_domain = \"{domain}\"\ndata_dir = \"{data}\"\n{extra}\n[listen]\nsmtp = \"{ip}:{}\"\nsubmission = \"{ip}:{}\"\nsubmissions = \"{ip}:{}\"\nimap = \"{ip}:{}\"\nimaps = \"{ip}:{}\"\nhttp = \"{ip}:{}\"\nhttps = \"{ip}:{}\"\nmetrics = \"{ip}:{}\"\n\n[tls]\nmode = \"self-signed\"\n",
+            ports.smtp,
+            ports.submission,
+            ports.submissions,
+            ports.imap,
+            ports.imaps,
+            ports.http,
+            ports.https,
+            ports.metrics,
+            data = data.display(),
+        );
+        std::fs::write(&config_path, toml).expect("write config");
+        Self { dir, config_path, ports, domain: domain.into(), ip: ip.into(), child: None, log_path: PathBuf::new() }
+    }
+}
+

@@ -7,3 +7,4 @@ mod foundation;
 mod delivery_dns;
 mod delivery_sink;
 mod delivery_units;
+mod delivery_restart;
