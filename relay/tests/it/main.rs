@@ -8,3 +8,4 @@ mod delivery_dns;
 mod delivery_sink;
 mod delivery_units;
 mod delivery_restart;
+mod delivery_relay;
