@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use hickory_resolver::TokioResolver;
 
 use super::https::{self, HttpsOutcome};
+use super::mta_sts;
 use super::mx::{self, MxError};
 use super::reply::{self, RcptResult};
 use super::smtp_client;
 use super::tls::ClientTls;
 use crate::config::Config;
+use crate::context::Ctx;
 
 /// DLV-21: how long a host that failed HTTPS but took SMTP is not asked over HTTPS again.
 const NO_HTTPS_MEMORY: Duration = Duration::from_secs(30 * 60);
@@ -62,6 +64,7 @@ impl Transport {
     /// Deliver `message` (already signed) for `rcpts` of `domain`.
     pub async fn attempt(
         self: &Arc<Self>,
+        ctx: &Ctx,
         cfg: &Config,
         domain: &str,
         sender: &str,
@@ -69,13 +72,29 @@ impl Transport {
         message: &[u8],
     ) -> AttemptResult {
         let all = |r: RcptResult| rcpts.iter().map(|x| (x.clone(), r.clone())).collect::<Vec<_>>();
-        let hosts = match mx::resolve(&self.resolver, domain).await {
+        let mut hosts = match mx::resolve(&self.resolver, domain).await {
             Ok(h) => h,
             Err(MxError::Permanent(t)) => return AttemptResult { rcpts: all(RcptResult::Permanent(t)), transport: "smtp" },
             Err(MxError::Temporary(t)) => return AttemptResult { rcpts: all(RcptResult::Temporary(t)), transport: "smtp" },
         };
+        // DLV-30, DLV-31, DLV-33: an MTA-STS policy limits hosts and certificates for both transports.
+        let policy = mta_sts::policy_for(self, &ctx.store, cfg.delivery.https_port, domain).await;
+        let enforce = policy.as_ref().is_some_and(|p| p.mode == mta_sts::Mode::Enforce);
+        if let Some(p) = policy.as_ref().filter(|p| p.mode != mta_sts::Mode::None) {
+            if hosts.iter().any(|h| !p.allows(&h.name)) {
+                let mode = if enforce { "enforce" } else { "testing" };
+                ctx.metrics.mta_sts_violations.get_or_create(&vec![("mode", mode)]).inc();
+            }
+            if enforce {
+                hosts.retain(|h| p.allows(&h.name));
+                if hosts.is_empty() {
+                    return AttemptResult { rcpts: all(RcptResult::Temporary(reply::mta_sts_no_mx(domain))), transport: "smtp" };
+                }
+            }
+        }
         // DLV-25, DLV-26: which certificates are acceptable.
-        let any_cert = domain.starts_with('_') || mx::address_literal(domain).is_some() || !cfg.delivery.require_valid_tls;
+        let any_cert = !enforce
+            && (domain.starts_with('_') || mx::address_literal(domain).is_some() || !cfg.delivery.require_valid_tls);
         let (https_tls, smtp_tls) = if any_cert {
             (self.tls.any_https.clone(), self.tls.any_smtp.clone())
         } else {

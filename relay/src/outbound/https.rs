@@ -54,9 +54,6 @@ fn classify(status: u16, body: &str) -> HttpsOutcome {
 }
 
 async fn exchange(job: &HttpsJob<'_>) -> std::io::Result<(u16, String)> {
-    let tcp = TcpStream::connect(job.addr).await?;
-    let name = super::tls::server_name(job.host, job.addr.ip());
-    let mut tls = tokio_rustls::TlsConnector::from(job.tls.clone()).connect(name, tcp).await?;
     let host = job.host.trim_end_matches('.');
     let mut head = format!(
         "POST /mxdeliv HTTP/1.1\r\nHost: {host}:{}\r\nConnection: close\r\nContent-Type: message/rfc822\r\nContent-Length: {}\r\nX-Mail-From: {}\r\n",
@@ -68,15 +65,34 @@ async fn exchange(job: &HttpsJob<'_>) -> std::io::Result<(u16, String)> {
         head.push_str(&format!("X-Mail-To: {r}\r\n"));
     }
     head.push_str("\r\n");
-    tls.write_all(head.as_bytes()).await?;
-    tls.write_all(job.message).await?;
+    request(job.addr, host, job.tls.clone(), head.as_bytes(), job.message, MAX_RESPONSE).await
+}
+
+/// One HTTP/1.1 request over TLS with `Connection: close`; the response is read up to `limit`
+/// bytes (more is an error). Used for `/mxdeliv` and MTA-STS policy fetches.
+pub async fn request(
+    addr: SocketAddr,
+    host: &str,
+    tls: Arc<rustls::ClientConfig>,
+    head: &[u8],
+    body: &[u8],
+    limit: u64,
+) -> std::io::Result<(u16, String)> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = super::tls::server_name(host, addr.ip());
+    let mut tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+    tls.write_all(head).await?;
+    tls.write_all(body).await?;
     tls.flush().await?;
     let mut resp = Vec::new();
     // A peer that closes without close_notify still gave us its full response.
-    match (&mut tls).take(MAX_RESPONSE).read_to_end(&mut resp).await {
+    match (&mut tls).take(limit + 1).read_to_end(&mut resp).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !resp.is_empty() => {}
         Err(e) => return Err(e),
+    }
+    if resp.len() as u64 > limit {
+        return Err(std::io::Error::other("response too large"));
     }
     parse_response(&resp).ok_or_else(|| std::io::Error::other("malformed HTTP response"))
 }

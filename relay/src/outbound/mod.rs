@@ -12,6 +12,7 @@ pub mod bounce;
 pub mod dkim_key;
 pub mod dns;
 pub mod https;
+pub mod mta_sts;
 pub mod mx;
 pub mod reply;
 pub mod smtp_client;
@@ -162,7 +163,7 @@ pub async fn process(ctx: &Ctx, transport: &Arc<Transport>, entry: QueueEntry) {
     } else {
         match ctx.dkim.signer().map_err(str::to_string).and_then(|s| s.sign(&original).map_err(|e| e.to_string())) {
             Ok(signed) => {
-                let r = transport.attempt(&cfg, &entry.domain, &entry.sender, &pending, &signed).await;
+                let r = transport.attempt(ctx, &cfg, &entry.domain, &entry.sender, &pending, &signed).await;
                 for (_, res) in &r.rcpts {
                     let result = match res {
                         RcptResult::Delivered(_) => "ok",

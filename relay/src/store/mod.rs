@@ -13,6 +13,7 @@ mod deliver;
 mod events;
 mod mailbox;
 mod metadata;
+mod mta_sts;
 mod push;
 mod queue;
 mod retention;
@@ -29,6 +30,7 @@ pub use blobs::{BlobId, BlobWriter};
 pub use deliver::{Delivery, DeliveryReceipt, RemoteBatch};
 pub use events::{Events, MailboxEvent, MessageStored, Subscription};
 pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
+pub use mta_sts::CachedPolicy;
 pub use push::PushJob;
 pub use queue::{AttemptOutcome, QueueEntry, QueueRcpt};
 /// Recipient states of a queue entry.

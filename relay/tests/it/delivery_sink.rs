@@ -27,13 +27,16 @@ pub struct Sink {
 
 fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
     let ck = rcgen::generate_simple_self_signed(vec!["sink.test".to_string()]).expect("cert");
-    let cert = CertificateDer::from(ck.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    acceptor_for(vec![CertificateDer::from(ck.cert.der().to_vec())], ck.signing_key.serialize_der())
+}
+
+pub fn acceptor_for(chain: Vec<CertificateDer<'static>>, key_pkcs8: Vec<u8>) -> tokio_rustls::TlsAcceptor {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
     let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
+        .with_single_cert(chain, key)
         .expect("server config");
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
@@ -41,11 +44,19 @@ fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
 impl Sink {
     /// Listen on `addr` (port 0 for any). `starttls` false: a server that never offers it.
     pub async fn start(addr: &str, starttls: bool) -> Self {
+        Self::start_with_tls(addr, starttls, tls_acceptor()).await
+    }
+
+    /// With a given certificate chain and PKCS#8 key (e.g. one signed by a test CA).
+    pub async fn start_with_cert(addr: &str, chain: Vec<CertificateDer<'static>>, key_pkcs8: Vec<u8>) -> Self {
+        Self::start_with_tls(addr, true, acceptor_for(chain, key_pkcs8)).await
+    }
+
+    async fn start_with_tls(addr: &str, starttls: bool, acceptor: tokio_rustls::TlsAcceptor) -> Self {
         let listener = TcpListener::bind(addr).await.expect("sink bind");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let rec = received.clone();
-        let acceptor = tls_acceptor();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };

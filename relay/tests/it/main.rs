@@ -9,3 +9,4 @@ mod delivery_sink;
 mod delivery_units;
 mod delivery_restart;
 mod delivery_relay;
+mod delivery_mta_sts;
