@@ -179,17 +179,17 @@ mod tests {
     fn dlv43_envelope_rules() {
         let mut h = HeaderMap::new();
         assert!(envelope(&h, 10).is_none());
-        h.append("x-mail-from", "a@x.org".parse().unwrap());
+        h.append("x-mail-from", "a@x.org".parse().expect("header value"));
         assert!(envelope(&h, 10).is_none(), "no X-Mail-To");
-        h.append("x-mail-to", "b@y.org".parse().unwrap());
-        h.append("x-mail-to", "c@y.org".parse().unwrap());
+        h.append("x-mail-to", "b@y.org".parse().expect("header value"));
+        h.append("x-mail-to", "c@y.org".parse().expect("header value"));
         assert_eq!(envelope(&h, 10).map(|e| e.rcpts.len()), Some(2));
         assert!(envelope(&h, 1).is_none(), "over max_smtp_recipients");
-        h.append("x-mail-from", "d@x.org".parse().unwrap());
+        h.append("x-mail-from", "d@x.org".parse().expect("header value"));
         assert!(envelope(&h, 10).is_none(), "two X-Mail-From");
         let mut h = HeaderMap::new();
-        h.append("x-mail-from", "".parse().unwrap());
-        h.append("x-mail-to", "b@y.org".parse().unwrap());
+        h.append("x-mail-from", "".parse().expect("header value"));
+        h.append("x-mail-to", "b@y.org".parse().expect("header value"));
         assert_eq!(envelope(&h, 10).map(|e| e.sender), Some(String::new()), "empty sender for bounces");
     }
 

@@ -73,7 +73,8 @@ pub async fn run(ctx: Ctx) {
             scan(&ctx, t, &inflight, &done).await;
         }
         update_gauges(&ctx).await;
-        let next_due = ctx.store.next_queue_due().await.ok().flatten();
+        let (ids, busy) = skip_lists(&inflight);
+        let next_due = ctx.store.next_queue_due(ids, busy).await.ok().flatten();
         let wait = match next_due {
             Some(at) => Duration::from_secs((at - now_secs()).clamp(0, MAX_SLEEP_SECS) as u64).max(MIN_SCAN_INTERVAL),
             None => Duration::from_secs(MAX_SLEEP_SECS as u64),
@@ -88,7 +89,8 @@ pub async fn run(ctx: Ctx) {
 }
 
 async fn scan(ctx: &Ctx, transport: &Arc<Transport>, inflight: &Arc<Mutex<InFlight>>, done: &Arc<tokio::sync::Notify>) {
-    let due = match ctx.store.due_queue(now_secs(), 1000).await {
+    let (ids, busy) = skip_lists(inflight);
+    let due = match ctx.store.due_queue(now_secs(), 1000, ids, busy).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "outbound: cannot read the queue");
@@ -131,11 +133,31 @@ async fn scan(ctx: &Ctx, transport: &Arc<Transport>, inflight: &Arc<Mutex<InFlig
     }
 }
 
+/// In-flight ids and the domains at their concurrency limit, left out of the due query.
+fn skip_lists(inflight: &Mutex<InFlight>) -> (Vec<String>, Vec<String>) {
+    match inflight.lock() {
+        Ok(f) => (
+            f.ids.iter().cloned().collect(),
+            f.per_domain.iter().filter(|(_, n)| **n >= MAX_PER_DOMAIN).map(|(d, _)| d.clone()).collect(),
+        ),
+        Err(_) => (Vec::new(), Vec::new()),
+    }
+}
+
 async fn update_gauges(ctx: &Ctx) {
     if let Ok((n, oldest)) = ctx.store.queue_stats().await {
         ctx.metrics.queue_size.set(n as i64);
         ctx.metrics.queue_oldest_seconds.set(oldest.map_or(0, |t| (now_secs() - t).max(0)));
     }
+}
+
+/// DKIM-sign at send time (DLV-34) on a blocking thread: hashing a 30 MB body takes a while.
+async fn sign(ctx: &Ctx, original: &Arc<Vec<u8>>) -> Result<Vec<u8>, String> {
+    let signer = ctx.dkim.signer().map_err(str::to_string)?.clone();
+    let msg = original.clone();
+    tokio::task::spawn_blocking(move || signer.sign(&msg).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// One attempt for one entry, with its consequences written back.
@@ -144,7 +166,7 @@ pub async fn process(ctx: &Ctx, transport: &Arc<Transport>, entry: QueueEntry) {
     let now = now_secs();
     let pending: Vec<String> = entry.pending().map(|r| r.rcpt.clone()).collect();
     let original = match ctx.store.read_blob(&entry.blob).await {
-        Ok(b) => b,
+        Ok(b) => Arc::new(b),
         Err(e) => {
             // Without its message the entry can never be delivered; drop it loudly.
             tracing::error!(queue_id = %entry.id, error = %e, "outbound: message file missing; entry dropped");
@@ -161,7 +183,7 @@ pub async fn process(ctx: &Ctx, transport: &Arc<Transport>, entry: QueueEntry) {
         let last = if entry.last_error.is_empty() { "421 4.4.7 Delivery time expired".to_string() } else { entry.last_error.clone() };
         pending.iter().map(|r| (r.clone(), RcptResult::Permanent(last.clone()))).collect()
     } else {
-        match ctx.dkim.signer().map_err(str::to_string).and_then(|s| s.sign(&original).map_err(|e| e.to_string())) {
+        match sign(ctx, &original).await {
             Ok(signed) => {
                 let r = transport.attempt(ctx, &cfg, &entry.domain, &entry.sender, &pending, &signed).await;
                 for (_, res) in &r.rcpts {

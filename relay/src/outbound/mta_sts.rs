@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn policy_parse_and_match() {
-        let p = Policy::parse("version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 86400\r\n", "x1").unwrap();
+        let p = Policy::parse("version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 86400\r\n", "x1").expect("policy");
         assert_eq!(p.mode, Mode::Enforce);
         assert!(p.allows("mail.example.com") && p.allows("MAIL.example.com."));
         assert!(p.allows("mx1.example.net") && !p.allows("a.b.example.net") && !p.allows("example.net"));

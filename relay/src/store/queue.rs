@@ -85,6 +85,10 @@ fn query_entries(c: &rusqlite::Connection, sql: &str, p: impl rusqlite::Params) 
     Ok(list)
 }
 
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
 /// Delete an entry inside a transaction and release its blob.
 fn delete_in_tx(tx: &mut super::writer::Tx<'_>, id: &str) -> Result<bool> {
     let blob: Option<String> = tx.query_row("SELECT blob FROM queue WHERE id = ?1", [id], |r| r.get(0)).optional()?;
@@ -98,21 +102,37 @@ fn delete_in_tx(tx: &mut super::writer::Tx<'_>, id: &str) -> Result<bool> {
 }
 
 impl Store {
-    /// Entries due at `now` (Unix seconds), oldest first, at most `limit`.
-    pub async fn due_queue(&self, now: i64, limit: usize) -> Result<Vec<QueueEntry>> {
+    /// Entries due at `now` (Unix seconds), oldest first, at most `limit`, leaving out the ids in
+    /// `skip_ids` (attempts in flight) and the domains in `skip_domains` (at their concurrency
+    /// limit), so a busy domain never hides other domains' entries (DLV-8).
+    pub async fn due_queue(&self, now: i64, limit: usize, skip_ids: Vec<String>, skip_domains: Vec<String>) -> Result<Vec<QueueEntry>> {
+        let (ids, domains) = (json_list(&skip_ids), json_list(&skip_domains));
         self.read(move |c| {
             query_entries(
                 c,
-                &format!("SELECT {ENTRY_COLS} FROM queue WHERE next_attempt <= ?1 ORDER BY next_attempt, created_at LIMIT ?2"),
-                params![now, limit as i64],
+                &format!(
+                    "SELECT {ENTRY_COLS} FROM queue WHERE next_attempt <= ?1
+                     AND id NOT IN (SELECT value FROM json_each(?3)) AND domain NOT IN (SELECT value FROM json_each(?4))
+                     ORDER BY next_attempt, created_at LIMIT ?2"
+                ),
+                params![now, limit as i64, ids, domains],
             )
         })
         .await
     }
 
-    /// The earliest `next_attempt` of any entry, if the queue is not empty.
-    pub async fn next_queue_due(&self) -> Result<Option<i64>> {
-        self.read(|c| Ok(c.query_row("SELECT min(next_attempt) FROM queue", [], |r| r.get::<_, Option<i64>>(0))?)).await
+    /// The earliest `next_attempt` among entries not in `skip_ids` or `skip_domains`.
+    pub async fn next_queue_due(&self, skip_ids: Vec<String>, skip_domains: Vec<String>) -> Result<Option<i64>> {
+        let (ids, domains) = (json_list(&skip_ids), json_list(&skip_domains));
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT min(next_attempt) FROM queue WHERE id NOT IN (SELECT value FROM json_each(?1))
+                 AND domain NOT IN (SELECT value FROM json_each(?2))",
+                params![ids, domains],
+                |r| r.get::<_, Option<i64>>(0),
+            )?)
+        })
+        .await
     }
 
     /// (entry count, creation time of the oldest entry) for the queue gauges.

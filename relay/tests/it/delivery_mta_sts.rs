@@ -1,6 +1,8 @@
 //! MTA-STS (DLV-28..DLV-33) against a loopback policy server with a certificate from a test CA
 //! (trusted through `delivery.extra_root_certs`), SMTP sinks as MX hosts and the in-test DNS.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

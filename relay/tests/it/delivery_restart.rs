@@ -2,6 +2,8 @@
 //! `chatrelay queue list|retry|drop` (OPS-20), and the relayed message is DKIM-signed (DLV-34).
 //! The remote MX is a loopback SMTP sink found through the in-test DNS server.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use relay::dkim::{Dkim, DkimVerdict};

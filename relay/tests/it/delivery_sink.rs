@@ -65,13 +65,10 @@ impl Sink {
                     let mut io = BufReader::new(tcp);
                     let _ = io.get_mut().write_all(b"220 sink.test ESMTP\r\n").await;
                     let mut ehlo = String::new();
-                    match session(&mut io, starttls, false, &rec, &mut ehlo).await {
-                        Some(true) => {
-                            let Ok(tls) = acceptor.accept(io.into_inner()).await else { return };
-                            let mut io = BufReader::new(tls);
-                            let _ = session(&mut io, starttls, true, &rec, &mut ehlo).await;
-                        }
-                        _ => {}
+                    if session(&mut io, starttls, false, &rec, &mut ehlo).await == Some(true) {
+                        let Ok(tls) = acceptor.accept(io.into_inner()).await else { return };
+                        let mut io = BufReader::new(tls);
+                        let _ = session(&mut io, starttls, true, &rec, &mut ehlo).await;
                     }
                 });
             }

@@ -2,6 +2,8 @@
 //! MX resolution, the SMTP client against a real STARTTLS sink, the queue scheduler with its
 //! retries and bounces on a real store, and the `/mxdeliv` handler's checks.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
