@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -23,6 +25,9 @@ pub struct Received {
 pub struct Sink {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// Sessions open now, and the most ever open at once.
+    pub active: Arc<AtomicUsize>,
+    pub max_active: Arc<AtomicUsize>,
 }
 
 fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
@@ -44,40 +49,58 @@ pub fn acceptor_for(chain: Vec<CertificateDer<'static>>, key_pkcs8: Vec<u8>) -> 
 impl Sink {
     /// Listen on `addr` (port 0 for any). `starttls` false: a server that never offers it.
     pub async fn start(addr: &str, starttls: bool) -> Self {
-        Self::start_with_tls(addr, starttls, tls_acceptor()).await
+        Self::start_with_tls(addr, starttls, tls_acceptor(), None).await
+    }
+
+    /// Every DATA reply comes after `delay`, so sessions overlap (concurrency tests).
+    pub async fn start_slow(addr: &str, delay: Duration) -> Self {
+        Self::start_with_tls(addr, true, tls_acceptor(), Some(delay)).await
     }
 
     /// With a given certificate chain and PKCS#8 key (e.g. one signed by a test CA).
     pub async fn start_with_cert(addr: &str, chain: Vec<CertificateDer<'static>>, key_pkcs8: Vec<u8>) -> Self {
-        Self::start_with_tls(addr, true, acceptor_for(chain, key_pkcs8)).await
+        Self::start_with_tls(addr, true, acceptor_for(chain, key_pkcs8), None).await
     }
 
-    async fn start_with_tls(addr: &str, starttls: bool, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+    async fn start_with_tls(addr: &str, starttls: bool, acceptor: tokio_rustls::TlsAcceptor, delay: Option<Duration>) -> Self {
         let listener = TcpListener::bind(addr).await.expect("sink bind");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let rec = received.clone();
+        let (active, max_active) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (act, max) = (active.clone(), max_active.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };
-                let (rec, acceptor) = (rec.clone(), acceptor.clone());
+                let (rec, acceptor, act, max) = (rec.clone(), acceptor.clone(), act.clone(), max.clone());
                 tokio::spawn(async move {
+                    let now = act.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(now, Ordering::SeqCst);
+                    let _guard = Leave(act);
                     let mut io = BufReader::new(tcp);
                     let _ = io.get_mut().write_all(b"220 sink.test ESMTP\r\n").await;
                     let mut ehlo = String::new();
-                    if session(&mut io, starttls, false, &rec, &mut ehlo).await == Some(true) {
+                    if session(&mut io, starttls, false, &rec, &mut ehlo, delay).await == Some(true) {
                         let Ok(tls) = acceptor.accept(io.into_inner()).await else { return };
                         let mut io = BufReader::new(tls);
-                        let _ = session(&mut io, starttls, true, &rec, &mut ehlo).await;
+                        let _ = session(&mut io, starttls, true, &rec, &mut ehlo, delay).await;
                     }
                 });
             }
         });
-        Self { addr, received }
+        Self { addr, received, active, max_active }
     }
 
     pub fn messages(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
+    }
+}
+
+struct Leave(Arc<AtomicUsize>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -88,6 +111,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     secure: bool,
     rec: &Arc<Mutex<Vec<Received>>>,
     ehlo: &mut String,
+    delay: Option<Duration>,
 ) -> Option<bool> {
     let mut mail_from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
@@ -131,6 +155,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let l = if l.starts_with(b"..") { l[1..].to_vec() } else { l };
                 data.extend_from_slice(&l);
+            }
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
             }
             rec.lock().ok()?.push(Received { mail_from: mail_from.clone(), rcpts: rcpts.clone(), data, ehlo: ehlo.clone() });
             "250 2.0.0 Ok: queued".into()

@@ -381,3 +381,44 @@ async fn mxdeliv_handler_checks_in_port25_order() {
     assert!(!s.contains("DKIM-Signature"), "SMTP-46 strips DKIM-Signature on storing");
     assert!(s.contains("hello"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlv8_four_per_domain_and_busy_domain_does_not_block_others() {
+    let dns = TestDns::start().await;
+    let port = crate::harness::free_port();
+    let slow = Sink::start_slow(&format!("127.0.0.9:{port}"), Duration::from_millis(1500)).await;
+    let fast = Sink::start(&format!("127.0.0.10:{port}"), true).await;
+    dns.mx("_slow.test", 10, "mx.slow.test");
+    dns.a("mx.slow.test", "127.0.0.9".parse().unwrap());
+    dns.mx("_fast.test", 10, "mx.fast.test");
+    dns.a("mx.fast.test", "127.0.0.10".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, _lock) = context("_a.test", dir.path(), &dns, &format!("smtp_port = {port}\ntry_https = false"));
+    let sender = "conc12345@_a.test";
+    let acc = account(&ctx, sender).await;
+    let m = msg(sender, "u@_slow.test");
+    for i in 0..10 {
+        let blob = ctx.store.put_blob(m.clone().into()).await.unwrap();
+        let rcpts = vec![format!("u{i}@_slow.test")];
+        ctx.store
+            .deliver(Delivery { sender: sender.into(), sender_account: Some(acc), remote: vec![RemoteBatch { domain: "_slow.test".into(), rcpts }], remote_blob: Some(blob), ..Default::default() })
+            .await
+            .unwrap();
+    }
+    let blob = ctx.store.put_blob(m.clone().into()).await.unwrap();
+    ctx.store
+        .deliver(Delivery { sender: sender.into(), sender_account: Some(acc), remote: vec![RemoteBatch { domain: "_fast.test".into(), rcpts: vec!["v@_fast.test".into()] }], remote_blob: Some(blob), ..Default::default() })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let task = tokio::spawn(relay::outbound::run(ctx.clone()));
+    wait_for("fast domain delivered", 10, || async { !fast.messages().is_empty() }).await;
+    let slow_done = slow.messages().len();
+    assert!(slow_done < 10, "the fast domain did not wait for the slow one ({slow_done} slow done)");
+    wait_for("slow domain drained", 30, || async { slow.messages().len() == 10 }).await;
+    println!("10 slow deliveries in {:?}, max parallel {}", started.elapsed(), slow.max_active.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(slow.max_active.load(std::sync::atomic::Ordering::SeqCst), 4, "DLV-8: 4 per domain");
+    wait_for("queue empty", 10, || async { ctx.store.list_queue().await.unwrap().is_empty() }).await;
+    ctx.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
