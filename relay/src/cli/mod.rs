@@ -1,6 +1,7 @@
 //! The command line (config.md "CLI"). Exit codes: 0 success, 1 runtime error, 2 usage or config
 //! error, each failure with one clear line on stderr (OPS-21).
 
+mod accounts;
 mod init;
 mod queue;
 
@@ -37,6 +38,13 @@ pub enum Command {
         /// Convert a chatmail/relay chatmail.ini instead of starting from defaults.
         #[arg(long)]
         from_chatmail_ini: Option<PathBuf>,
+    },
+    /// Inspect and manage accounts (list, show, delete, block, allow-cleartext, deny-cleartext).
+    Accounts {
+        #[arg(long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: accounts::AccountsCmd,
     },
     /// Validate a config file and print the effective config with defaults filled in.
     CheckConfig {
@@ -117,6 +125,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
         Command::Queue { config, action } => queue::run(load_config(&config)?, action),
+        Command::Accounts { config, cmd } => accounts::run(&config, cmd),
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;
             let text = toml::to_string_pretty(&cfg).map_err(Failure::runtime)?;

@@ -2,37 +2,19 @@
 //! in-test DNS server with their MX, A and DKIM records. Mail submitted at A reaches B over
 //! `/mxdeliv` (or SMTP when B's HTTPS is unreachable), bounces come back, broken DKIM is refused.
 //!
-//! These need SMTP submission (smtp issue) and the `/mxdeliv` route (web issue) on main; until
-//! both are merged they are ignored. Run with `--ignored` after merging.
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::delivery_dns::TestDns;
 use crate::harness::{Lines, Ports, Relay, free_port, random_local, tls_wrap};
 use relay::store::{CreateOutcome, Store};
 
-const NEEDS: &str = "needs SMTP submission and the /mxdeliv route on main";
-
-/// A PGP/MIME message whose payload is a structurally valid PKESK + SEIPD packet sequence
-/// (filter.md sections 2-4); nobody can decrypt it, and nobody needs to.
-pub fn encrypted(from: &str, to: &str) -> String {
-    let mut packets = vec![0xC1u8, 12, 3];
-    packets.extend((0..11).map(|i| i as u8));
-    let mut seipd = vec![1u8];
-    seipd.extend((0..60).map(|i| (i * 7) as u8));
-    packets.push(0xD2);
-    packets.push(seipd.len() as u8);
-    packets.extend(seipd);
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&packets);
-    format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: [...]\r\nDate: Wed, 25 Nov 2026 12:00:00 +0000\r\nMessage-ID: <{}@_a.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b1\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\n{b64}\r\n-----END PGP MESSAGE-----\r\n\r\n--b1--\r\n",
-        crate::harness::rand_u64()
-    )
+fn encrypted(from: &str, to: &str) -> String {
+    crate::harness::encrypted_eml(from, to)
 }
 
 struct Pair {
@@ -43,7 +25,8 @@ struct Pair {
 
 fn extra(dns: &TestDns, ports: &Ports, https_port: u16) -> String {
     format!(
-        "[push]\nnotify_url = \"\"\n[delivery]\nresolver = \"{}\"\nsmtp_port = {}\nhttps_port = {https_port}\n",
+        "{}[push]\nnotify_url = \"\"\n[delivery]\nresolver = \"{}\"\nsmtp_port = {}\nhttps_port = {https_port}\n",
+        crate::harness::GATES_OPEN,
         dns.resolver(),
         ports.smtp
     )
@@ -66,20 +49,9 @@ async fn pair(a_https_port: Option<u16>) -> Pair {
     Pair { dns, a, b }
 }
 
-/// Submit over implicit TLS with create-on-first-login; returns the reply to the end of DATA.
+/// Submit over 465 with create-on-first-login; returns the reply to the end of DATA.
 async fn submit(r: &Relay, user: &str, rcpt: &str, body: &str) -> String {
-    let mut c = Lines::tls(&r.addr(r.ports.submissions)).await;
-    c.reply().await;
-    c.cmd("EHLO client.test").await;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0password123"));
-    let rep = c.cmd(&format!("AUTH PLAIN {auth}")).await;
-    assert!(rep.starts_with("235"), "{rep}");
-    assert!(c.cmd(&format!("MAIL FROM:<{user}>")).await.starts_with("250"));
-    let rep = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-    assert!(rep.starts_with("250"), "{rep}");
-    assert!(c.cmd("DATA").await.starts_with("354"));
-    c.send_raw(body.as_bytes()).await;
-    c.cmd(".").await
+    crate::harness::submit(r, user, "password123", user, &[rcpt], body).await
 }
 
 /// Messages in `addr`'s INBOX, read from the relay's store.
@@ -112,9 +84,7 @@ async fn wait_inbox(r: &Relay, addr: &str, n: usize, secs: u64) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs SMTP submission and the /mxdeliv route on main"]
 async fn encrypted_message_reaches_other_relay_over_mxdeliv() {
-    let _ = NEEDS;
     let p = pair(None).await;
     let (ua, ub) = (format!("{}@_a.test", random_local()), format!("{}@_b.test", random_local()));
     create(&p.b, &ub).await;
@@ -131,7 +101,6 @@ async fn encrypted_message_reaches_other_relay_over_mxdeliv() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs SMTP submission and the /mxdeliv route on main"]
 async fn falls_back_to_smtp_when_https_is_unreachable() {
     let p = pair(Some(free_port())).await;
     let (ua, ub) = (format!("{}@_a.test", random_local()), format!("{}@_b.test", random_local()));
@@ -144,7 +113,6 @@ async fn falls_back_to_smtp_when_https_is_unreachable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs SMTP submission and the /mxdeliv route on main"]
 async fn unknown_user_at_other_relay_bounces_to_sender_inbox() {
     let p = pair(None).await;
     let ua = format!("{}@_a.test", random_local());
@@ -154,7 +122,7 @@ async fn unknown_user_at_other_relay_bounces_to_sender_inbox() {
     let got = wait_inbox(&p.a, &ua, 1, 30).await;
     let b = &got[0];
     assert!(b.contains("MAILER-DAEMON@_a.test") && b.contains("multipart/report"), "{b}");
-    assert!(b.contains(&format!("550 5.1.1 {nobody}: Recipient address rejected: User unknown")), "{b}");
+    assert!(b.contains(&format!("550 5.1.1 <{nobody}>: Recipient address rejected: User unknown")), "{b}");
 }
 
 /// POST /mxdeliv by hand; returns (status, body).
@@ -177,13 +145,12 @@ async fn post_mxdeliv(r: &Relay, from: &str, to: &str, body: &[u8]) -> (u16, Str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs SMTP submission and the /mxdeliv route on main"]
 async fn broken_dkim_signature_is_refused_554() {
     let p = pair(None).await;
     let (ua, ub) = (format!("{}@_a.test", random_local()), format!("{}@_b.test", random_local()));
     create(&p.b, &ub).await;
     let signer = relay::dkim::Signer::load(&p.a.data_dir().join("dkim.pem"), "_a.test", "dkim").unwrap();
-    let signed = signer.sign(encrypted(&ua, &ub).as_bytes()).unwrap();
+    let signed = signer.sign(encrypted(&ua, &ub).replace('\n', "\r\n").as_bytes()).unwrap();
     let broken = String::from_utf8_lossy(&signed).replace("Subject: [...]", "Subject: [..]").into_bytes();
     assert_eq!(post_mxdeliv(&p.b, &ua, &ub, &broken).await, (400, "554 5.7.1 No valid DKIM signature found".into()));
     // Port 25 gives the same reply (DLV-44).
@@ -196,8 +163,8 @@ async fn broken_dkim_signature_is_refused_554() {
     assert!(c.cmd(&format!("MAIL FROM:<{ua}>")).await.starts_with("250"));
     assert!(c.cmd(&format!("RCPT TO:<{ub}>")).await.starts_with("250"));
     assert!(c.cmd("DATA").await.starts_with("354"));
-    c.send_raw(&broken).await;
-    assert_eq!(c.cmd(".").await, "554 5.7.1 No valid DKIM signature found");
+    c.send_raw(crate::harness::smtp_data(&String::from_utf8_lossy(&broken)).as_bytes()).await;
+    assert_eq!(c.reply().await, "554 5.7.1 No valid DKIM signature found");
     // And the intact one is accepted.
     assert_eq!(post_mxdeliv(&p.b, &ua, &ub, &signed).await, (200, "250 OK".into()));
     assert_eq!(inbox(&p.b, &ub).await.len(), 1);

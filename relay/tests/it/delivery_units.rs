@@ -353,22 +353,25 @@ async fn mxdeliv_handler_checks_in_port25_order() {
     let acc = account(&ctx, rcpt).await;
     let conn = ConnInfo { id: 1, peer: PEER, local: "127.0.0.3:443".parse().unwrap() };
     let from = "sender99@_a.test";
-    let signed = signer.sign(&msg(from, rcpt)).unwrap();
+    let eml = crate::harness::encrypted_eml(from, rcpt).replace('\n', "\r\n").into_bytes();
+    let signed = signer.sign(&eml).unwrap();
     let call = |h: HeaderMap, body: Vec<u8>| {
         let ctx = ctx.clone();
         async move { relay::http::mxdeliv::handle(ctx, conn, &h, body.into()).await }
     };
 
     assert_eq!(call(headers(from, &[]), signed.clone()).await, (400, "501 5.5.4 Missing or invalid envelope headers".into()));
-    assert_eq!(call(headers(from, &["x@_c.test"]), signed.clone()).await, (400, "554 5.7.1 x@_c.test: Relay access denied".into()));
+    assert_eq!(call(headers(from, &["x@_c.test"]), signed.clone()).await, (400, "554 5.7.1 <x@_c.test>: Relay access denied".into()));
     assert_eq!(
         call(headers(from, &["nobody123@_b.test"]), signed.clone()).await,
-        (400, "550 5.1.1 nobody123@_b.test: Recipient address rejected: User unknown".into())
+        (400, "550 5.1.1 <nobody123@_b.test>: Recipient address rejected: User unknown".into())
     );
     assert_eq!(call(headers("other@_a.test", &[rcpt]), signed.clone()).await, (400, format!("500 Invalid FROM {from} for other@_a.test")));
-    let broken = String::from_utf8_lossy(&signed).replace("hello", "jello").into_bytes();
+    let plain = signer.sign(&msg(from, rcpt)).unwrap();
+    assert_eq!(call(headers(from, &[rcpt]), plain).await, (400, "523 Encryption Needed: Invalid Unencrypted Mail".into()));
+    let broken = String::from_utf8_lossy(&signed).replace("Subject: [...]", "Subject: [..]").into_bytes();
     assert_eq!(call(headers(from, &[rcpt]), broken).await, (400, "554 5.7.1 No valid DKIM signature found".into()));
-    assert_eq!(call(headers(from, &[rcpt]), msg(from, rcpt)).await, (400, "554 5.7.1 No DKIM signature found".into()));
+    assert_eq!(call(headers(from, &[rcpt]), eml.clone()).await, (400, "554 5.7.1 No DKIM signature found".into()));
     assert!(inbox(&ctx, acc).await.is_empty(), "nothing stored for refusals");
 
     let big = vec![b'x'; ctx.config.get().max_message_size.0 as usize + 1];
@@ -379,7 +382,9 @@ async fn mxdeliv_handler_checks_in_port25_order() {
     assert_eq!(stored.len(), 1);
     let s = String::from_utf8_lossy(&stored[0]);
     assert!(!s.contains("DKIM-Signature"), "SMTP-46 strips DKIM-Signature on storing");
-    assert!(s.contains("hello"));
+    assert!(s.contains("-----BEGIN PGP MESSAGE-----"));
+    let m = ctx.metrics.render();
+    assert!(m.contains("listener=\"mxdeliv\",result=\"rejected\",reason=\"dkim_invalid\""), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
