@@ -162,3 +162,41 @@ fn answer(zone: &Mutex<Zone>, q: &[u8], udp: bool) -> Option<Vec<u8>> {
     }
     Some(bytes)
 }
+
+/// A remote mail domain that DKIM-signs its messages, with its key published in its own
+/// `TestDns`; a relay started with `resolver_toml()` verifies those signatures.
+pub struct SigningDomain {
+    pub dns: TestDns,
+    pub domain: String,
+    signer: relay::dkim::Signer,
+    _dir: tempfile::TempDir,
+}
+
+impl SigningDomain {
+    pub async fn start(domain: &str) -> Self {
+        let dns = TestDns::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("dkim.pem");
+        relay::outbound::dkim_key::ensure(&key).expect("dkim key");
+        let signer = relay::dkim::Signer::load(&key, domain, "dkim").expect("signer");
+        dns.dkim("dkim", domain, &signer.public_key_b64());
+        Self { dns, domain: domain.to_string(), signer, _dir: dir }
+    }
+
+    /// `[delivery]` table pointing the relay at this domain's DNS.
+    pub fn resolver_toml(&self) -> String {
+        format!("[delivery]\nresolver = \"{}\"\n", self.dns.resolver())
+    }
+
+    /// The `DKIM-Signature` header (CRLF-terminated) for the CRLF form of `eml`.
+    pub fn header(&self, eml: &str) -> String {
+        let crlf = eml.replace("\r\n", "\n").replace('\n', "\r\n");
+        self.signer.header(crlf.as_bytes()).expect("sign")
+    }
+
+    /// The message with CRLF line ends and a DKIM signature of this domain prepended.
+    pub fn sign(&self, eml: &str) -> String {
+        let crlf = eml.replace("\r\n", "\n").replace('\n', "\r\n");
+        String::from_utf8(self.signer.sign(crlf.as_bytes()).expect("sign")).expect("utf-8")
+    }
+}

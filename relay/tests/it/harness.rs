@@ -122,6 +122,9 @@ mode = "self-signed"
             ports.metrics,
             data = data.display(),
         );
+        // Tests never ask real DNS: outbound delivery resolves through a dead loopback port
+        // (temporary failure) unless the test brings its own resolver.
+        let toml = offline_resolver(toml);
         std::fs::write(&config_path, toml).expect("write config");
         let mut r = Self {
             dir,
@@ -712,8 +715,21 @@ impl Relay {
             ports.metrics,
             data = data.display(),
         );
-        std::fs::write(&config_path, toml).expect("write config");
+        std::fs::write(&config_path, offline_resolver(toml)).expect("write config");
         Self { dir, config_path, ports, domain: domain.into(), ip: ip.into(), child: None, log_path: PathBuf::new() }
     }
 }
 
+/// Add `delivery.resolver = "127.0.0.1:9"` (nothing listens: every lookup fails at once,
+/// temporarily) to a config that does not set a resolver, so no test queries real DNS.
+pub fn offline_resolver(toml: String) -> String {
+    const LINE: &str = "resolver = \"127.0.0.1:9\"\n";
+    if toml.contains("resolver") {
+        toml
+    } else if let Some(i) = toml.find("[delivery]\n") {
+        let at = i + "[delivery]\n".len();
+        format!("{}{LINE}{}", &toml[..at], &toml[at..])
+    } else {
+        format!("{toml}\n[delivery]\n{LINE}")
+    }
+}
