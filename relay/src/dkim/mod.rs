@@ -9,7 +9,6 @@ pub mod cache;
 pub mod sign;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters};
@@ -107,6 +106,3 @@ fn canonical(ip: IpAddr) -> Option<IpAddr> {
         IpAddr::V4(_) => None,
     }
 }
-
-/// Shared handle type used by callers that keep the verifier around.
-pub type SharedDkim = Arc<Dkim>;

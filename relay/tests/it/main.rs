@@ -21,3 +21,4 @@ mod delivery_units;
 mod delivery_restart;
 mod delivery_relay;
 mod delivery_mta_sts;
+mod delivery_queue;
