@@ -83,7 +83,7 @@ pub async fn handle(ctx: Ctx, conn: ConnInfo, headers: &HeaderMap, body: Bytes) 
             (200, replies::OK.to_string())
         }
         Err(r) => {
-            ctx.metrics.smtp_message("mxdeliv", "rejected", reason(&r));
+            ctx.metrics.smtp_message("mxdeliv", "rejected", crate::smtp::reply::metric_reason(&r));
             tracing::debug!(reply = %r, "mxdeliv refused");
             (400, r.to_string())
         }
@@ -105,19 +105,6 @@ async fn accept(ctx: &Ctx, conn: ConnInfo, env: &Envelope, body: &[u8]) -> Resul
 }
 
 /// The operations.md metric reason of a refusal (no addresses, PRIV-15).
-fn reason(r: &Reply) -> &'static str {
-    match (r.code, r.esc) {
-        (554, "5.7.1") if r.text.contains("Relay access denied") => "relay_denied",
-        (554, _) if r.text.starts_with("No DKIM") => "dkim_missing",
-        (554, _) | (451, "4.7.5") => "dkim_invalid",
-        (550, _) => "unknown_user",
-        (452, _) => "quota",
-        (523, _) => "encryption",
-        (500, _) if r.text.starts_with("Failed to parse") => "parse",
-        (500, _) => "from_mismatch",
-        _ => "local_error",
-    }
-}
 
 #[cfg(test)]
 mod tests {
