@@ -51,7 +51,6 @@ done
 
 export IMAP_HOST=127.0.0.1 IMAP_PORT="${ports[3]}" IMAPS_PORT="${ports[4]}" MAIL_DOMAIN=chat.test
 status=0
-timeout 300 python3 -m unittest -v "$here"/test_*.py 2>&1 || status=$?
-# unittest with file paths needs the dir on sys.path
+(cd "$here" && timeout 300 python3 -m unittest -v test_*.py) 2>&1 || status=$?
 if [ "$status" -ne 0 ]; then echo "---- relay log (tail) ----"; tail -n 40 "$work/relay.log"; fi
 exit "$status"
