@@ -32,7 +32,7 @@ pub async fn copy_move(s: &mut Session, set: &SequenceSet, dst: &Mailbox<'_>, ui
     }
     let dst = match s.ctx.store.mailbox(acc, &name).await {
         Ok(Some(m)) => m,
-        Ok(None) => return Reply::Done("NO [TRYCREATE] Mailbox doesn't exist".into()),
+        Ok(None) => return Reply::Done(r::NO_TRYCREATE.into()),
         Err(_) => return Reply::Done(r::NO_TEMP.into()),
     };
     let uids: Vec<u32> = sel.resolve(set, uid).into_iter().map(|i| sel.msgs[i].uid).collect();
@@ -55,7 +55,7 @@ pub async fn copy_move(s: &mut Session, set: &SequenceSet, dst: &Mailbox<'_>, ui
     if is_move {
         // RFC 6851: COPYUID in an untagged OK; the EXPUNGEs follow from the catch-up.
         s.untagged(&format!("* OK [{code}] Moved UIDs.\r\n"));
-        return Reply::Done("OK Move completed.".into());
+        return Reply::Done(r::OK_MOVE.into());
     }
     Reply::Done(format!("OK [{code}] Copy completed."))
 }

@@ -123,7 +123,7 @@ pub async fn fetch(s: &mut Session, set: &SequenceSet, items: MacroOrMessageData
         MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
     };
     if names.iter().any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
-        return Reply::Done("BAD BINARY is not supported".into());
+        return Reply::Done(r::BAD_BINARY.into());
     }
     let Some(acc) = s.account.as_ref().map(|a| a.id) else { return Reply::Done(r::BAD_STATE_AUTH.into()) };
     let Some(sel) = s.sel.as_mut() else { return Reply::Done(r::BAD_STATE_SELECTED.into()) };
@@ -164,7 +164,7 @@ pub async fn fetch(s: &mut Session, set: &SequenceSet, items: MacroOrMessageData
             return Reply::Close;
         }
     }
-    Reply::Done("OK Fetch completed.".into())
+    Reply::Done(r::OK_FETCH.into())
 }
 
 async fn write_one(

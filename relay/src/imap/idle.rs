@@ -24,7 +24,7 @@ pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
             break;
         }
         if s.conn.buffered() > 1024 {
-            return Reply::Done("BAD Expected DONE".into());
+            return Reply::Done(r::BAD_EXPECTED_DONE.into());
         }
         tokio::select! {
             res = s.conn.fill() => if !matches!(res, Ok(n) if n > 0) { return Reply::Close },
@@ -55,7 +55,7 @@ pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
     }
     match s.conn.read_line(1024).await {
         Ok(super::io::Line::Ok(l)) if l.trim_ascii().eq_ignore_ascii_case(b"DONE") => Reply::Done(r::IDLE_DONE.into()),
-        Ok(_) => Reply::Done("BAD Expected DONE".into()),
+        Ok(_) => Reply::Done(r::BAD_EXPECTED_DONE.into()),
         Err(_) => Reply::Close,
     }
 }

@@ -53,7 +53,7 @@ fn account(s: &Session) -> i64 {
 pub async fn create(s: &mut Session, m: &Mailbox<'_>) -> Reply {
     let Some(name) = name_of(m) else { return Reply::Done(r::NO_NAME.into()) };
     match s.ctx.store.create_mailbox(account(s), name).await {
-        Ok(_) => Reply::Done("OK Create completed.".into()),
+        Ok(_) => Reply::Done(r::OK_CREATE.into()),
         Err(e) => err_reply(e),
     }
 }
@@ -67,7 +67,7 @@ pub async fn delete(s: &mut Session, m: &Mailbox<'_>) -> Reply {
         s.sel = None;
     }
     match s.ctx.store.delete_mailbox(account(s), name).await {
-        Ok(()) => Reply::Done("OK Delete completed.".into()),
+        Ok(()) => Reply::Done(r::OK_DELETE.into()),
         Err(e) => err_reply(e),
     }
 }
@@ -78,7 +78,7 @@ pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> Re
         return Reply::Done(r::NO_EXISTS.into());
     }
     match s.ctx.store.rename_mailbox(account(s), f, t).await {
-        Ok(()) => Reply::Done("OK Rename completed.".into()),
+        Ok(()) => Reply::Done(r::OK_RENAME.into()),
         Err(e) => err_reply(e),
     }
 }
@@ -86,7 +86,7 @@ pub async fn rename(s: &mut Session, from: &Mailbox<'_>, to: &Mailbox<'_>) -> Re
 pub async fn subscribe(s: &mut Session, m: &Mailbox<'_>, on: bool) -> Reply {
     let Some(name) = name_of(m) else { return Reply::Done(r::NO_NAME.into()) };
     match s.ctx.store.set_subscribed(account(s), name, on).await {
-        Ok(()) => Reply::Done(if on { "OK Subscribe completed." } else { "OK Unsubscribe completed." }.into()),
+        Ok(()) => Reply::Done(if on { r::OK_SUBSCRIBE } else { r::OK_UNSUBSCRIBE }.into()),
         Err(e) => err_reply(e),
     }
 }
@@ -166,7 +166,7 @@ pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemNam
         }
     }
     s.untagged(&format!("* STATUS {} ({})\r\n", quote(&name), parts.join(" ")));
-    Reply::Done("OK Status completed.".into())
+    Reply::Done(r::OK_STATUS.into())
 }
 
 /// APPEND: stored as given, no filter, no push (IMAP-21); quota checked (IMAP-23).
@@ -175,7 +175,7 @@ pub async fn append(s: &mut Session, m: &Mailbox<'_>, flags: &[Flag<'_>], date: 
     let acc = account(s);
     let info = match s.ctx.store.mailbox(acc, &name).await {
         Ok(Some(i)) => i,
-        Ok(None) => return Reply::Done("NO [TRYCREATE] Mailbox doesn't exist".into()),
+        Ok(None) => return Reply::Done(r::NO_TRYCREATE.into()),
         Err(_) => return Reply::Done(r::NO_TEMP.into()),
     };
     let data: &[u8] = match &msg {

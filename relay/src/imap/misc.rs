@@ -1,5 +1,6 @@
 //! CAPABILITY, ID and the capability lists of IMAP-6..9.
 
+use super::replies as r;
 use super::session::{Reply, Session, ok};
 
 /// The capability list for the session's current state (IMAP-3, IMAP-6, IMAP-7).
@@ -24,10 +25,10 @@ pub fn capabilities(s: &Session) -> String {
 pub fn capability(s: &mut Session) -> Reply {
     let line = format!("* CAPABILITY {}\r\n", capabilities(s));
     s.untagged(&line);
-    ok("OK Capability completed.")
+    ok(r::OK_CAPABILITY)
 }
 
 pub fn id(s: &mut Session) -> Reply {
     s.untagged("* ID (\"name\" \"chatrelay\")\r\n");
-    ok("OK ID completed.")
+    ok(r::OK_ID)
 }

@@ -15,12 +15,12 @@ async fn quota_line(s: &Session) -> Option<String> {
 
 pub async fn get_quota(s: &mut Session, root: &[u8]) -> Reply {
     if !root.is_empty() {
-        return Reply::Done("NO [NONEXISTENT] Quota root doesn't exist".into());
+        return Reply::Done(r::NO_QUOTA_ROOT.into());
     }
     match quota_line(s).await {
         Some(l) => {
             s.untagged(&l);
-            Reply::Done("OK Getquota completed.".into())
+            Reply::Done(r::OK_GETQUOTA.into())
         }
         None => Reply::Done(r::NO_TEMP.into()),
     }
@@ -38,7 +38,7 @@ pub async fn get_quota_root(s: &mut Session, m: &Mailbox<'_>) -> Reply {
         Some(l) => {
             s.untagged(&format!("* QUOTAROOT {} \"\"\r\n", quote(&name)));
             s.untagged(&l);
-            Reply::Done("OK Getquotaroot completed.".into())
+            Reply::Done(r::OK_GETQUOTAROOT.into())
         }
         None => Reply::Done(r::NO_TEMP.into()),
     }

@@ -148,5 +148,5 @@ pub async fn search(s: &mut Session, charset: Option<&Charset<'_>>, keys: &[Sear
     let list: Vec<String> = hits.iter().map(|h| h.to_string()).collect();
     let line = if list.is_empty() { "* SEARCH\r\n".to_string() } else { format!("* SEARCH {}\r\n", list.join(" ")) };
     s.untagged(&line);
-    Reply::Done("OK Search completed.".into())
+    Reply::Done(r::OK_SEARCH.into())
 }

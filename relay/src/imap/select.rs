@@ -35,7 +35,7 @@ pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> 
     out.push_str(&format!("* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {uidnext}] Predicted next UID\r\n", sel.uidvalidity));
     s.untagged(&out);
     s.sel = Some(sel);
-    Reply::Done(if read_only { "OK [READ-ONLY] Examine completed." } else { "OK [READ-WRITE] Select completed." }.into())
+    Reply::Done(if read_only { r::OK_EXAMINE } else { r::OK_SELECT }.into())
 }
 
 /// CLOSE expunges `\Deleted` silently (read-write only); UNSELECT does not (IMAP-20).
@@ -54,7 +54,7 @@ pub async fn close(s: &mut Session, expunge: bool) -> Reply {
             return Reply::Done(r::NO_TEMP.into());
         }
     }
-    Reply::Done(if expunge { "OK Close completed." } else { "OK Unselect completed." }.into())
+    Reply::Done(if expunge { r::OK_CLOSE } else { r::OK_UNSELECT }.into())
 }
 
 /// EXPUNGE / UID EXPUNGE: the `* n EXPUNGE` lines come from the catch-up that follows.
@@ -73,5 +73,5 @@ pub async fn expunge(s: &mut Session, only: Option<&SequenceSet>) -> Reply {
     if !uids.is_empty() && s.ctx.store.expunge(acc, sel.id, uids).await.is_err() {
         return Reply::Done(r::NO_TEMP.into());
     }
-    Reply::Done("OK Expunge completed.".into())
+    Reply::Done(r::OK_EXPUNGE.into())
 }

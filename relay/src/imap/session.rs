@@ -275,10 +275,10 @@ impl Session {
         let authed = self.account.is_some();
         match cmd.body {
             B::Capability => super::misc::capability(self),
-            B::Noop | B::Check => ok("OK NOOP completed."),
+            B::Noop | B::Check => ok(r::OK_NOOP),
             B::Logout => {
                 self.untagged(r::BYE_LOGOUT);
-                Reply::DoneClose("OK Logout completed.".into())
+                Reply::DoneClose(r::OK_LOGOUT.into())
             }
             B::Id { .. } => super::misc::id(self),
             B::StartTLS => super::auth::starttls(self, tag).await,
@@ -293,11 +293,11 @@ impl Session {
             _ if !authed => Reply::Done(r::BAD_STATE_AUTH.into()),
             B::Enable { .. } => {
                 self.untagged("* ENABLED\r\n");
-                ok("OK Enabled.")
+                ok(r::OK_ENABLE)
             }
             B::Namespace => {
                 self.untagged("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
-                ok("OK Namespace completed.")
+                ok(r::OK_NAMESPACE)
             }
             B::Compress { .. } => super::compress::compress(self, tag).await,
             B::Idle => super::idle::idle(self, tag).await,

@@ -65,5 +65,5 @@ pub async fn store(s: &mut Session, set: &SequenceSet, kind: StoreType, resp: St
         }
         s.untagged(&out);
     }
-    Reply::Done("OK Store completed.".into())
+    Reply::Done(r::OK_STORE.into())
 }
