@@ -184,3 +184,21 @@ async fn imap_garbage_input_is_answered() {
         assert!(last(&r).starts_with(&format!("m{i} OK")), "{j}: {r:?}");
     }
 }
+
+/// IMAP-45: 60 s without login ends with `* BYE Autologout` (takes a minute; bounded at 90 s).
+#[tokio::test]
+async fn imap_pre_login_timeout() {
+    use tokio::io::AsyncBufReadExt;
+    let relay = start("");
+    let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
+    c.line().await.expect("greeting");
+    let t = std::time::Instant::now();
+    let mut line = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(90), c.io.read_line(&mut line))
+        .await
+        .expect("BYE within 90 s")
+        .expect("read");
+    assert_eq!(line.trim_end(), "* BYE Autologout");
+    println!("pre-login timeout after {:?}", t.elapsed());
+    assert!(c.line().await.is_none(), "closed");
+}
