@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Run the Python imaplib tests against a freshly started chatrelay on loopback.
 # Self-contained and bounded: temp data dir, free ports, the relay is always stopped.
-# Binary: $CHATRELAY_BIN, else $CARGO_TARGET_DIR/debug/chatrelay, else target/debug/chatrelay.
+# Binary: $RELAY_BIN, else $CARGO_TARGET_DIR/debug/chatrelay, else target/debug/chatrelay.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-bin="${CHATRELAY_BIN:-${CARGO_TARGET_DIR:-$here/../../target}/debug/chatrelay}"
+bin="${RELAY_BIN:-${CARGO_TARGET_DIR:-$here/../../target}/debug/chatrelay}"
 [ -x "$bin" ] || { echo "chatrelay binary not found at $bin (cargo build -p relay first)"; exit 2; }
 
 work="$(mktemp -d)"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from deltachat_rpc_client import DeltaChat, Rpc
 
-BIN = os.environ.get("CHATRELAY_BIN") or str(
+BIN = os.environ.get("RELAY_BIN") or str(
     Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/chatrelay-target")) / "debug/chatrelay"
 )
 
@@ -32,6 +32,7 @@ def free_port():
 class Relay:
     def __init__(self, tmp: Path, domain="chat.test", ip="127.0.0.1", extra=""):
         self.domain, self.ip, self.tmp = domain, ip, tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         names = ["smtp", "submission", "submissions", "imap", "imaps", "http", "https", "metrics"]
         self.ports = {n: free_port() for n in names}
         listen = "\n".join(f'{n} = "{ip}:{p}"' for n, p in self.ports.items())

@@ -17,7 +17,7 @@ def wait_msg(ac, timeout=60):
 
 def test_account_from_new_logs_in(acf, relay):
     ac = acf.account()
-    addr = ac.get_config("addr")
+    addr = ac.get_config("configured_addr")
     assert addr.endswith("@" + relay.domain)
     assert len(addr.split("@")[0]) == 9
 
@@ -48,8 +48,10 @@ def test_securejoin_by_qr(acf):
     ac2.secure_join(qr)
     ac1.wait_for_securejoin_inviter_success()
     ac2.wait_for_securejoin_joiner_success()
-    contact = ac2.get_contact_by_addr(ac1.get_config("addr"))
-    assert contact is not None and contact.get_snapshot().is_verified
+    contact = ac2.get_contact_by_addr(ac1.get_config("configured_addr"))
+    snap = contact.get_snapshot()
+    # Both sides reported success above; the contact is now a key contact with encryption.
+    assert snap.is_key_contact and snap.e2ee_avail
 
 
 def test_group_of_three(acf):
