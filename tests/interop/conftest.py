@@ -94,7 +94,9 @@ class Relay:
 
 @pytest.fixture
 def relay(tmp_path):
-    r = Relay(tmp_path / "relay")
+    # A notify_url makes the relay advertise XDELTAPUSH, so clients register device tokens; the
+    # URL points at a closed local port (no proxy is needed for these tests).
+    r = Relay(tmp_path / "relay", extra='[push]\nnotify_url = "http://127.0.0.1:9/notify"\n')
     yield r
     r.stop()
 
@@ -110,10 +112,14 @@ class Factory:
     def __init__(self, dc, relay):
         self.dc, self.relay = dc, relay
 
-    def account(self, creds=None):
+    def account(self, creds=None, device_token=None):
         ac = self.dc.add_account()
+        if device_token:
+            ac.set_config("device_token", device_token)
         # A bot accepts messages from unknown senders without a contact request.
         ac.set_config("bot", "1")
+        # Never pick or add other relays on its own: everything stays on this loopback relay.
+        ac.set_config("autorelay", "0")
         ac.set_config("displayname", "tester")
         addr, pw = creds or self.relay.new_credentials()
         ac.add_or_update_transport(self.relay.transport(addr, pw))
