@@ -2,6 +2,7 @@
 //! error, each failure with one clear line on stderr (OPS-21).
 
 mod accounts;
+mod chatmail_ini;
 mod init;
 
 use std::path::{Path, PathBuf};

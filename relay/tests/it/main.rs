@@ -8,3 +8,4 @@ mod http_alpn;
 mod http_delete;
 mod http_files;
 mod http_pages;
+mod ops_init;
