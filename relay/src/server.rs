@@ -166,6 +166,7 @@ fn spawn_background(ctx: &Ctx) {
     ctx.tasks.spawn(crate::outbound::run(ctx.clone()));
     ctx.tasks.spawn(crate::push::run(ctx.clone()));
     ctx.tasks.spawn(tls_watch(ctx.clone()));
+    crate::control::spawn(ctx);
 }
 
 /// Reload `files` certificates when they change on disk (OPS-4).

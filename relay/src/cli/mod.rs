@@ -1,7 +1,7 @@
 //! The command line (config.md "CLI"). Exit codes: 0 success, 1 runtime error, 2 usage or config
 //! error, each failure with one clear line on stderr (OPS-21).
 
-mod accounts;
+pub(crate) mod accounts;
 mod chatmail_ini;
 mod init;
 
@@ -63,6 +63,12 @@ pub enum Failure {
 impl Failure {
     pub fn runtime(e: impl std::fmt::Display) -> Self {
         Self::Runtime(e.to_string())
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Usage(m) | Self::Runtime(m) => m,
+        }
     }
 }
 

@@ -8,4 +8,5 @@ mod http_alpn;
 mod http_delete;
 mod http_files;
 mod http_pages;
+mod ops_control;
 mod ops_init;
