@@ -32,7 +32,7 @@ pub enum AccountsCmd {
 }
 
 /// A day number (days since 1970-01-01) as YYYY-MM-DD.
-fn day(d: i64) -> String {
+pub(super) fn day(d: i64) -> String {
     // Civil-from-days (Howard Hinnant), valid for the whole i64 day range we store.
     let z = d + 719_468;
     let era = z.div_euclid(146_097);

@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 mod chatmail_ini;
+mod dns;
 mod init;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,15 @@ pub enum Command {
         config: PathBuf,
         #[command(subcommand)]
         cmd: accounts::AccountsCmd,
+    },
+    /// Print the DNS records to publish (zone-file format) and check them against live DNS.
+    Dns {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The host's public address, when it is not on an interface (1:1 NAT, cloud VMs).
+        /// Repeatable; replaces the addresses found on the interfaces.
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
     },
     /// Validate a config file and print the effective config with defaults filled in.
     CheckConfig {
@@ -124,6 +134,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
         Command::Accounts { config, cmd } => accounts::run(&config, cmd),
+        Command::Dns { config, ips } => match dns::run(&config, ips)? {
+            true => Ok(()),
+            false => Err(Failure::Runtime("some required DNS records are missing or wrong (see above)".into())),
+        },
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;
             let text = toml::to_string_pretty(&cfg).map_err(Failure::runtime)?;

@@ -9,4 +9,5 @@ mod http_delete;
 mod http_files;
 mod http_pages;
 mod ops_control;
+mod ops_dns;
 mod ops_init;
