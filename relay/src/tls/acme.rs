@@ -31,6 +31,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(3600);
 const MAX_RETRY: Duration = Duration::from_secs(12 * 3600);
 /// The expiry gauge counts down; refresh it this often between checks.
 const GAUGE_EVERY: Duration = Duration::from_secs(3600);
+/// One whole issuance (account, order, validation, download); a CA that stops answering must not
+/// stall renewals forever (the HTTP client has no timeouts of its own).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -48,6 +51,8 @@ pub enum AcmeError {
     Order(String),
     #[error("issued certificate: {0}")]
     Cert(String),
+    #[error("no answer from the CA within 10 minutes")]
+    Timeout,
 }
 
 /// `data_dir/acme/`: account key, certificate and key.
@@ -127,7 +132,7 @@ async fn run(ctx: Ctx, s: Settings) {
             } else {
                 let attempt = tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,
-                    r = obtain(&ctx, &s) => r,
+                    r = tokio::time::timeout(ATTEMPT_LIMIT, obtain(&ctx, &s)) => r.unwrap_or(Err(AcmeError::Timeout)),
                 };
                 match attempt {
                     Ok(t) => {
