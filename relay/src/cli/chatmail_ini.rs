@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let e = convert("[params]\nusername_min_length = nine\n", "x.ini", TEMPLATE).err().map(|e| e.to_string());
+        let e = convert("[params]\nmail_domain = c.example\nusername_min_length = nine\n", "x.ini", TEMPLATE).err().map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("username_min_length")));
         assert!(convert("mail_domain = x\n", "x.ini", TEMPLATE).is_err());
     }
