@@ -68,9 +68,10 @@ fn api_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (ca_pem, cert, key)
 }
 
-fn start_pebble(bin: &Path, dir: &Path, http_port: u16, dns: SocketAddr, cert: &Path, key: &Path) -> Pebble {
+fn start_pebble(bin: &Path, dir: &Path, http_port: u16, dns: SocketAddr, cert: &Path, key: &Path, validity_secs: u64) -> Pebble {
     let (api, mgmt, tls) = (free_port(), free_port(), free_port());
     let config = serde_json::json!({"pebble": {
+        "certificateValidityPeriod": validity_secs,
         "listenAddress": format!("127.0.0.1:{api}"),
         "managementListenAddress": format!("127.0.0.1:{mgmt}"),
         "certificate": cert, "privateKey": key,
@@ -80,6 +81,8 @@ fn start_pebble(bin: &Path, dir: &Path, http_port: u16, dns: SocketAddr, cert: &
     let cfg = dir.join("pebble.json");
     std::fs::write(&cfg, config.to_string()).expect("pebble config");
     let log = dir.join("pebble.out");
+    let out = std::fs::File::create(&log).expect("log");
+    let err = out.try_clone().expect("log");
     let child = Command::new(bin)
         .arg("-config")
         .arg(&cfg)
@@ -87,8 +90,8 @@ fn start_pebble(bin: &Path, dir: &Path, http_port: u16, dns: SocketAddr, cert: &
         .arg(dns.to_string())
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", "0")
-        .stdout(std::fs::File::create(&log).expect("log"))
-        .stderr(Stdio::inherit())
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .expect("spawn pebble");
     let p = Pebble { child, dir_url: format!("https://127.0.0.1:{api}/dir"), mgmt: format!("127.0.0.1:{mgmt}").parse().expect("addr"), log };
@@ -126,9 +129,8 @@ fn wait_log(relay: &Relay, needle: &str, secs: u64) -> bool {
     false
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ops_acme_certificate_from_pebble() {
-    let Some(bin) = pebble_binary() else { return };
+/// A relay in acme mode against a fresh pebble issuing certificates valid for `validity_secs`.
+fn acme_relay(bin: &Path, validity_secs: u64) -> (Relay, Pebble, DnsServer, PathBuf) {
     let dns = DnsServer::start();
     for name in ["chat.test.", "mta-sts.chat.test.", "www.chat.test."] {
         dns.set(name, RecordType::A, vec![RData::A(A::new(127, 0, 0, 1))]);
@@ -136,7 +138,7 @@ async fn ops_acme_certificate_from_pebble() {
     let mut relay = Relay::start(GATES_OPEN);
     relay.stop();
     let (ca, cert, key) = api_certs(relay.dir.path());
-    let pebble = start_pebble(&bin, relay.dir.path(), relay.ports.http, dns.addr, &cert, &key);
+    let pebble = start_pebble(bin, relay.dir.path(), relay.ports.http, dns.addr, &cert, &key, validity_secs);
     let toml = std::fs::read_to_string(&relay.config_path).expect("config").replace(
         "mode = \"self-signed\"",
         &format!(
@@ -148,6 +150,13 @@ async fn ops_acme_certificate_from_pebble() {
     );
     std::fs::write(&relay.config_path, toml).expect("config");
     relay.spawn();
+    (relay, pebble, dns, ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_acme_certificate_from_pebble() {
+    let Some(bin) = pebble_binary() else { return };
+    let (mut relay, pebble, _dns, ca) = acme_relay(&bin, 157_766_400);
     let started = Instant::now();
     assert!(
         wait_log(&relay, "acme certificate installed", 90),
@@ -219,4 +228,28 @@ async fn ops_acme_failure_keeps_self_signed_and_warns() {
     let own = rustls_pemfile::certs(&mut pem.as_slice()).next().expect("cert").expect("pem");
     verifies(&relay.addr(relay.ports.https), "chat.test", &own).await.expect("self-signed certificate served meanwhile");
     assert_eq!(relay.stop(), Some(0), "the acme task stops on shutdown");
+}
+
+/// Renewal starts 30 days before expiry: a certificate valid for 20 days is renewed at the next
+/// check (here: the start after a restart), with the stored account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_acme_renews_within_30_days() {
+    let Some(bin) = pebble_binary() else { return };
+    let (mut relay, pebble, _dns, _ca) = acme_relay(&bin, 20 * 86_400);
+    assert!(wait_log(&relay, "acme certificate installed", 90), "{}", plain_log(&relay));
+    let first = std::fs::read(relay.data_dir().join("acme/cert.pem")).expect("cert");
+    relay.stop();
+    relay.spawn();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while plain_log(&relay).matches("acme certificate installed").count() < 2 {
+        assert!(Instant::now() < deadline, "not renewed:\n{}", plain_log(&relay));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = std::fs::read(relay.data_dir().join("acme/cert.pem")).expect("cert");
+    assert_ne!(first, second, "a new certificate was stored");
+    let plog = std::fs::read_to_string(&pebble.log).unwrap_or_default();
+    assert_eq!(plog.matches("POST /sign-me-up").count(), 1, "the stored account was reused: {plog}");
+    let m = http_req(&relay.addr(relay.ports.metrics), "GET", "/metrics", "x").await.text();
+    let left: i64 = m.lines().find_map(|l| l.strip_prefix("chatrelay_tls_certificate_expiry_seconds ")).and_then(|v| v.trim().parse().ok()).expect("gauge");
+    assert!(left > 19 * 86_400 && left <= 20 * 86_400, "{left}");
 }
