@@ -5,8 +5,8 @@
 //! Protocol: one JSON request per line, one JSON reply per line, any number per connection.
 //! Request: `{"op":"account_delete","address":"a@b"}`; reply: `{"ok":true,"message":"deleted a@b"}`.
 //! Ops: `ping`, `account_delete|account_block|account_allow_cleartext|account_deny_cleartext`
-//! (`address`), `expire` (`dry_run`), `queue_retry|queue_drop` (`id`). The last three are hooks:
-//! they answer `ok:false` "not supported" until the retention and outbound code plug in here.
+//! (`address`), `queue_retry|queue_drop` (`id`), `expire` (`dry_run`). `expire` is a hook: it
+//! answers `ok:false` "not supported" until the retention code plugs in here.
 //!
 //! Client: `request(data_dir, req)` returns `None` when no `serve` listens, so the caller falls
 //! back to working on the database directly.
@@ -33,10 +33,10 @@ pub enum Request {
     AccountDenyCleartext { address: String },
     /// Hook for `chatrelay expire` (retention): one expiry pass inside serve.
     Expire { dry_run: bool },
-    /// Hook for `chatrelay queue retry ID` (outbound): make the entry due now and wake the scheduler.
-    QueueRetry { id: i64 },
-    /// Hook for `chatrelay queue drop ID` (outbound).
-    QueueDrop { id: i64 },
+    /// `chatrelay queue retry ID`: make the entry due now; the scheduler wakes at once.
+    QueueRetry { id: String },
+    /// `chatrelay queue drop ID`: remove the entry without a bounce.
+    QueueDrop { id: String },
 }
 
 impl Request {
@@ -155,18 +155,20 @@ async fn session(ctx: Ctx, stream: UnixStream) {
 }
 
 async fn handle(ctx: &Ctx, req: Request) -> Reply {
+    use crate::cli::queue::{self, Change as Queue};
     tracing::info!(op = req.op(), "control request");
-    let change = match req {
+    let (store, accounts) = (&ctx.store, &ctx.accounts);
+    let done = match req {
         Request::Ping => return Reply::ok("pong"),
-        Request::AccountDelete { address } => Change::Delete(address),
-        Request::AccountBlock { address } => Change::Block(address),
-        Request::AccountAllowCleartext { address } => Change::AllowCleartext(address),
-        Request::AccountDenyCleartext { address } => Change::DenyCleartext(address),
-        Request::Expire { .. } | Request::QueueRetry { .. } | Request::QueueDrop { .. } => {
-            return Reply::err(format!("{} is not supported by the running relay yet", req.op()));
-        }
+        Request::Expire { .. } => return Reply::err(format!("{} is not supported by the running relay yet", req.op())),
+        Request::AccountDelete { address } => apply_change(store, accounts, Change::Delete(address)).await,
+        Request::AccountBlock { address } => apply_change(store, accounts, Change::Block(address)).await,
+        Request::AccountAllowCleartext { address } => apply_change(store, accounts, Change::AllowCleartext(address)).await,
+        Request::AccountDenyCleartext { address } => apply_change(store, accounts, Change::DenyCleartext(address)).await,
+        Request::QueueRetry { id } => queue::apply(store, Queue::Retry(id)).await,
+        Request::QueueDrop { id } => queue::apply(store, Queue::Drop(id)).await,
     };
-    match apply_change(&ctx.store, &ctx.accounts, change).await {
+    match done {
         Ok(msg) => Reply::ok(msg),
         Err(e) => Reply::err(e.message()),
     }
@@ -199,8 +201,8 @@ mod tests {
     fn wire_format() {
         let r: Request = serde_json::from_str(r#"{"op":"account_delete","address":"a@b"}"#).expect("parse");
         assert_eq!(r, Request::AccountDelete { address: "a@b".into() });
-        let q: Request = serde_json::from_str(r#"{"op":"queue_retry","id":7}"#).expect("parse");
-        assert_eq!(q, Request::QueueRetry { id: 7 });
+        let q: Request = serde_json::from_str(r#"{"op":"queue_retry","id":"q7"}"#).expect("parse");
+        assert_eq!(q, Request::QueueRetry { id: "q7".into() });
         assert!(serde_json::from_str::<Request>(r#"{"op":"rm_rf"}"#).is_err());
         assert_eq!(serde_json::to_string(&Request::Expire { dry_run: true }).ok().as_deref(), Some(r#"{"op":"expire","dry_run":true}"#));
     }

@@ -5,6 +5,7 @@ pub(crate) mod accounts;
 mod chatmail_ini;
 mod dns;
 mod init;
+pub(crate) mod queue;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +61,13 @@ pub enum Command {
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Inspect and steer the outbound queue (OPS-20).
+    Queue {
+        #[arg(long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: queue::QueueAction,
     },
 }
 
@@ -133,6 +141,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             runtime()?.block_on(serve(cfg))
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
+        Command::Queue { config, action } => queue::run(load_config(&config)?, action),
         Command::Accounts { config, cmd } => accounts::run(&config, cmd),
         Command::Dns { config, ips } => match dns::run(&config, ips)? {
             true => Ok(()),

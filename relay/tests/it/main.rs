@@ -12,3 +12,18 @@ mod ops_acme;
 mod ops_control;
 mod ops_dns;
 mod ops_init;
+
+mod fixtures;
+
+mod filter_fixtures;
+mod smtp_ingress;
+mod smtp_lifecycle;
+mod smtp_session;
+mod smtp_submission;
+mod delivery_dns;
+mod delivery_sink;
+mod delivery_units;
+mod delivery_restart;
+mod delivery_relay;
+mod delivery_mta_sts;
+mod delivery_queue;

@@ -139,15 +139,14 @@ fn acme_relay(bin: &Path, validity_secs: u64) -> (Relay, Pebble, DnsServer, Path
     relay.stop();
     let (ca, cert, key) = api_certs(relay.dir.path());
     let pebble = start_pebble(bin, relay.dir.path(), relay.ports.http, dns.addr, &cert, &key, validity_secs);
-    let toml = std::fs::read_to_string(&relay.config_path).expect("config").replace(
-        "mode = \"self-signed\"",
-        &format!(
-            "mode = \"acme\"\nacme_email = \"admin@chat.test\"\nacme_directory = \"{}\"\n\n[delivery]\nextra_root_certs = \"{}\"\nresolver = \"{}\"",
-            pebble.dir_url,
-            ca.display(),
-            dns.addr
-        ),
-    );
+    let toml = std::fs::read_to_string(&relay.config_path)
+        .expect("config")
+        .replace(
+            "mode = \"self-signed\"",
+            &format!("mode = \"acme\"\nacme_email = \"admin@chat.test\"\nacme_directory = \"{}\"", pebble.dir_url),
+        )
+        .replace("resolver = \"127.0.0.1:9\"", &format!("resolver = \"{}\"\nextra_root_certs = \"{}\"", dns.addr, ca.display()));
+    assert!(toml.contains("extra_root_certs"), "harness config changed: {toml}");
     std::fs::write(&relay.config_path, toml).expect("config");
     relay.spawn();
     (relay, pebble, dns, ca)

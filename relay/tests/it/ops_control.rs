@@ -105,3 +105,34 @@ async fn ops_control_socket_delete_and_fallback() {
     assert_eq!(relay.cli(&["accounts", "delete", &fourth]).0, 0);
     assert!(store.account_by_address(&fourth).await.expect("read").is_none());
 }
+
+/// OPS-15 for `queue retry|drop`: through a running relay, whose scheduler wakes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_control_queue_retry_and_drop() {
+    use relay::store::{Delivery, RemoteBatch};
+    let relay = Relay::start(GATES_OPEN);
+    let (store, _) = relay.accounts();
+    let blob = store.put_blob(bytes::Bytes::from_static(b"From: <x@chat.test>\r\n\r\nx\r\n")).await.expect("blob");
+    let r = store
+        .deliver(Delivery {
+            sender: "sender123@chat.test".into(),
+            remote: vec![RemoteBatch { domain: "_far.test".into(), rcpts: vec!["a@_far.test".into()] }],
+            remote_blob: Some(blob),
+            ..Default::default()
+        })
+        .await
+        .expect("enqueue");
+    let id = r.queue_ids[0].clone();
+    let (code, out, err) = relay.cli(&["queue", "retry", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("due now"), "{out}");
+    assert_eq!(control_requests(&relay, "queue_retry"), 1, "{}", plain_log(&relay));
+    let (code, _, err) = relay.cli(&["queue", "retry", "nosuchid"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no queue entry nosuchid"), "{err}");
+    let (code, out, err) = relay.cli(&["queue", "drop", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("dropped"), "{out}");
+    assert_eq!(control_requests(&relay, "queue_drop"), 1);
+    assert!(relay.cli(&["queue", "list"]).1.trim().is_empty(), "queue empty");
+}
