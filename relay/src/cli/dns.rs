@@ -12,7 +12,6 @@ use super::{Failure, load_config, runtime};
 use crate::config::{Config, TlsMode};
 
 mod host;
-mod lookup;
 
 const TTL: u32 = 3600;
 /// The body `/.well-known/mta-sts.txt` serves, whose changes move the `_mta-sts` id (OPS-8).
@@ -79,8 +78,9 @@ pub fn run(config: &Path, given: Vec<IpAddr>) -> Result<bool, Failure> {
     println!();
     println!("; checking against DNS (resolver: {})", cfg.delivery.resolver);
     let all_ok = runtime()?.block_on(async {
-        let resolver = lookup::resolver(&cfg.delivery.resolver).map_err(Failure::runtime)?;
-        let answers = futures::future::join_all(recs.iter().map(|r| lookup::records(&resolver, &r.name, r.rtype))).await;
+        // An operator runs this by hand: answer within seconds even when DNS does not.
+        let resolver = crate::outbound::dns::build(&cfg.delivery.resolver, std::time::Duration::from_secs(3), false).map_err(Failure::runtime)?;
+        let answers = futures::future::join_all(recs.iter().map(|r| records_at(&resolver, &r.name, r.rtype))).await;
         let mut ok = true;
         for (r, found) in recs.iter().zip(answers) {
             let status = match found {
@@ -98,7 +98,7 @@ pub fn run(config: &Path, given: Vec<IpAddr>) -> Result<bool, Failure> {
         }
         // OPS-10: reverse DNS is a hint only.
         for ip in &ips {
-            let names = lookup::records(&resolver, &hickory_resolver::proto::rr::Name::from(*ip).to_ascii(), RecordType::PTR).await;
+            let names = records_at(&resolver, &hickory_resolver::proto::rr::Name::from(*ip).to_ascii(), RecordType::PTR).await;
             let names: Vec<String> = names.unwrap_or_default().iter().filter_map(|r| match r {
                 RData::PTR(p) => Some(norm(&p.0.to_ascii())),
                 _ => None,
@@ -110,6 +110,17 @@ pub fn run(config: &Path, given: Vec<IpAddr>) -> Result<bool, Failure> {
         Ok::<bool, Failure>(ok)
     })?;
     Ok(all_ok)
+}
+
+/// The answers of type `rtype` at the absolute `name`; no records is an empty list, not an error.
+async fn records_at(resolver: &hickory_resolver::TokioResolver, name: &str, rtype: RecordType) -> Result<Vec<RData>, String> {
+    use crate::outbound::dns::{LookupFailure, classify};
+    let fq = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+    match resolver.lookup(fq.as_str(), rtype).await {
+        Ok(l) => Ok(l.answers().iter().filter(|r| r.record_type() == rtype).map(|r| r.data.clone()).collect()),
+        Err(e) if classify(&e) != LookupFailure::Temporary => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn norm(name: &str) -> String {

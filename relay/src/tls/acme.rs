@@ -11,7 +11,6 @@
 mod validity;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -253,22 +252,17 @@ struct StoredAccount {
 
 type Client = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, BodyWrapper<Bytes>>;
 
-/// HTTPS client for the ACME API: ring, web PKI roots plus the extra PEM bundle.
+/// HTTPS client for the ACME API: the verifying client TLS of outbound delivery (ring, web PKI
+/// roots plus `delivery.extra_root_certs`).
 fn http_client(extra_roots: &str) -> Result<Client, AcmeError> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    if !extra_roots.trim().is_empty() {
-        let pem = std::fs::read(extra_roots.trim()).map_err(|e| AcmeError::Roots(extra_roots.into(), e.to_string()))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| AcmeError::Roots(extra_roots.into(), e.to_string()))?;
-            roots.add(cert).map_err(|e| AcmeError::Roots(extra_roots.into(), e.to_string()))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AcmeError::Roots(extra_roots.into(), e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+    let tls = crate::outbound::tls::ClientTls::new(extra_roots).map_err(|e| AcmeError::Roots(extra_roots.into(), e))?;
+    let mut cfg = (*tls.verified_https).clone();
+    cfg.alpn_protocols.clear(); // hyper-rustls sets ALPN itself (and panics if it is preset)
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(cfg)
+        .https_only()
+        .enable_http1()
+        .build();
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
 }
 
