@@ -169,6 +169,8 @@ fn spawn_background(ctx: &Ctx) {
     ctx.tasks.spawn(crate::outbound::run(ctx.clone()));
     ctx.tasks.spawn(crate::push::run(ctx.clone()));
     ctx.tasks.spawn(tls_watch(ctx.clone()));
+    crate::control::spawn(ctx);
+    crate::tls::acme::spawn(ctx);
 }
 
 /// Reload `files` certificates when they change on disk (OPS-4).

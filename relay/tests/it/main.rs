@@ -8,6 +8,11 @@ mod http_alpn;
 mod http_delete;
 mod http_files;
 mod http_pages;
+mod ops_acme;
+mod ops_control;
+mod ops_dns;
+mod ops_init;
+
 mod fixtures;
 
 mod filter_fixtures;
