@@ -34,3 +34,4 @@ mod imap_async_imap;
 mod imap_more;
 mod imap_delivery;
 mod imap_sessions;
+mod ops_deploy;
