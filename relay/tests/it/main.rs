@@ -35,3 +35,4 @@ mod imap_more;
 mod imap_delivery;
 mod imap_sessions;
 mod ops_deploy;
+mod ops_reload;
