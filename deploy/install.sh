@@ -4,6 +4,7 @@
 # Creates the user, installs the binary, runs `chatrelay init` (first time only), installs the
 # hardened unit and the journald privacy settings, starts the service and prints the DNS records.
 # Running it again upgrades the binary and keeps config and data.
+# INSTALL_ROOT=/some/dir installs into that tree instead of / (used by the project's tests).
 set -euo pipefail
 
 domain="${1:?usage: install.sh DOMAIN [BINARY]}"
@@ -17,41 +18,53 @@ fi
 [ -n "$bin" ] && [ -x "$bin" ] || { echo "install.sh: no chatrelay binary found; build with 'cargo build --release' or pass its path" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
+root="${INSTALL_ROOT:-}"
 config=/etc/chatrelay/chatrelay.toml
 data=/var/lib/chatrelay
 
-id chatrelay >/dev/null 2>&1 || useradd --system --home-dir "$data" --no-create-home --shell /usr/sbin/nologin chatrelay
-
-install -m 0755 "$bin" /usr/local/bin/chatrelay.new
-mv -f /usr/local/bin/chatrelay.new /usr/local/bin/chatrelay
-
-install -d -m 0755 /etc/chatrelay
-if [ ! -e "$config" ]; then
-    CHATRELAY_DATA_DIR="$data" /usr/local/bin/chatrelay init "$domain" --config "$config"
-    sed -i "s|^data_dir = .*|data_dir = \"$data\"|" "$config"
+# The service user (no login, no home directory of its own beyond the data dir).
+if [ -n "$root" ]; then
+    grep -q '^chatrelay:' "$root/etc/passwd" 2>/dev/null ||
+        useradd --prefix "$root" --system --home-dir "$data" --no-create-home --shell /usr/sbin/nologin chatrelay
+    owner="$(awk -F: '$1 == "chatrelay" { print $3 ":" $4 }' "$root/etc/passwd")"
+else
+    id chatrelay >/dev/null 2>&1 || useradd --system --home-dir "$data" --no-create-home --shell /usr/sbin/nologin chatrelay
+    owner="chatrelay:chatrelay"
 fi
-install -d -m 0700 "$data"
-chown -R chatrelay:chatrelay "$data"
+
+# Replace the binary atomically, so a running service keeps its old inode until restarted.
+install -d -m 0755 "$root/usr/local/bin"
+install -m 0755 "$bin" "$root/usr/local/bin/chatrelay.new"
+mv -f "$root/usr/local/bin/chatrelay.new" "$root/usr/local/bin/chatrelay"
+
+install -d -m 0755 "$root/etc/chatrelay"
+if [ ! -e "$root$config" ]; then
+    CHATRELAY_DATA_DIR="$root$data" "$root/usr/local/bin/chatrelay" init "$domain" --config "$root$config"
+    sed -i "s|^data_dir = .*|data_dir = \"$data\"|" "$root$config"
+fi
+install -d -m 0700 "$root$data"
+chown -R "$owner" "$root$data"
 
 # PRIV-10: logs in RAM only, kept at most 3 days.
-install -d -m 0755 /etc/systemd/journald.conf.d
-cat > /etc/systemd/journald.conf.d/chatrelay.conf <<'CONF'
+install -d -m 0755 "$root/etc/systemd/journald.conf.d"
+cat > "$root/etc/systemd/journald.conf.d/chatrelay.conf" <<'CONF'
 [Journal]
 Storage=volatile
 MaxRetentionSec=3d
 CONF
 
-install -m 0644 "$here/chatrelay.service" /etc/systemd/system/chatrelay.service
-if [ -d /run/systemd/system ]; then
+install -d -m 0755 "$root/etc/systemd/system"
+install -m 0644 "$here/chatrelay.service" "$root/etc/systemd/system/chatrelay.service"
+if [ -z "$root" ] && [ -d /run/systemd/system ]; then
     systemctl restart systemd-journald || true
     systemctl daemon-reload
     systemctl enable chatrelay.service
     systemctl restart chatrelay.service
 else
-    echo "systemd is not running here; the unit is installed. Start the relay with:" >&2
-    echo "  sudo -u chatrelay /usr/local/bin/chatrelay serve --config $config" >&2
+    echo "systemd is not running for this tree; the unit is installed. Start the relay with:" >&2
+    echo "  systemctl enable --now chatrelay   (or: sudo -u chatrelay chatrelay serve --config $config)" >&2
 fi
 
-/usr/local/bin/chatrelay check-config --config "$config" >/dev/null
-echo "chatrelay is running. Publish these DNS records:"
-/usr/local/bin/chatrelay dns --config "$config" || true
+"$root/usr/local/bin/chatrelay" check-config --config "$root$config" >/dev/null
+echo "chatrelay is installed. Publish these DNS records:"
+CHATRELAY_DATA_DIR="$root$data" "$root/usr/local/bin/chatrelay" dns --config "$root$config" || true

@@ -36,3 +36,4 @@ mod imap_delivery;
 mod imap_sessions;
 mod ops_deploy;
 mod ops_reload;
+mod ops_install;
