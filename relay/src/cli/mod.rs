@@ -1,6 +1,7 @@
 //! The command line (config.md "CLI"). Exit codes: 0 success, 1 runtime error, 2 usage or config
 //! error, each failure with one clear line on stderr (OPS-21).
 
+mod expire;
 mod init;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,14 @@ pub enum Command {
         /// Convert a chatmail/relay chatmail.ini instead of starting from defaults.
         #[arg(long)]
         from_chatmail_ini: Option<PathBuf>,
+    },
+    /// Run one expiry pass on data_dir and print what it removed (RET-13, RET-14).
+    Expire {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Count what a pass would remove without changing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Validate a config file and print the effective config with defaults filled in.
     CheckConfig {
@@ -108,6 +117,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             runtime()?.block_on(serve(cfg))
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
+        Command::Expire { config, dry_run } => expire::run(&config, dry_run),
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;
             let text = toml::to_string_pretty(&cfg).map_err(Failure::runtime)?;

@@ -29,9 +29,9 @@ pub use blobs::{BlobId, BlobWriter};
 pub use deliver::{Delivery, DeliveryReceipt, RemoteBatch};
 pub use events::{Events, MailboxEvent, MessageStored, Subscription};
 pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
-pub use push::PushJob;
+pub use push::{JobDone, PushJob};
 pub use queue::{QueueEntry, QueueRcpt};
-pub use retention::{ExpiryReport, RetentionPolicy};
+pub use retention::{Cleanup, ExpireRule, ExpiryReport, Removed, RetentionPolicy};
 
 /// Errors of the store. Callers map them to a protocol reply (`451 4.3.0 Local error`, IMAP `NO`).
 #[derive(Debug, thiserror::Error)]
