@@ -4,3 +4,4 @@
 mod harness;
 
 mod foundation;
+mod retention_expiry;
