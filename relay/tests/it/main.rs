@@ -4,4 +4,5 @@
 mod harness;
 
 mod foundation;
+mod push_notify;
 mod retention_expiry;

@@ -1,0 +1,245 @@
+//! Issue 8: push notifications (push.md) from a real relay process to a stand-in notification
+//! proxy: a real HTTP/1.1 server on loopback that answers with scripted status codes and records
+//! every request body. Tokens and messages are seeded through `relay::store::Store`; messages
+//! delivered from this process are picked up by the notifier's 1 s poll.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::harness::*;
+
+#[derive(Debug, Clone)]
+struct Hit {
+    at: Instant,
+    request_line: String,
+    body: String,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    script: VecDeque<u16>,
+    hits: Vec<Hit>,
+}
+
+/// The stand-in for the chatmail notification proxy.
+struct Proxy {
+    addr: String,
+    state: Arc<Mutex<ProxyState>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Proxy {
+    /// Answers the statuses of `script` in order, then 200; each answer after `delay`.
+    fn start(script: &[u16], delay: Duration) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let state = Arc::new(Mutex::new(ProxyState { script: script.iter().copied().collect(), hits: Vec::new() }));
+        let st = state.clone();
+        rt.spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), serve_one(sock, st, delay)).await;
+                });
+            }
+        });
+        Self { addr, state, _rt: rt }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/notify", self.addr)
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.state.lock().expect("lock").hits.clone()
+    }
+
+    fn wait_hits(&self, n: usize, timeout: Duration) -> Vec<Hit> {
+        wait_until(timeout, || self.hits().len() >= n);
+        self.hits()
+    }
+}
+
+async fn serve_one(sock: tokio::net::TcpStream, st: Arc<Mutex<ProxyState>>, delay: Duration) -> std::io::Result<()> {
+    let mut r = BufReader::new(sock);
+    let mut request_line = String::new();
+    r.read_line(&mut request_line).await?;
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).await? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    let status = {
+        let mut s = st.lock().expect("lock");
+        s.hits.push(Hit {
+            at: Instant::now(),
+            request_line: request_line.trim().to_string(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        s.script.pop_front().unwrap_or(200)
+    };
+    tokio::time::sleep(delay).await;
+    let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    r.get_mut().write_all(resp.as_bytes()).await?;
+    r.get_mut().shutdown().await
+}
+
+fn push_relay(proxy: &Proxy) -> Relay {
+    let mut r = Relay::start(&format!("[push]\nnotify_url = \"{}\"\n", proxy.url()));
+    assert_eq!(r.stop(), Some(0));
+    r
+}
+
+fn token() -> String {
+    format!("openpgp:{}", random_local().repeat(4))
+}
+
+fn jobs(relay: &Relay) -> i64 {
+    count(&relay.db(), "SELECT count(*) FROM push_jobs")
+}
+
+/// PUSH-4, PUSH-7, PUSH-11, PUSH-17: a message stored while the relay was down is notified after
+/// start (the job is durable), one delivered while it runs too; each POST's body is exactly the
+/// token, the job is gone afterwards, and the token never appears in the log.
+#[test]
+fn delivered_message_posts_the_token() {
+    let proxy = Proxy::start(&[], Duration::ZERO);
+    let mut relay = push_relay(&proxy);
+    let (addr, tok) = (relay.new_address(), token());
+    let acc = relay.with_store(async |s| {
+        let a = seed_account(s, &addr).await;
+        s.add_push_token(a.id, tok.clone()).await.expect("token");
+        seed_message(s, a.id, None, 500).await;
+        a
+    });
+    assert_eq!(jobs(&relay), 1, "the delivery transaction created the job");
+    relay.spawn();
+    let hits = proxy.wait_hits(1, Duration::from_secs(15));
+    assert_eq!(hits.len(), 1, "one POST for the message stored before start:\n{}", relay.log());
+    assert_eq!(hits[0].request_line, "POST /notify HTTP/1.1");
+    assert_eq!(hits[0].body, tok, "the body is exactly the token");
+    assert!(wait_until(Duration::from_secs(5), || jobs(&relay) == 0), "job deleted after 200");
+
+    let sent = Instant::now();
+    relay.with_store(async |s| seed_message(s, acc.id, None, 500).await);
+    let hits = proxy.wait_hits(2, Duration::from_secs(15));
+    assert_eq!(hits.len(), 2, "a message stored while running is notified");
+    assert_eq!(hits[1].body, tok);
+    println!("notification {:?} after delivery (includes the 1 s poll)", hits[1].at - sent);
+    assert!(wait_until(Duration::from_secs(5), || jobs(&relay) == 0));
+    assert_eq!(relay.stop(), Some(0));
+    assert!(!relay.log().contains(&tok), "the token never appears in the log (PUSH-17)");
+}
+
+/// PUSH-9: 410 deletes the token and its jobs; no retry follows.
+#[test]
+fn gone_410_removes_the_token() {
+    let proxy = Proxy::start(&[410], Duration::ZERO);
+    let mut relay = push_relay(&proxy);
+    let (addr, tok) = (relay.new_address(), token());
+    let acc = relay.with_store(async |s| {
+        let a = seed_account(s, &addr).await;
+        s.add_push_token(a.id, tok.clone()).await.expect("token");
+        seed_message(s, a.id, None, 500).await;
+        a
+    });
+    relay.spawn();
+    assert_eq!(proxy.wait_hits(1, Duration::from_secs(15)).len(), 1, "{}", relay.log());
+    let tokens = || -> i64 {
+        relay.db().query_row("SELECT count(*) FROM push_tokens WHERE account_id = ?1", [acc.id], |r| r.get(0)).expect("q")
+    };
+    assert!(wait_until(Duration::from_secs(5), || tokens() == 0), "token removed after 410");
+    assert_eq!(jobs(&relay), 0, "its job is dropped");
+    let left = relay.with_store(async |s| s.push_tokens(acc.id).await.expect("tokens"));
+    assert!(left.is_empty(), "push_tokens() is empty: {left:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(proxy.hits().len(), 1, "no retry after 410");
+}
+
+/// PUSH-9, PUSH-10: a 500 is retried (after 1 s) and the message is notified exactly once more.
+#[test]
+fn server_error_is_retried_then_delivered_once() {
+    let proxy = Proxy::start(&[500], Duration::ZERO);
+    let mut relay = push_relay(&proxy);
+    let (addr, tok) = (relay.new_address(), token());
+    relay.with_store(async |s| {
+        let a = seed_account(s, &addr).await;
+        s.add_push_token(a.id, tok.clone()).await.expect("token");
+        seed_message(s, a.id, None, 500).await;
+    });
+    relay.spawn();
+    let hits = proxy.wait_hits(2, Duration::from_secs(15));
+    assert_eq!(hits.len(), 2, "first attempt (500) and one retry:\n{}", relay.log());
+    assert!(hits.iter().all(|h| h.body == tok));
+    println!("retry came {:?} after the failed attempt (PUSH-10: 1 s)", hits[1].at - hits[0].at);
+    assert!(wait_until(Duration::from_secs(5), || jobs(&relay) == 0), "job done after the 200");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(proxy.hits().len(), 2, "no further request after the 200");
+}
+
+/// PUSH-5: a self-sent copy produces no job and no request; a message from someone else does.
+#[test]
+fn self_sent_copy_is_not_notified() {
+    let proxy = Proxy::start(&[], Duration::ZERO);
+    let mut relay = push_relay(&proxy);
+    let (addr, tok) = (relay.new_address(), token());
+    let acc = relay.with_store(async |s| {
+        let a = seed_account(s, &addr).await;
+        s.add_push_token(a.id, tok.clone()).await.expect("token");
+        a
+    });
+    relay.spawn();
+    relay.with_store(async |s| seed_message(s, acc.id, Some(acc.id), 500).await);
+    assert_eq!(jobs(&relay), 0, "no job for a self-sent copy");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(proxy.hits().is_empty(), "no POST for a self-sent copy");
+    relay.with_store(async |s| seed_message(s, acc.id, None, 500).await);
+    assert_eq!(proxy.wait_hits(1, Duration::from_secs(15)).len(), 1, "a message from another sender is notified");
+}
+
+/// PUSH-13..15: 20 messages in a burst give far fewer than 20 requests, and the last message of
+/// the burst is followed by a request that started after it was stored.
+#[test]
+fn burst_is_coalesced_and_last_message_notified() {
+    // A slow proxy keeps requests in flight while messages arrive (the PUSH-15 race).
+    let proxy = Proxy::start(&[], Duration::from_millis(300));
+    let mut relay = push_relay(&proxy);
+    let (addr, tok) = (relay.new_address(), token());
+    let acc = relay.with_store(async |s| {
+        let a = seed_account(s, &addr).await;
+        s.add_push_token(a.id, tok.clone()).await.expect("token");
+        a
+    });
+    relay.spawn();
+    let last_stored = relay.with_store(async |s| {
+        for _ in 0..20 {
+            seed_message(s, acc.id, None, 300).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        Instant::now() - Duration::from_millis(150)
+    });
+    let after_last = || proxy.hits().iter().any(|h| h.at > last_stored);
+    assert!(wait_until(Duration::from_secs(15), after_last), "no request after the last message:\n{}", relay.log());
+    assert!(wait_until(Duration::from_secs(10), || jobs(&relay) == 0), "nothing left pending");
+    std::thread::sleep(Duration::from_secs(3));
+    let hits = proxy.hits();
+    println!("20 messages over ~3 s -> {} requests", hits.len());
+    assert!(hits.len() < 10, "burst coalesced: {} requests", hits.len());
+    assert!(hits.iter().all(|h| h.body == tok));
+    for w in hits.windows(2) {
+        println!("gap between requests: {:?}", w[1].at - w[0].at);
+    }
+}
