@@ -6,3 +6,4 @@ mod harness;
 mod foundation;
 mod push_notify;
 mod retention_expiry;
+mod retention_trim;
