@@ -156,13 +156,13 @@ impl Notifier {
             return;
         }
         // PUSH-14: a token notified less than 2 s ago waits for the end of that window.
-        if let Some(ok_at) = self.last_ok.get(&(job.account, job.token.clone())) {
-            if now < ok_at + COALESCE_MS {
-                if let Err(e) = store.push_job_defer(job.id, ok_at + COALESCE_MS).await {
-                    tracing::warn!(error = %e, "deferring push job failed");
-                }
-                return;
+        if let Some(&ok_at) = self.last_ok.get(&(job.account, job.token.clone()))
+            && now < ok_at + COALESCE_MS
+        {
+            if let Err(e) = store.push_job_defer(job.id, ok_at + COALESCE_MS).await {
+                tracing::warn!(error = %e, "deferring push job failed");
             }
+            return;
         }
         tracing::debug!(job = %self.tag(job.id), attempt = job.attempts + 1, "push request");
         self.in_flight.insert(job.id);

@@ -22,6 +22,8 @@ struct Hit {
 struct ProxyState {
     script: VecDeque<u16>,
     hits: Vec<Hit>,
+    open: usize,
+    max_open: usize,
 }
 
 /// The stand-in for the chatmail notification proxy.
@@ -37,7 +39,7 @@ impl Proxy {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        let state = Arc::new(Mutex::new(ProxyState { script: script.iter().copied().collect(), hits: Vec::new() }));
+        let state = Arc::new(Mutex::new(ProxyState { script: script.iter().copied().collect(), ..Default::default() }));
         let st = state.clone();
         rt.spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
@@ -74,16 +76,18 @@ async fn serve_one(sock: tokio::net::TcpStream, st: Arc<Mutex<ProxyState>>, dela
         if r.read_line(&mut h).await? == 0 || h.trim().is_empty() {
             break;
         }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
+        if let Some((k, v)) = h.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap_or(0);
         }
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     let status = {
         let mut s = st.lock().expect("lock");
+        s.open += 1;
+        s.max_open = s.max_open.max(s.open);
         s.hits.push(Hit {
             at: Instant::now(),
             request_line: request_line.trim().to_string(),
@@ -92,6 +96,7 @@ async fn serve_one(sock: tokio::net::TcpStream, st: Arc<Mutex<ProxyState>>, dela
         s.script.pop_front().unwrap_or(200)
     };
     tokio::time::sleep(delay).await;
+    st.lock().expect("lock").open -= 1;
     let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     r.get_mut().write_all(resp.as_bytes()).await?;
     r.get_mut().shutdown().await
@@ -242,4 +247,61 @@ fn burst_is_coalesced_and_last_message_notified() {
     for w in hits.windows(2) {
         println!("gap between requests: {:?}", w[1].at - w[0].at);
     }
+}
+
+/// PUSH-12: with 20 tokens due at once and a slow proxy, at most 16 requests are open at a time
+/// and every token is still notified.
+#[test]
+fn at_most_16_requests_in_flight() {
+    let proxy = Proxy::start(&[], Duration::from_millis(1500));
+    let mut relay = push_relay(&proxy);
+    let addrs: Vec<String> = (0..20).map(|_| relay.new_address()).collect();
+    let tokens: Vec<String> = relay.with_store(async |s| {
+        let mut tokens = Vec::new();
+        for a in &addrs {
+            let acc = seed_account(s, a).await;
+            let t = token();
+            s.add_push_token(acc.id, t.clone()).await.expect("token");
+            seed_message(s, acc.id, None, 100).await;
+            tokens.push(t);
+        }
+        tokens
+    });
+    relay.spawn();
+    let hits = proxy.wait_hits(20, Duration::from_secs(20));
+    assert_eq!(hits.len(), 20, "every token notified:\n{}", relay.log());
+    let max_open = proxy.state.lock().expect("lock").max_open;
+    println!("max concurrent requests seen by the proxy: {max_open}");
+    assert!(max_open <= 16, "at most 16 in flight, saw {max_open}");
+    let mut bodies: Vec<String> = hits.into_iter().map(|h| h.body).collect();
+    bodies.sort();
+    let mut want = tokens;
+    want.sort();
+    assert_eq!(bodies, want);
+}
+
+/// PUSH-6: with `notify_url = ""` nothing is sent and pending jobs wait; after a SIGHUP reload that
+/// sets the URL, they are sent.
+#[test]
+fn empty_notify_url_sends_nothing_until_reloaded() {
+    let proxy = Proxy::start(&[], Duration::ZERO);
+    let mut relay = Relay::start("[push]\nnotify_url = \"\"\n");
+    assert_eq!(relay.stop(), Some(0));
+    let (addr, tok) = (relay.new_address(), token());
+    relay.with_store(async |s| {
+        let a = seed_account(s, &addr).await;
+        s.add_push_token(a.id, tok.clone()).await.expect("token");
+        seed_message(s, a.id, None, 100).await;
+    });
+    relay.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(proxy.hits().is_empty());
+    assert_eq!(jobs(&relay), 1, "the job waits while push is off");
+    let cfg = std::fs::read_to_string(&relay.config_path).expect("config");
+    std::fs::write(&relay.config_path, cfg.replace("notify_url = \"\"", &format!("notify_url = \"{}\"", proxy.url())))
+        .expect("write config");
+    let _ = std::process::Command::new("kill").args(["-HUP", &relay.pid().to_string()]).status();
+    let hits = proxy.wait_hits(1, Duration::from_secs(15));
+    assert_eq!(hits.len(), 1, "sent after the reload:\n{}", relay.log());
+    assert_eq!(hits[0].body, tok);
 }
