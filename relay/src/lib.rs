@@ -11,6 +11,7 @@ pub mod address;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod control;
 pub mod dkim;
 pub mod expiry;
 pub mod filter;

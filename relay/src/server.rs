@@ -165,6 +165,7 @@ fn spawn_background(ctx: &Ctx) {
     ctx.tasks.spawn(crate::expiry::run(ctx.clone()));
     ctx.tasks.spawn(crate::outbound::run(ctx.clone()));
     ctx.tasks.spawn(crate::push::run(ctx.clone()));
+    ctx.tasks.spawn(crate::control::run(ctx.clone()));
     ctx.tasks.spawn(tls_watch(ctx.clone()));
 }
 

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::context::Ctx;
-use crate::store::{AccountId, RetentionPolicy};
+use crate::store::{AccountId, ExpiryReport, RetentionPolicy, StoreError};
 
 pub use pass::{Remover, dry_run, run_pass};
 
@@ -45,7 +45,7 @@ pub async fn run(ctx: Ctx) {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {
-                one_pass(&ctx).await;
+                let _ = one_pass(&ctx, "interval").await;
                 next = Instant::now() + interval(&ctx.config.get());
             }
             ev = stored.recv() => match ev {
@@ -61,14 +61,34 @@ pub async fn run(ctx: Ctx) {
     }
 }
 
-async fn one_pass(ctx: &Ctx) {
+/// RET-15: `chatrelay expire [--dry-run]` through the control socket; returns the summary.
+pub async fn control_pass(ctx: &Ctx, dry: bool) -> Result<String, String> {
+    let report = if dry {
+        dry_run(&ctx.store, policy(&ctx.config.get())).await
+    } else {
+        one_pass(ctx, "control").await
+    };
+    report.map(|r| summary(&r, dry)).map_err(|e| e.to_string())
+}
+
+/// The summary of RET-13; `--dry-run` prints the same numbers under a header saying nothing changed.
+pub fn summary(r: &ExpiryReport, dry_run: bool) -> String {
+    let head = if dry_run { "dry run: nothing was changed; a pass would remove:\n" } else { "" };
+    format!(
+        "{head}accounts deleted: {}\nmessages deleted (age): {}\nmessages deleted (large): {}\nmessages deleted (quota): {}\nbytes freed: {}\npush tokens expired: {}\norphan files removed: {}\n",
+        r.accounts_deleted, r.removed_age, r.removed_large, r.removed_quota, r.bytes_freed, r.tokens_expired, r.orphans_removed
+    )
+}
+
+async fn one_pass(ctx: &Ctx, trigger: &'static str) -> Result<ExpiryReport, StoreError> {
     let started = std::time::Instant::now();
     let p = policy(&ctx.config.get());
     let res = run_pass(&ctx.store, Remover::Live(&ctx.accounts), p, Some(&ctx.metrics), &ctx.shutdown).await;
     let secs = started.elapsed().as_secs_f64();
     ctx.metrics.expiry_duration.observe(secs);
-    match res {
+    match &res {
         Ok(r) => tracing::info!(
+            trigger,
             accounts_deleted = r.accounts_deleted,
             removed_age = r.removed_age,
             removed_large = r.removed_large,
@@ -79,8 +99,9 @@ async fn one_pass(ctx: &Ctx) {
             duration_ms = (secs * 1000.0) as u64,
             "expiry pass done"
         ),
-        Err(e) => tracing::error!(error = %e, "expiry pass failed; retrying next interval"),
+        Err(e) => tracing::error!(error = %e, trigger, "expiry pass failed"),
     }
+    res
 }
 
 /// RET-6: after a delivery, trim the account if it is above 75 %.

@@ -41,8 +41,8 @@ pub(crate) struct Attempt {
     result: Result<u16, client::ClientError>,
 }
 
-/// The notifier task of `serve`. Returns on shutdown; requests in flight are abandoned and their
-/// jobs stay in the database for the next start (PUSH-11).
+/// The notifier task of `serve`. On shutdown it lets requests in flight finish for up to 30 s
+/// (OPS-16); jobs not finished stay in the database for the next start (PUSH-11).
 pub async fn run(ctx: Ctx) {
     let cfg = ctx.config.get();
     let client = match Client::new(&cfg.delivery.extra_root_certs) {
@@ -85,6 +85,19 @@ pub async fn run(ctx: Ctx) {
                 }
             },
             _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+    // OPS-16: let running requests finish for up to 30 s; unfinished jobs stay in the database.
+    let grace = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(grace);
+    while !n.requests.is_empty() {
+        tokio::select! {
+            _ = &mut grace => break,
+            done = n.requests.join_next() => match done {
+                Some(Ok(a)) => n.finish(a).await,
+                Some(Err(_)) => {}
+                None => break,
+            },
         }
     }
     n.requests.abort_all();

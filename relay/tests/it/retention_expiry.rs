@@ -297,3 +297,46 @@ fn idling_session_sees_expiry_expunge() {
         assert!(done.last().is_some_and(|l| l.starts_with("c OK")), "{done:?}");
     });
 }
+
+/// RET-15, OPS-15: while `serve` runs, `chatrelay expire` asks it through the control socket
+/// (mode 0600) to run the pass, so the deletions happen inside the serving process.
+#[test]
+fn expire_cli_runs_inside_serve_via_control_socket() {
+    let mut relay = stopped_relay("delete_mails_after = \"1h\"\n");
+    let addr = relay.new_address();
+    relay.with_store(async |s| {
+        let a = seed_account(s, &addr).await;
+        seed_message(s, a.id, None, 1234).await;
+        seed_message(s, a.id, None, 10).await;
+    });
+    let db = relay.db();
+    db.execute("UPDATE messages SET internal_date = internal_date - 7200 WHERE uid = 1", []).expect("age");
+    relay.spawn();
+    let sock = relay.data_dir().join("control.sock");
+    assert!(wait_for_file(&sock, Duration::from_secs(5)), "serve opened the control socket");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sock).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket is private");
+
+    let (code, dry, err) = relay.cli(&["expire", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("inside the running serve"), "{err}");
+    assert_eq!(summary_value(&dry, "messages deleted (age)"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM messages"), 2, "dry run changed nothing");
+
+    let (code, out, err) = relay.cli(&["expire"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("inside the running serve"), "{err}");
+    assert_eq!(summary_value(&out, "messages deleted (age)"), 1);
+    assert_eq!(summary_value(&out, "bytes freed"), 1234);
+    assert_eq!(count(&db, "SELECT count(*) FROM messages"), 1, "the old message is gone, the new one stays");
+    let ran_in_serve = relay.log().lines().any(|l| l.contains("expiry pass done") && l.contains("\"control\""));
+    assert!(ran_in_serve, "the serving process ran the pass");
+    assert_eq!(relay.stop(), Some(0));
+    assert!(!sock.exists(), "socket removed on shutdown");
+    // Stopped: the command works on the database directly.
+    let (code, out, err) = relay.cli(&["expire"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("inside the running serve"));
+    assert_eq!(summary_value(&out, "messages deleted (age)"), 0);
+}
