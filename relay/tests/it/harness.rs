@@ -496,3 +496,12 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+impl Relay {
+    /// Wait until the log says the relay is ready. Signal handlers are installed just before that
+    /// line, after the listeners accept, so a SIGTERM sent earlier can kill the process outright.
+    pub fn wait_logged_ready(&self) {
+        let ok = wait_until(Duration::from_secs(10), || self.log().lines().any(|l| l.contains(" ready")));
+        assert!(ok, "no ready line:\n{}", self.log());
+    }
+}

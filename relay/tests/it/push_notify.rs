@@ -104,6 +104,7 @@ async fn serve_one(sock: tokio::net::TcpStream, st: Arc<Mutex<ProxyState>>, dela
 
 fn push_relay(proxy: &Proxy) -> Relay {
     let mut r = Relay::start(&format!("[push]\nnotify_url = \"{}\"\n", proxy.url()));
+    r.wait_logged_ready();
     assert_eq!(r.stop(), Some(0));
     r
 }
@@ -286,6 +287,7 @@ fn at_most_16_requests_in_flight() {
 fn empty_notify_url_sends_nothing_until_reloaded() {
     let proxy = Proxy::start(&[], Duration::ZERO);
     let mut relay = Relay::start("[push]\nnotify_url = \"\"\n");
+    relay.wait_logged_ready();
     assert_eq!(relay.stop(), Some(0));
     let (addr, tok) = (relay.new_address(), token());
     relay.with_store(async |s| {

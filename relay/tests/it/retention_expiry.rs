@@ -27,6 +27,7 @@ fn summary_value(out: &str, key: &str) -> u64 {
 /// Start a relay, stop it, and return it ready for seeding.
 fn stopped_relay(extra: &str) -> Relay {
     let mut r = Relay::start(extra);
+    r.wait_logged_ready();
     assert_eq!(r.stop(), Some(0), "clean stop");
     r
 }
