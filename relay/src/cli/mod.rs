@@ -2,6 +2,7 @@
 //! error, each failure with one clear line on stderr (OPS-21).
 
 mod expire;
+mod accounts;
 mod init;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,13 @@ pub enum Command {
         /// Count what a pass would remove without changing anything.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Inspect and manage accounts (list, show, delete, block, allow-cleartext, deny-cleartext).
+    Accounts {
+        #[arg(long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: accounts::AccountsCmd,
     },
     /// Validate a config file and print the effective config with defaults filled in.
     CheckConfig {
@@ -118,6 +126,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
         Command::Expire { config, dry_run } => expire::run(&config, dry_run),
+        Command::Accounts { config, cmd } => accounts::run(&config, cmd),
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;
             let text = toml::to_string_pretty(&cfg).map_err(Failure::runtime)?;

@@ -42,6 +42,16 @@ pub enum Profile {
     Https,
 }
 
+/// Where a port-443 connection goes, chosen from the ClientHello's ALPN offer (HTTP-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn443 {
+    Https,
+    /// No ALPN offered, or only protocols we do not know: HTTPS without ALPN.
+    HttpsNoAlpn,
+    Imap,
+    Smtp,
+}
+
 #[derive(Clone)]
 pub struct Tls {
     certs: Arc<CertStore>,
@@ -49,6 +59,9 @@ pub struct Tls {
     strict: TlsAcceptor,
     https: TlsAcceptor,
     https_no_alpn: Arc<ServerConfig>,
+    https_alpn: Arc<ServerConfig>,
+    alpn_imap: Arc<ServerConfig>,
+    alpn_smtp: Arc<ServerConfig>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -79,6 +92,9 @@ impl Tls {
             strict: TlsAcceptor::from(build(&certs, only13, &[])?),
             https: TlsAcceptor::from(build(&certs, both, &[b"h2", b"http/1.1"])?),
             https_no_alpn: build(&certs, both, &[])?,
+            https_alpn: build(&certs, both, &[b"h2", b"http/1.1"])?,
+            alpn_imap: build(&certs, only13, &[b"imap"])?,
+            alpn_smtp: build(&certs, only13, &[b"smtp"])?,
             certs,
         })
     }
@@ -95,6 +111,17 @@ impl Tls {
     /// handshake never fails with `no_application_protocol` (HTTP-2).
     pub fn https_config_without_alpn(&self) -> Arc<ServerConfig> {
         self.https_no_alpn.clone()
+    }
+
+    /// For port 443 after peeking the ClientHello (HTTP-2, HTTP-3): HTTPS with ALPN h2/http1.1
+    /// (TLS 1.2+), or TLS 1.3 only with ALPN `imap` / `smtp` for the mail protocols.
+    pub fn port443_config(&self, route: Alpn443) -> Arc<ServerConfig> {
+        match route {
+            Alpn443::Https => self.https_alpn.clone(),
+            Alpn443::HttpsNoAlpn => self.https_no_alpn.clone(),
+            Alpn443::Imap => self.alpn_imap.clone(),
+            Alpn443::Smtp => self.alpn_smtp.clone(),
+        }
     }
 
     pub fn certs(&self) -> &Arc<CertStore> {

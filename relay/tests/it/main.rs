@@ -7,3 +7,7 @@ mod foundation;
 mod push_notify;
 mod retention_expiry;
 mod retention_trim;
+mod http_alpn;
+mod http_delete;
+mod http_files;
+mod http_pages;

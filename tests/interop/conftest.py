@@ -1,0 +1,129 @@
+"""Fixtures: a real chatrelay on loopback and real Delta Chat clients (deltachat-rpc-server).
+
+The relay runs with self-signed TLS on free ports; clients get explicit server settings and
+accept invalid certificates (they trust only public roots otherwise). Nothing leaves loopback.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from deltachat_rpc_client import DeltaChat, Rpc
+
+BIN = os.environ.get("CHATRELAY_BIN") or str(
+    Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/chatrelay-target")) / "debug/chatrelay"
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Relay:
+    def __init__(self, tmp: Path, domain="chat.test", ip="127.0.0.1", extra=""):
+        self.domain, self.ip, self.tmp = domain, ip, tmp
+        names = ["smtp", "submission", "submissions", "imap", "imaps", "http", "https", "metrics"]
+        self.ports = {n: free_port() for n in names}
+        listen = "\n".join(f'{n} = "{ip}:{p}"' for n, p in self.ports.items())
+        self.config = tmp / "chatrelay.toml"
+        self.config.write_text(
+            f'mail_domain = "{domain}"\ndata_dir = "{tmp / "data"}"\n{extra}\n'
+            f'[listen]\n{listen}\n[tls]\nmode = "self-signed"\n'
+        )
+        self.log = open(tmp / "relay.log", "wb")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env={**os.environ, "RUST_LOG": "info"},
+        )
+        deadline = time.time() + 20
+        for port in self.ports.values():
+            while True:
+                try:
+                    socket.create_connection((ip, port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert self.proc.poll() is None, "chatrelay exited at start"
+                    assert time.time() < deadline, f"port {port} did not open"
+                    time.sleep(0.02)
+
+    def new_credentials(self):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(f"https://{self.ip}:{self.ports['https']}/new", method="POST", data=b"")
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            data = json.loads(r.read())
+        return data["email"], data["password"]
+
+    def transport(self, addr, password):
+        """Explicit server settings for add_or_update_transport."""
+        return {
+            "addr": addr,
+            "password": password,
+            "imapServer": self.ip,
+            "imapPort": self.ports["imaps"],
+            "imapSecurity": "ssl",
+            "smtpServer": self.ip,
+            "smtpPort": self.ports["submissions"],
+            "smtpSecurity": "ssl",
+            "certificateChecks": "acceptInvalidCertificates",
+        }
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def relay(tmp_path):
+    r = Relay(tmp_path / "relay")
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def dc(tmp_path):
+    rpc = Rpc(accounts_dir=str(tmp_path / "accounts"))
+    with rpc:
+        yield DeltaChat(rpc)
+
+
+class Factory:
+    def __init__(self, dc, relay):
+        self.dc, self.relay = dc, relay
+
+    def account(self, creds=None):
+        ac = self.dc.add_account()
+        # A bot accepts messages from unknown senders without a contact request.
+        ac.set_config("bot", "1")
+        ac.set_config("displayname", "tester")
+        addr, pw = creds or self.relay.new_credentials()
+        ac.add_or_update_transport(self.relay.transport(addr, pw))
+        assert ac.is_configured()
+        ac.bring_online()
+        return ac
+
+    def accounts(self, n):
+        return [self.account() for _ in range(n)]
+
+
+@pytest.fixture
+def acf(dc, relay):
+    return Factory(dc, relay)

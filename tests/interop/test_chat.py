@@ -1,0 +1,94 @@
+"""Delta Chat clients against chatrelay: the flows a user goes through."""
+
+import statistics
+import time
+
+from deltachat_rpc_client import EventType
+
+
+def wait_msg(ac, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ev = ac.wait_for_event()
+        if ev.kind == EventType.INCOMING_MSG:
+            return ac.get_message_by_id(ev.msg_id)
+    raise AssertionError("no incoming message")
+
+
+def test_account_from_new_logs_in(acf, relay):
+    ac = acf.account()
+    addr = ac.get_config("addr")
+    assert addr.endswith("@" + relay.domain)
+    assert len(addr.split("@")[0]) == 9
+
+
+def test_one_to_one_both_ways_encrypted(acf):
+    ac1, ac2 = acf.accounts(2)
+    chat12 = ac1.create_chat(ac2)
+    chat21 = ac2.create_chat(ac1)
+    latencies = []
+    for i in range(5):
+        t0 = time.time()
+        chat12.send_text(f"ping {i}")
+        msg = wait_msg(ac2)
+        latencies.append(time.time() - t0)
+        snap = msg.get_snapshot()
+        assert snap.text == f"ping {i}"
+        assert snap.show_padlock, "end-to-end encrypted"
+        chat21.send_text(f"pong {i}")
+        back = wait_msg(ac1).get_snapshot()
+        assert back.text == f"pong {i}" and back.show_padlock
+    print(f"\n1:1 A->B latency: median {statistics.median(latencies) * 1000:.0f} ms, "
+          f"min {min(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+
+
+def test_securejoin_by_qr(acf):
+    ac1, ac2 = acf.accounts(2)
+    qr = ac1.get_qr_code()
+    ac2.secure_join(qr)
+    ac1.wait_for_securejoin_inviter_success()
+    ac2.wait_for_securejoin_joiner_success()
+    contact = ac2.get_contact_by_addr(ac1.get_config("addr"))
+    assert contact is not None and contact.get_snapshot().is_verified
+
+
+def test_group_of_three(acf):
+    ac1, ac2, ac3 = acf.accounts(3)
+    group = ac1.create_group("trio")
+    group.add_contact(ac1.create_contact(ac2))
+    group.add_contact(ac1.create_contact(ac3))
+    group.send_text("hello group")
+    for ac in (ac2, ac3):
+        msg = wait_msg(ac)
+        snap = msg.get_snapshot()
+        assert snap.text == "hello group" and snap.show_padlock
+        chat = ac.get_chat_by_id(snap.chat_id).get_basic_snapshot()
+        assert chat.name == "trio"
+
+
+def test_attachment_of_several_mb(acf, tmp_path):
+    ac1, ac2 = acf.accounts(2)
+    path = tmp_path / "blob.bin"
+    data = bytes((i * 7919) % 251 for i in range(5 * 1024 * 1024))
+    path.write_bytes(data)
+    ac1.create_chat(ac2).send_file(str(path))
+    msg = wait_msg(ac2, timeout=120)
+    snap = msg.get_snapshot()
+    with open(snap.file, "rb") as f:
+        assert f.read() == data
+
+
+def test_delete_for_everyone(acf):
+    ac1, ac2 = acf.accounts(2)
+    chat = ac1.create_chat(ac2)
+    sent = chat.send_text("oops")
+    got = wait_msg(ac2)
+    ac1._rpc.delete_messages_for_all(ac1.id, [sent.id])
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        ev = ac2.wait_for_event()
+        if ev.kind == EventType.MSG_DELETED and ev.msg_id == got.id:
+            break
+    else:
+        raise AssertionError("message was not deleted for everyone")
+    assert not got.exists()
