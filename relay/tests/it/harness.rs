@@ -657,3 +657,17 @@ pub fn client_config_versions(versions: &[&'static rustls::SupportedProtocolVers
 /// Registration gates that never close on a busy test machine (load, memory), so tests that
 /// create accounts do not depend on what else runs (ACC-16 is tested by setting one explicitly).
 pub const GATES_OPEN: &str = "max_load_1m = 100000.0\nmin_available_memory = \"1M\"\nmin_free_disk_space = \"1M\"\n";
+
+impl Relay {
+    /// The Prometheus text from the metrics listener (blocking; for sync tests).
+    pub fn metrics_text(&self) -> String {
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        rt.block_on(http_req(&self.addr(self.ports.metrics), "GET", "/metrics", "x")).text()
+    }
+
+    /// The value of one sample line (`name{labels}` exactly as rendered), if present.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self.metrics_text();
+        text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    }
+}

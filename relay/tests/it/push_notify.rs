@@ -194,6 +194,12 @@ fn server_error_is_retried_then_delivered_once() {
     assert!(wait_until(Duration::from_secs(5), || jobs(&relay) == 0), "job done after the 200");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(proxy.hits().len(), 2, "no further request after the 200");
+    // PUSH-16.
+    assert_eq!(relay.metric("chatrelay_push_requests_total{result=\"retry\"}"), Some(1.0));
+    assert_eq!(relay.metric("chatrelay_push_requests_total{result=\"ok\"}"), Some(1.0));
+    assert_eq!(relay.metric("chatrelay_push_latency_seconds_count"), Some(1.0));
+    assert_eq!(relay.metric("chatrelay_push_pending"), Some(0.0));
+    assert!(!relay.metrics_text().contains(&tok), "no token in metrics");
 }
 
 /// PUSH-5: a self-sent copy produces no job and no request; a message from someone else does.
@@ -248,6 +254,9 @@ fn burst_is_coalesced_and_last_message_notified() {
     for w in hits.windows(2) {
         println!("gap between requests: {:?}", w[1].at - w[0].at);
     }
+    // Every message is accounted for: each request covers its first message plus the merged ones.
+    let coalesced = relay.metric("chatrelay_push_coalesced_total").unwrap_or(0.0);
+    assert_eq!(coalesced as usize + hits.len(), 20, "coalesced {coalesced} + requests {}", hits.len());
 }
 
 /// PUSH-12: with 20 tokens due at once and a slow proxy, at most 16 requests are open at a time

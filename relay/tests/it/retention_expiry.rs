@@ -67,6 +67,9 @@ fn serve_pass_removes_old_mail() {
     assert_eq!(expunged, 1, "an expunge record lets sessions catch up (RET-11)");
     assert!(wait_until(Duration::from_secs(5), || blob_files(&relay) == 0), "the message file is removed");
     assert!(relay.log().contains("expiry pass done"));
+    // RET-16.
+    assert_eq!(relay.metric("chatrelay_expiry_removed_total{reason=\"age\"}"), Some(1.0));
+    assert!(relay.metric("chatrelay_expiry_duration_seconds_count").is_some_and(|n| n >= 1.0));
     assert_eq!(relay.stop(), Some(0));
 }
 
