@@ -35,7 +35,7 @@ struct Proxy {
 
 impl Proxy {
     /// Answers the statuses of `script` in order, then 200; each answer after `delay`.
-    fn start(script: &[u16], delay: Duration) -> Self {
+    fn start_inner(script: &[u16], delay: Duration, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
@@ -44,12 +44,40 @@ impl Proxy {
         rt.spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), serve_one(sock, st, delay)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async move {
+                        match tls {
+                            Some(acceptor) => match acceptor.accept(sock).await {
+                                Ok(s) => serve_one(s, st, delay).await,
+                                Err(_) => Ok(()),
+                            },
+                            None => serve_one(sock, st, delay).await,
+                        }
+                    })
+                    .await;
                 });
             }
         });
         Self { addr, state, _rt: rt }
+    }
+
+    fn start(script: &[u16], delay: Duration) -> Self {
+        Self::start_inner(script, delay, None)
+    }
+
+    /// An HTTPS proxy with a fresh self-signed certificate for `localhost`; returns the PEM too.
+    fn start_tls() -> (Self, String) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        (Self::start_inner(&[], Duration::ZERO, Some(acceptor)), ck.cert.pem())
     }
 
     fn url(&self) -> String {
@@ -66,7 +94,10 @@ impl Proxy {
     }
 }
 
-async fn serve_one(sock: tokio::net::TcpStream, st: Arc<Mutex<ProxyState>>, delay: Duration) -> std::io::Result<()> {
+async fn serve_one<S>(sock: S, st: Arc<Mutex<ProxyState>>, delay: Duration) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut r = BufReader::new(sock);
     let mut request_line = String::new();
     r.read_line(&mut request_line).await?;
@@ -315,4 +346,43 @@ fn empty_notify_url_sends_nothing_until_reloaded() {
     let hits = proxy.wait_hits(1, Duration::from_secs(15));
     assert_eq!(hits.len(), 1, "sent after the reload:\n{}", relay.log());
     assert_eq!(hits[0].body, tok);
+}
+
+/// PUSH-8: an HTTPS proxy's certificate must verify against the built-in roots plus
+/// `delivery.extra_root_certs`: trusted there, the request goes through; untrusted, it never does.
+#[test]
+fn https_proxy_is_verified_against_extra_roots() {
+    let (proxy, pem) = Proxy::start_tls();
+    let url = format!("https://localhost:{}/notify", proxy.addr.rsplit(':').next().expect("port"));
+    let untrusted_tok = token();
+    for trusted in [false, true] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let roots = dir.path().join("proxy-ca.pem");
+        std::fs::write(&roots, &pem).expect("pem");
+        let extra = if trusted { roots.display().to_string() } else { String::new() };
+        let mut relay = Relay::start(&format!("[delivery]\nextra_root_certs = \"{extra}\"\n[push]\nnotify_url = \"{url}\"\n"));
+        relay.wait_logged_ready();
+        assert_eq!(relay.stop(), Some(0));
+        let (addr, tok) = (relay.new_address(), if trusted { token() } else { untrusted_tok.clone() });
+        relay.with_store(async |s| {
+            let a = seed_account(s, &addr).await;
+            s.add_push_token(a.id, tok.clone()).await.expect("token");
+            seed_message(s, a.id, None, 100).await;
+        });
+        relay.spawn();
+        if trusted {
+            let hits = proxy.wait_hits(1, Duration::from_secs(15));
+            assert_eq!(hits.len(), 1, "trusted proxy reached:\n{}", relay.log());
+            assert_eq!(hits[0].body, tok);
+        } else {
+            assert!(
+                wait_until(Duration::from_secs(10), || relay.log().contains("will retry")),
+                "the failed handshake is a retry:\n{}",
+                relay.log()
+            );
+            assert!(proxy.hits().is_empty(), "nothing reached an untrusted proxy");
+            assert_eq!(jobs(&relay), 1, "the job waits for its retry");
+        }
+        assert_eq!(relay.stop(), Some(0));
+    }
 }
