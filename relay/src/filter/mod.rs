@@ -1,1 +1,126 @@
-//! The acceptance checks between SMTP/`/mxdeliv` and the store. Filled in by the SMTP issue.
+//! The encryption-only filter (filter.md): decides whether a message counts as OpenPGP-encrypted
+//! or is one of the few cleartext exceptions. Pure functions over bytes; no keys, no decryption.
+//!
+//! In: the parsed message, the variant (outgoing = submission, incoming = port 25 and
+//! `/mxdeliv`) and the envelope. Out: a `Verdict`. Callers reply
+//! `523 Encryption Needed: Invalid Unencrypted Mail` (FLT-3) to `Verdict::Refused`; the
+//! per-account cleartext permission (FLT-25) is applied by the caller, which knows the accounts.
+//! Order: MIME shape (FLT-5..8), armor (FLT-9..13), packet walk (FLT-14..20), then exceptions.
+
+pub mod armor;
+pub mod exceptions;
+pub mod mime;
+pub mod packets;
+
+use mail_parser::{Message, MessageParser};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Submission (587, 465, 443/smtp).
+    Outgoing,
+    /// MX ingress (25) and `/mxdeliv`.
+    Incoming,
+}
+
+/// What the exceptions need from the SMTP envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub mail_from: &'a str,
+    pub rcpts: &'a [String],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exception {
+    SecureJoin,
+    AutocryptSetup,
+    Bounce,
+}
+
+/// Why a message is not encrypted (log and metric detail only; the reply is always 523).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unparsable message")]
+    Unparsable,
+    #[error(transparent)]
+    Shape(#[from] mime::ShapeError),
+    #[error(transparent)]
+    Armor(#[from] armor::ArmorError),
+    #[error(transparent)]
+    Packets(#[from] packets::WalkError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Encrypted,
+    Exception(Exception),
+    Refused(Refusal),
+}
+
+impl Verdict {
+    pub fn accepted(self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
+}
+
+/// The structural encryption rule alone (sections 2 to 4).
+pub fn encrypted(msg: &Message<'_>, variant: Variant) -> Result<(), Refusal> {
+    let payload = mime::pgp_payload(msg)?;
+    let packets = armor::dearmor(payload, variant)?;
+    packets::walk(&packets)?;
+    Ok(())
+}
+
+/// The full filter on a parsed message.
+pub fn check(msg: &Message<'_>, variant: Variant, env: &Envelope<'_>) -> Verdict {
+    match encrypted(msg, variant) {
+        Ok(()) => Verdict::Encrypted,
+        Err(r) => match exceptions::find(msg, variant, env) {
+            Some(e) => Verdict::Exception(e),
+            None => Verdict::Refused(r),
+        },
+    }
+}
+
+/// Parse then check; an unparsable message is refused.
+pub fn check_bytes(bytes: &[u8], variant: Variant, env: &Envelope<'_>) -> Verdict {
+    match MessageParser::default().parse(bytes) {
+        Some(msg) => check(&msg, variant, env),
+        None => Verdict::Refused(Refusal::Unparsable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FLT-20 for the whole filter: random bytes and mutated MIME never panic.
+    #[test]
+    fn random_messages_never_panic() {
+        let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let base = b"Content-Type: multipart/encrypted; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nwV4D\r\n-----END PGP MESSAGE-----\r\n--b--\r\n";
+        let rcpts = vec!["a@b.c".to_string()];
+        let env = Envelope {
+            mail_from: "a@b.c",
+            rcpts: &rcpts,
+        };
+        for round in 0..3000 {
+            let mut d = base.to_vec();
+            for _ in 0..(next() % 6 + 1) {
+                let i = (next() as usize) % d.len();
+                d[i] = next() as u8;
+            }
+            if round % 3 == 0 {
+                d.truncate((next() as usize) % d.len());
+            }
+            for v in [Variant::Outgoing, Variant::Incoming] {
+                let _ = check_bytes(&d, v, &env);
+            }
+        }
+    }
+}

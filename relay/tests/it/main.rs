@@ -11,3 +11,10 @@ mod http_alpn;
 mod http_delete;
 mod http_files;
 mod http_pages;
+mod fixtures;
+
+mod filter_fixtures;
+mod smtp_ingress;
+mod smtp_lifecycle;
+mod smtp_session;
+mod smtp_submission;

@@ -1,0 +1,197 @@
+//! DATA: stream the message off the wire with dot-unstuffing, bare LF stored as CRLF, the end
+//! recognised only at CRLF "." CRLF (SMTP-25), and the size limit enforced while reading
+//! (SMTP-20, SMTP-21): past the limit the rest is read and discarded, never buffered.
+
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
+
+use super::io::{Conn, LineError};
+
+/// No bytes at all for this long ends the session (SMTP-23).
+pub const IDLE: Duration = Duration::from_secs(300);
+/// The whole transfer (SMTP-23).
+pub const TOTAL: Duration = Duration::from_secs(600);
+/// A line without LF longer than this is passed on in pieces.
+const PIECE: usize = 64 * 1024;
+
+/// What DATA produced.
+#[derive(Debug)]
+pub enum Body {
+    Complete(Vec<u8>),
+    TooLarge,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("timeout")]
+    Timeout,
+    #[error(transparent)]
+    Conn(#[from] LineError),
+}
+
+/// The pure decoder, fed with whatever bytes have arrived.
+pub struct Decoder {
+    /// At the start of a line whose predecessor ended with a real CRLF (or start of data).
+    after_crlf: bool,
+    /// At the start of a line (after any LF).
+    at_start: bool,
+    out: Vec<u8>,
+    size: u64,
+    limit: u64,
+}
+
+impl Decoder {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            after_crlf: true,
+            at_start: true,
+            out: Vec::new(),
+            size: 0,
+            limit,
+        }
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        self.size += bytes.len() as u64;
+        if self.size <= self.limit {
+            self.out.extend_from_slice(bytes);
+        } else if !self.out.is_empty() {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Consume from `input`; returns (bytes consumed, end of data seen).
+    pub fn feed(&mut self, input: &[u8]) -> (usize, bool) {
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+                // No full line yet: pass long pieces on, keeping a trailing CR and a possible
+                // line-start dot for the next round.
+                if rest.len() >= PIECE {
+                    let keep = usize::from(rest.last() == Some(&b'\r'));
+                    let mut piece = &rest[..rest.len() - keep];
+                    if self.at_start && piece.first() == Some(&b'.') {
+                        piece = &piece[1..];
+                    }
+                    self.emit(piece);
+                    self.at_start = false;
+                    self.after_crlf = false;
+                    pos += rest.len() - keep;
+                }
+                return (pos, false);
+            };
+            let line = &rest[..=lf];
+            pos += lf + 1;
+            let crlf = lf > 0 && rest[lf - 1] == b'\r';
+            if self.at_start && self.after_crlf && line == b".\r\n" {
+                return (pos, true);
+            }
+            let mut content = &line[..line.len() - if crlf { 2 } else { 1 }];
+            if self.at_start && content.first() == Some(&b'.') {
+                content = &content[1..];
+            }
+            self.emit(content);
+            self.emit(b"\r\n");
+            self.at_start = true;
+            self.after_crlf = crlf;
+        }
+        (pos, false)
+    }
+
+    pub fn finish(self) -> Body {
+        if self.size > self.limit {
+            Body::TooLarge
+        } else {
+            Body::Complete(self.out)
+        }
+    }
+}
+
+/// Read a DATA stream to its end.
+pub async fn read(conn: &mut Conn, limit: u64) -> Result<Body, DataError> {
+    let mut dec = Decoder::new(limit);
+    let deadline = Instant::now() + TOTAL;
+    loop {
+        let (used, done) = dec.feed(conn.buffered());
+        conn.consume(used);
+        if done {
+            return Ok(dec.finish());
+        }
+        let idle = (Instant::now() + IDLE).min(deadline);
+        timeout_at(idle, conn.fill())
+            .await
+            .map_err(|_| DataError::Timeout)??;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]], limit: u64) -> (Option<Vec<u8>>, bool, Vec<u8>) {
+        let mut dec = Decoder::new(limit);
+        let mut pending = Vec::new();
+        for c in chunks {
+            pending.extend_from_slice(c);
+            let (used, done) = dec.feed(&pending);
+            pending.drain(..used);
+            if done {
+                return match dec.finish() {
+                    Body::Complete(b) => (Some(b), true, pending),
+                    Body::TooLarge => (None, true, pending),
+                };
+            }
+        }
+        (None, false, pending)
+    }
+
+    #[test]
+    fn ends_only_at_crlf_dot_crlf() {
+        let (b, done, rest) = run(&[b"a\r\n..b\r\n.\r\nNOOP\r\n"], 100);
+        assert!(done);
+        assert_eq!(b.as_deref(), Some(&b"a\r\n.b\r\n"[..]));
+        assert_eq!(rest, b"NOOP\r\n");
+        // Smuggling shapes: bare LF around the dot never ends the data.
+        for s in [
+            &b"a\n.\nb\r\n"[..],
+            b"a\r\n.\nb\r\n",
+            b"a\n.\r\nb\r\n",
+            b"a\r.\r\nb\r\n",
+        ] {
+            let (_, done, _) = run(&[s], 100);
+            assert!(!done, "{:?}", String::from_utf8_lossy(s));
+        }
+        let (b, done, _) = run(&[b"a\nb\n", b"\r\n.\r\n"], 100);
+        assert!(done);
+        assert_eq!(
+            b.as_deref(),
+            Some(&b"a\r\nb\r\n\r\n"[..]),
+            "bare LF stored as CRLF"
+        );
+    }
+
+    #[test]
+    fn split_everywhere_gives_the_same_result() {
+        let msg: &[u8] = b"Subject: x\r\n\r\n.hidden\r\nline\nend\r\n.\r\n";
+        for cut in 0..msg.len() {
+            let (b, done, _) = run(&[&msg[..cut], &msg[cut..]], 1000);
+            assert!(done, "cut {cut}");
+            assert_eq!(
+                b.as_deref(),
+                Some(&b"Subject: x\r\n\r\nhidden\r\nline\r\nend\r\n"[..]),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn over_limit_is_discarded_but_read_to_end() {
+        let big = vec![b'x'; 300_000];
+        let (b, done, rest) = run(&[&big, b"\r\n.\r\nQUIT\r\n"], 1000);
+        assert!(done);
+        assert!(b.is_none());
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+}
