@@ -5,6 +5,7 @@ mod harness;
 
 mod foundation;
 mod push_notify;
+mod push_smtp;
 mod retention_expiry;
 mod retention_trim;
 mod http_alpn;

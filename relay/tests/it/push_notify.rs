@@ -12,10 +12,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use crate::harness::*;
 
 #[derive(Debug, Clone)]
-struct Hit {
-    at: Instant,
+pub(crate) struct Hit {
+    pub(crate) at: Instant,
     request_line: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 #[derive(Default)]
@@ -27,8 +27,8 @@ struct ProxyState {
 }
 
 /// The stand-in for the chatmail notification proxy.
-struct Proxy {
-    addr: String,
+pub(crate) struct Proxy {
+    pub(crate) addr: String,
     state: Arc<Mutex<ProxyState>>,
     _rt: tokio::runtime::Runtime,
 }
@@ -62,7 +62,7 @@ impl Proxy {
         Self { addr, state, _rt: rt }
     }
 
-    fn start(script: &[u16], delay: Duration) -> Self {
+    pub(crate) fn start(script: &[u16], delay: Duration) -> Self {
         Self::start_inner(script, delay, None)
     }
 
@@ -80,15 +80,15 @@ impl Proxy {
         (Self::start_inner(&[], Duration::ZERO, Some(acceptor)), ck.cert.pem())
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/notify", self.addr)
     }
 
-    fn hits(&self) -> Vec<Hit> {
+    pub(crate) fn hits(&self) -> Vec<Hit> {
         self.state.lock().expect("lock").hits.clone()
     }
 
-    fn wait_hits(&self, n: usize, timeout: Duration) -> Vec<Hit> {
+    pub(crate) fn wait_hits(&self, n: usize, timeout: Duration) -> Vec<Hit> {
         wait_until(timeout, || self.hits().len() >= n);
         self.hits()
     }
@@ -140,11 +140,11 @@ fn push_relay(proxy: &Proxy) -> Relay {
     r
 }
 
-fn token() -> String {
+pub(crate) fn token() -> String {
     format!("openpgp:{}", random_local().repeat(4))
 }
 
-fn jobs(relay: &Relay) -> i64 {
+pub(crate) fn jobs(relay: &Relay) -> i64 {
     count(&relay.db(), "SELECT count(*) FROM push_jobs")
 }
 
