@@ -7,6 +7,7 @@ mod foundation;
 mod push_notify;
 mod push_smtp;
 mod retention_expiry;
+mod retention_smtp;
 mod retention_trim;
 mod http_alpn;
 mod http_delete;
