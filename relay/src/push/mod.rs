@@ -44,23 +44,14 @@ pub(crate) struct Attempt {
 /// The notifier task of `serve`. On shutdown it lets requests in flight finish for up to 30 s
 /// (OPS-16); jobs not finished stay in the database for the next start (PUSH-11).
 pub async fn run(ctx: Ctx) {
-    let cfg = ctx.config.get();
-    let client = match Client::new(&cfg.delivery.extra_root_certs) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "push client uses the built-in roots only");
-            match Client::new("") {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "push disabled: no TLS client");
-                    return ctx.shutdown.cancelled().await;
-                }
-            }
-        }
+    let roots = ctx.config.get().delivery.extra_root_certs.clone();
+    let Some(client) = make_client(&roots) else {
+        return ctx.shutdown.cancelled().await;
     };
     let mut n = Notifier {
         ctx: ctx.clone(),
         client,
+        roots,
         in_flight: HashSet::new(),
         last_ok: HashMap::new(),
         tags: std::collections::hash_map::RandomState::new(),
@@ -103,9 +94,22 @@ pub async fn run(ctx: Ctx) {
     n.requests.abort_all();
 }
 
+/// The client for `extra_root_certs`; a bad bundle falls back to the built-in roots (logged).
+fn make_client(extra_root_certs: &str) -> Option<Client> {
+    match Client::new(extra_root_certs) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "push client uses the built-in roots only");
+            Client::new("").map_err(|e| tracing::error!(error = %e, "push disabled: no TLS client")).ok()
+        }
+    }
+}
+
 pub(crate) struct Notifier {
     ctx: Ctx,
     client: Client,
+    /// The `extra_root_certs` the client was built with; a SIGHUP that changes it rebuilds it.
+    roots: String,
     /// Job ids with a request in flight (they are still due in the database).
     in_flight: HashSet<i64>,
     /// When the last 200 for a token arrived (Unix ms), for the 2 s window. Pruned each round.
@@ -125,6 +129,12 @@ impl Notifier {
         let now = now_millis();
         self.last_ok.retain(|_, t| *t + COALESCE_MS > now);
         let cfg = self.ctx.config.get();
+        if cfg.delivery.extra_root_certs != self.roots {
+            self.roots = cfg.delivery.extra_root_certs.clone();
+            if let Some(c) = make_client(&self.roots) {
+                self.client = c;
+            }
+        }
         let url = cfg.push.notify_url.trim().to_string();
         if !url.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT {
             let want = MAX_IN_FLIGHT + self.in_flight.len();
