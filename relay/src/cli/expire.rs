@@ -38,4 +38,3 @@ pub fn run(config: &Path, dry_run: bool) -> Result<(), Failure> {
     print!("{}", expiry::summary(&report, dry_run));
     Ok(())
 }
-

@@ -63,11 +63,8 @@ pub async fn run(ctx: Ctx) {
 
 /// RET-15: `chatrelay expire [--dry-run]` through the control socket; returns the summary.
 pub async fn control_pass(ctx: &Ctx, dry: bool) -> Result<String, String> {
-    let report = if dry {
-        dry_run(&ctx.store, policy(&ctx.config.get())).await
-    } else {
-        one_pass(ctx, "control").await
-    };
+    let report =
+        if dry { dry_run(&ctx.store, policy(&ctx.config.get())).await } else { one_pass(ctx, "control").await };
     report.map(|r| summary(&r, dry)).map_err(|e| e.to_string())
 }
 
@@ -76,7 +73,13 @@ pub fn summary(r: &ExpiryReport, dry_run: bool) -> String {
     let head = if dry_run { "dry run: nothing was changed; a pass would remove:\n" } else { "" };
     format!(
         "{head}accounts deleted: {}\nmessages deleted (age): {}\nmessages deleted (large): {}\nmessages deleted (quota): {}\nbytes freed: {}\npush tokens expired: {}\norphan files removed: {}\n",
-        r.accounts_deleted, r.removed_age, r.removed_large, r.removed_quota, r.bytes_freed, r.tokens_expired, r.orphans_removed
+        r.accounts_deleted,
+        r.removed_age,
+        r.removed_large,
+        r.removed_quota,
+        r.bytes_freed,
+        r.tokens_expired,
+        r.orphans_removed
     )
 }
 

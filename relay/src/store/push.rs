@@ -103,7 +103,13 @@ impl Store {
     }
 
     /// A failed attempt: schedule the next one.
-    pub async fn push_job_retry(&self, id: i64, attempts: u32, first_attempt_ms: i64, next_attempt_ms: i64) -> Result<()> {
+    pub async fn push_job_retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        first_attempt_ms: i64,
+        next_attempt_ms: i64,
+    ) -> Result<()> {
         self.write(move |tx| {
             tx.execute(
                 "UPDATE push_jobs SET attempts = ?2, first_attempt = ?3, next_attempt = ?4 WHERE id = ?1",

@@ -124,10 +124,12 @@ fn remove_victims(tx: &mut Tx<'_>, victims: Vec<Victim>) -> Result<(u64, u64)> {
 }
 
 pub(crate) fn expire_batch(tx: &mut Tx<'_>, rule: ExpireRule, p: &RetentionPolicy, now: i64) -> Result<Removed> {
-    const COLS: &str = "SELECT b.account_id, m.mailbox_id, m.uid, m.size FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id";
+    const COLS: &str =
+        "SELECT b.account_id, m.mailbox_id, m.uid, m.size FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id";
     let victims = match rule {
         ExpireRule::Age => {
-            let mut st = tx.prepare_cached(&format!("{COLS} WHERE m.internal_date < ?1 ORDER BY m.internal_date LIMIT ?2"))?;
+            let mut st =
+                tx.prepare_cached(&format!("{COLS} WHERE m.internal_date < ?1 ORDER BY m.internal_date LIMIT ?2"))?;
             st.query_map(params![now - p.delete_mails_after_secs, BATCH as i64], victim)?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         }
@@ -200,7 +202,13 @@ pub(crate) fn cleanup_batch(tx: &mut Tx<'_>, now: i64) -> Result<Cleanup> {
         params![now, lim],
     )?;
     let more = [tokens, push_jobs, expunged, mta_sts].iter().any(|n| *n >= BATCH);
-    Ok(Cleanup { tokens: tokens as u64, push_jobs: push_jobs as u64, expunged: expunged as u64, mta_sts: mta_sts as u64, more })
+    Ok(Cleanup {
+        tokens: tokens as u64,
+        push_jobs: push_jobs as u64,
+        expunged: expunged as u64,
+        mta_sts: mta_sts as u64,
+        more,
+    })
 }
 
 fn inactive(c: &rusqlite::Connection, before_day: i64) -> Result<Vec<Account>> {

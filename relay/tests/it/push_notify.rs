@@ -196,7 +196,10 @@ fn gone_410_removes_the_token() {
     relay.spawn();
     assert_eq!(proxy.wait_hits(1, Duration::from_secs(15)).len(), 1, "{}", relay.log());
     let tokens = || -> i64 {
-        relay.db().query_row("SELECT count(*) FROM push_tokens WHERE account_id = ?1", [acc.id], |r| r.get(0)).expect("q")
+        relay
+            .db()
+            .query_row("SELECT count(*) FROM push_tokens WHERE account_id = ?1", [acc.id], |r| r.get(0))
+            .expect("q")
     };
     assert!(wait_until(Duration::from_secs(5), || tokens() == 0), "token removed after 410");
     assert_eq!(jobs(&relay), 0, "its job is dropped");
@@ -360,7 +363,8 @@ fn https_proxy_is_verified_against_extra_roots() {
         let roots = dir.path().join("proxy-ca.pem");
         std::fs::write(&roots, &pem).expect("pem");
         let extra = if trusted { roots.display().to_string() } else { String::new() };
-        let mut relay = Relay::start(&format!("[delivery]\nextra_root_certs = \"{extra}\"\n[push]\nnotify_url = \"{url}\"\n"));
+        let mut relay =
+            Relay::start(&format!("[delivery]\nextra_root_certs = \"{extra}\"\n[push]\nnotify_url = \"{url}\"\n"));
         relay.wait_logged_ready();
         assert_eq!(relay.stop(), Some(0));
         let (addr, tok) = (relay.new_address(), if trusted { token() } else { untrusted_tok.clone() });

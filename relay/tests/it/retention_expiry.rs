@@ -60,7 +60,8 @@ fn serve_pass_removes_old_mail() {
         relay.log()
     );
     println!("old message removed {:?} after start", started.elapsed());
-    let usage: i64 = db.query_row("SELECT usage_bytes FROM accounts WHERE id = ?1", [acc.id], |r| r.get(0)).expect("usage");
+    let usage: i64 =
+        db.query_row("SELECT usage_bytes FROM accounts WHERE id = ?1", [acc.id], |r| r.get(0)).expect("usage");
     assert_eq!(usage, 0, "usage counter follows the deletion (RET-7)");
     let expunged: i64 =
         db.query_row("SELECT count(*) FROM expunged WHERE uid = ?1", [uid], |r| r.get(0)).expect("expunged");
@@ -77,11 +78,16 @@ fn serve_pass_removes_old_mail() {
 /// delete_large_after go.
 #[test]
 fn serve_pass_removes_only_seen_large_mail() {
-    let mut relay = stopped_relay("delete_large_after = \"2s\"\nlarge_message_size = \"1K\"\nexpire_interval = \"1s\"\n");
+    let mut relay =
+        stopped_relay("delete_large_after = \"2s\"\nlarge_message_size = \"1K\"\nexpire_interval = \"1s\"\n");
     let addr = relay.new_address();
     let (large_seen, large_unseen, small_seen) = relay.with_store(async |s| {
         let a = seed_account(s, &addr).await;
-        (seed_message(s, a.id, None, 4000).await, seed_message(s, a.id, None, 4000).await, seed_message(s, a.id, None, 500).await)
+        (
+            seed_message(s, a.id, None, 4000).await,
+            seed_message(s, a.id, None, 4000).await,
+            seed_message(s, a.id, None, 500).await,
+        )
     });
     let db = relay.db();
     db.execute("UPDATE messages SET flags = 1 WHERE uid IN (?1, ?2)", [large_seen, small_seen]).expect("mark seen");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use relay::config::{ByteSize, Config, ConfDuration, TlsMode};
+use relay::config::{ByteSize, ConfDuration, Config, TlsMode};
 use relay::context::Ctx;
 
 use crate::harness::*;
