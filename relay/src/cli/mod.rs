@@ -4,6 +4,7 @@
 mod expire;
 mod accounts;
 mod init;
+mod queue;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,6 +59,13 @@ pub enum Command {
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Inspect and steer the outbound queue (OPS-20).
+    Queue {
+        #[arg(long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: queue::QueueAction,
     },
 }
 
@@ -126,6 +134,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
         Command::Expire { config, dry_run } => expire::run(&config, dry_run),
+        Command::Queue { config, action } => queue::run(load_config(&config)?, action),
         Command::Accounts { config, cmd } => accounts::run(&config, cmd),
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;

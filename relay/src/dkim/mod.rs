@@ -1,10 +1,23 @@
-//! DKIM: signing of everything that leaves (DLV-34..DLV-36) and strict verification on MX
-//! ingress and `/mxdeliv` (SMTP-42..SMTP-44). Owned by the delivery work; the verifier below is
-//! the hook the SMTP ingress pipeline calls.
+//! DKIM: signing of everything that leaves (DLV-34..DLV-36, `sign.rs`) and strict verification on
+//! MX ingress and `/mxdeliv` (SMTP-42..SMTP-44, here).
+//!
+//! In: raw message bytes, the `From:` domain and the peer IP. Out: a `DkimVerdict` the caller maps
+//! to its reply. Key lookups use `delivery.resolver` with a 60 s limit and the bounded
+//! `cache::KeyCache`; a key that fails a verification is dropped from the cache.
+
+pub mod cache;
+pub mod sign;
 
 use std::net::IpAddr;
+use std::time::Duration;
+
+use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters};
 
 use crate::config::Config;
+pub use sign::{SignError, Signer};
+
+/// SMTP-43: the whole verification (all key lookups) must finish within this.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The outcome of verifying an incoming message, mapped by the caller to its reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,17 +35,74 @@ pub enum DkimVerdict {
 }
 
 pub struct Dkim {
-    _private: (),
+    auth: Result<MessageAuthenticator, String>,
+    keys: cache::KeyCache,
+    signer: Result<Signer, String>,
 }
 
 impl Dkim {
-    pub fn new(_cfg: &Config) -> Self {
-        Self { _private: () }
+    pub fn new(cfg: &Config) -> Self {
+        let auth = crate::outbound::dns::build(&cfg.delivery.resolver, Duration::from_secs(10), false).map(MessageAuthenticator);
+        if let Err(e) = &auth {
+            tracing::error!(error = %e, "dkim: no DNS resolver; incoming mail will be deferred");
+        }
+        let path = cfg.dkim.key.clone().unwrap_or_else(|| crate::outbound::dkim_key::default_path(&cfg.data_dir));
+        let signer = Signer::load(&path, &cfg.mail_domain, &cfg.dkim.selector).map_err(|e| e.to_string());
+        if let Err(e) = &signer {
+            tracing::error!(error = %e, "dkim: signing key unusable; outbound mail waits in the queue");
+        }
+        Self { auth, keys: cache::KeyCache::default(), signer }
+    }
+
+    /// The signer for outbound mail and bounces.
+    pub fn signer(&self) -> Result<&Signer, &str> {
+        self.signer.as_ref().map_err(|e| e.as_str())
+    }
+
+    /// Number of cached keys (for tests and metrics).
+    pub fn cached_keys(&self) -> usize {
+        self.keys.len()
     }
 
     /// Verify `message` for a From domain `from_domain`, received from `peer`.
-    /// Placeholder until the delivery issue lands: verification is not yet enforced.
-    pub async fn verify(&self, _message: &[u8], _from_domain: &str, _peer: IpAddr) -> DkimVerdict {
-        DkimVerdict::Pass
+    pub async fn verify(&self, message: &[u8], from_domain: &str, peer: IpAddr) -> DkimVerdict {
+        // SMTP-44: an address-literal From domain is skipped only when the peer is that address.
+        if let Some(lit) = from_domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+            let lit = lit.strip_prefix("IPv6:").or_else(|| lit.strip_prefix("ipv6:")).unwrap_or(lit);
+            if lit.parse::<IpAddr>().is_ok_and(|ip| ip == peer || Some(ip) == canonical(peer)) {
+                return DkimVerdict::Skipped;
+            }
+        }
+        let Some(msg) = AuthenticatedMessage::parse(message) else {
+            return DkimVerdict::NoSignature;
+        };
+        if msg.dkim_headers.is_empty() && !msg.has_dkim_errors {
+            return DkimVerdict::NoSignature;
+        }
+        let Ok(auth) = &self.auth else { return DkimVerdict::TempFail };
+        let params = Parameters::new(&msg).with_txt_cache(&self.keys);
+        let Ok(outputs) = tokio::time::timeout(VERIFY_TIMEOUT, auth.verify_dkim(params)).await else {
+            return DkimVerdict::TempFail;
+        };
+        let mut temp = false;
+        for out in &outputs {
+            let Some(sig) = out.signature() else { continue };
+            let aligned = sig.d.eq_ignore_ascii_case(from_domain);
+            match out.result() {
+                DkimResult::Pass if aligned => return DkimVerdict::Pass,
+                DkimResult::Fail(_) => self.keys.forget(&sig.s, &sig.d),
+                DkimResult::TempError(_) if aligned => temp = true,
+                _ => {}
+            }
+        }
+        if temp { DkimVerdict::TempFail } else { DkimVerdict::Invalid }
+    }
+}
+
+/// An IPv4-mapped IPv6 peer compared as IPv4.
+fn canonical(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
     }
 }

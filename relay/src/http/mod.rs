@@ -87,3 +87,4 @@ where
     connection.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
 }
+

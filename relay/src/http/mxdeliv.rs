@@ -1,16 +1,130 @@
-//! `POST /mxdeliv`: relay-to-relay ingress (delivery.md section 8, HTTP-24).
+//! `POST /mxdeliv` (DLV-42..DLV-47): another relay hands us a message over HTTPS. The checks are
+//! port 25's, in the same order with the same reply texts (`smtp::ingress`), and the SMTP reply
+//! line is the body: 200 `250 OK`, 400 with the refusal, 413 over `max_message_size`.
 //!
-//! SLOT: the delivery issue replaces this file only. The route, its body limit
-//! (`max_message_size`) and its 60 s timeout are set up in `routes.rs`; the handler below receives
-//! the request with `ConnInfo` as an extension. Until then every delivery is refused as a local
-//! error so the sending relay retries or falls back to SMTP.
+//! `routes.rs` routes the POST here (other methods get 405 there) with `ConnInfo` as a request
+//! extension. The body is read here, up to `max_message_size`, so the 413 carries the reference
+//! text and the rest of an oversized body is never read.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
-use crate::context::Ctx;
+use crate::address::Address;
+use crate::context::{ConnInfo, Ctx};
+use crate::smtp::ingress;
+use crate::smtp::reply::{self as smtp_reply, Reply};
 
-pub async fn handler(State(_ctx): State<Ctx>) -> Response {
-    (StatusCode::BAD_REQUEST, "451 4.3.0 Local error").into_response()
+/// Replies of this endpoint only (DLV-43, DLV-45); the rest are port 25's.
+mod replies {
+    pub const OK: &str = "250 OK";
+    pub const BAD_ENVELOPE: &str = "501 5.5.4 Missing or invalid envelope headers";
+    pub const TOO_BIG: &str = "552 Message exceeds maximum size";
+}
+
+/// The envelope of DLV-43.
+struct Envelope {
+    sender: String,
+    rcpts: Vec<Address>,
+}
+
+fn envelope(headers: &HeaderMap, max_rcpts: usize) -> Option<Envelope> {
+    let mut from = headers.get_all("x-mail-from").iter();
+    let sender = from.next()?.to_str().ok()?.trim().to_string();
+    if from.next().is_some() {
+        return None;
+    }
+    let sender = match sender.as_str() {
+        "" | "<>" => String::new(),
+        s => Address::parse(s).ok()?.as_str().to_string(),
+    };
+    let mut rcpts = Vec::new();
+    for v in headers.get_all("x-mail-to") {
+        rcpts.push(Address::parse(v.to_str().ok()?).ok()?);
+    }
+    (!rcpts.is_empty() && rcpts.len() <= max_rcpts).then_some(Envelope { sender, rcpts })
+}
+
+/// The axum handler `routes.rs` mounts.
+pub async fn handler(State(ctx): State<Ctx>, Extension(conn): Extension<ConnInfo>, headers: HeaderMap, body: Body) -> Response {
+    let limit = ctx.config.get().max_message_size.0;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let (status, text) = if declared.is_some_and(|n| n > limit) {
+        too_big(&ctx)
+    } else {
+        match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await {
+            Ok(bytes) => handle(ctx, conn, &headers, bytes).await,
+            // Over the limit while streaming, or the peer went away: either way, nothing is kept.
+            Err(_) => too_big(&ctx),
+        }
+    };
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), text).into_response()
+}
+
+fn too_big(ctx: &Ctx) -> (u16, String) {
+    ctx.metrics.smtp_message("mxdeliv", "rejected", "size");
+    (413, replies::TOO_BIG.to_string())
+}
+
+/// The request with its body read: `(status, body)`.
+pub async fn handle(ctx: Ctx, conn: ConnInfo, headers: &HeaderMap, body: Bytes) -> (u16, String) {
+    let cfg = ctx.config.get();
+    if body.len() as u64 > cfg.max_message_size.0 {
+        return too_big(&ctx);
+    }
+    let Some(env) = envelope(headers, cfg.max_smtp_recipients) else {
+        return (400, replies::BAD_ENVELOPE.to_string());
+    };
+    match accept(&ctx, conn, &env, &body).await {
+        Ok(()) => {
+            ctx.metrics.smtp_message("mxdeliv", "accepted", "");
+            (200, replies::OK.to_string())
+        }
+        Err(r) => {
+            ctx.metrics.smtp_message("mxdeliv", "rejected", crate::smtp::reply::metric_reason(&r));
+            tracing::debug!(reply = %r, "mxdeliv refused");
+            (400, r.to_string())
+        }
+    }
+}
+
+/// Port 25's pipeline (DLV-44): relaying, unknown user, mailbox full, then parse, From,
+/// encryption, DKIM and durable storage in `ingress::accept`.
+async fn accept(ctx: &Ctx, conn: ConnInfo, env: &Envelope, body: &[u8]) -> Result<(), Reply> {
+    let domain = ctx.config.get().mail_domain.clone();
+    let mut rcpts = Vec::with_capacity(env.rcpts.len());
+    for r in &env.rcpts {
+        if !r.is_local(&domain) {
+            return Err(smtp_reply::relay_denied(r.as_str()));
+        }
+        rcpts.push(ingress::check_recipient(ctx, r.as_str()).await?);
+    }
+    ingress::accept(ctx, &env.sender, &rcpts, body, conn.peer).await.map(|_| ())
+}
+
+/// The operations.md metric reason of a refusal (no addresses, PRIV-15).
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dlv43_envelope_rules() {
+        let mut h = HeaderMap::new();
+        assert!(envelope(&h, 10).is_none());
+        h.append("x-mail-from", "a@x.org".parse().expect("header value"));
+        assert!(envelope(&h, 10).is_none(), "no X-Mail-To");
+        h.append("x-mail-to", "b@y.org".parse().expect("header value"));
+        h.append("x-mail-to", "c@y.org".parse().expect("header value"));
+        assert_eq!(envelope(&h, 10).map(|e| e.rcpts.len()), Some(2));
+        assert!(envelope(&h, 1).is_none(), "over max_smtp_recipients");
+        h.append("x-mail-from", "d@x.org".parse().expect("header value"));
+        assert!(envelope(&h, 10).is_none(), "two X-Mail-From");
+        let mut h = HeaderMap::new();
+        h.append("x-mail-from", "".parse().expect("header value"));
+        h.append("x-mail-to", "b@y.org".parse().expect("header value"));
+        assert_eq!(envelope(&h, 10).map(|e| e.sender), Some(String::new()), "empty sender for bounces");
+    }
 }

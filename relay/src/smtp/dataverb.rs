@@ -30,7 +30,7 @@ impl Session {
             Ok(Body::TooLarge) => {
                 self.ctx
                     .metrics
-                    .smtp_message(self.listener(), "refused", "size");
+                    .smtp_message(self.metric_listener(), "rejected", "size");
                 return self.reply(reply::too_large()).await;
             }
             Err(DataError::Timeout) => {
@@ -58,28 +58,17 @@ impl Session {
             Ok(id) => {
                 self.ctx
                     .metrics
-                    .smtp_message(self.listener(), "accepted", "ok");
+                    .smtp_message(self.metric_listener(), "accepted", "");
                 tracing::debug!(conn = self.conn_info.id, queue_id = %id, size = bytes.len(), "message accepted");
                 self.reply(reply::queued(&id)).await
             }
             Err(r) => {
                 self.ctx
                     .metrics
-                    .smtp_message(self.listener(), "refused", reason(&r));
+                    .smtp_message(self.metric_listener(), "rejected", reply::metric_reason(&r));
                 self.reply(r).await
             }
         }
     }
 }
 
-/// A metric label for a refusal (no addresses, PRIV-15).
-fn reason(r: &Reply) -> &'static str {
-    match r.code {
-        523 => "unencrypted",
-        500 => "invalid",
-        554 => "dkim",
-        451 if r.esc == "4.7.5" => "dkim_tempfail",
-        451 => "local_error",
-        _ => "other",
-    }
-}

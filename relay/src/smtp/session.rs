@@ -93,6 +93,14 @@ impl Session {
         }
     }
 
+    /// The `listener` label of `chatrelay_smtp_messages_total` (operations.md section 7).
+    pub fn metric_listener(&self) -> &'static str {
+        match self.kind {
+            Kind::Mx => "smtp",
+            Kind::Submission | Kind::Submissions => "submission",
+        }
+    }
+
     pub fn domain(&self) -> String {
         self.ctx.config.get().mail_domain.clone()
     }

@@ -13,6 +13,7 @@ mod deliver;
 mod events;
 mod mailbox;
 mod metadata;
+mod mta_sts;
 mod push;
 mod queue;
 mod retention;
@@ -29,8 +30,13 @@ pub use blobs::{BlobId, BlobWriter};
 pub use deliver::{Delivery, DeliveryReceipt, RemoteBatch};
 pub use events::{Events, MailboxEvent, MessageStored, Subscription};
 pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
+pub use mta_sts::CachedPolicy;
 pub use push::{JobDone, PushJob};
-pub use queue::{QueueEntry, QueueRcpt};
+pub use queue::{AttemptOutcome, QueueEntry, QueueRcpt};
+/// Recipient states of a queue entry.
+pub mod queue_state {
+    pub use super::queue::{BOUNCED, DONE, PENDING};
+}
 pub use retention::{Cleanup, ExpireRule, ExpiryReport, Removed, RetentionPolicy};
 
 /// Errors of the store. Callers map them to a protocol reply (`451 4.3.0 Local error`, IMAP `NO`).

@@ -122,6 +122,9 @@ mode = "self-signed"
             ports.metrics,
             data = data.display(),
         );
+        // Tests never ask real DNS: outbound delivery resolves through a dead loopback port
+        // (temporary failure) unless the test brings its own resolver.
+        let toml = offline_resolver(toml);
         std::fs::write(&config_path, toml).expect("write config");
         let mut r = Self {
             dir,
@@ -777,5 +780,53 @@ impl Relay {
     /// `start` with the registration gates relaxed (`UNGATED`) before `extra`.
     pub fn start_ungated(extra: &str) -> Self {
         Self::start(&format!("{UNGATED}{extra}"))
+    }
+}
+
+// ---------------------------------------------------------------- relays with chosen ports
+
+impl Relay {
+    /// Like `start_with`, but with explicit ports (two relays on different loopback IPs may share
+    /// port numbers, so each can reach the other's smtp/https through `delivery.*_port`).
+    pub fn start_with_ports(domain: &str, ip: &str, ports: Ports, extra: &str) -> Self {
+        let mut r = Self::prepare(domain, ip, ports, extra);
+        r.spawn();
+        r
+    }
+
+    /// Write the config and create the temp dir without starting the process, so a test can set
+    /// up `data_dir` first; then call `spawn()`.
+    pub fn prepare(domain: &str, ip: &str, ports: Ports, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("chatrelay.toml");
+        let data = dir.path().join("data");
+        let toml = format!(
+            "mail_domain = \"{domain}\"\ndata_dir = \"{data}\"\n{extra}\n[listen]\nsmtp = \"{ip}:{}\"\nsubmission = \"{ip}:{}\"\nsubmissions = \"{ip}:{}\"\nimap = \"{ip}:{}\"\nimaps = \"{ip}:{}\"\nhttp = \"{ip}:{}\"\nhttps = \"{ip}:{}\"\nmetrics = \"{ip}:{}\"\n\n[tls]\nmode = \"self-signed\"\n",
+            ports.smtp,
+            ports.submission,
+            ports.submissions,
+            ports.imap,
+            ports.imaps,
+            ports.http,
+            ports.https,
+            ports.metrics,
+            data = data.display(),
+        );
+        std::fs::write(&config_path, offline_resolver(toml)).expect("write config");
+        Self { dir, config_path, ports, domain: domain.into(), ip: ip.into(), child: None, log_path: PathBuf::new() }
+    }
+}
+
+/// Add `delivery.resolver = "127.0.0.1:9"` (nothing listens: every lookup fails at once,
+/// temporarily) to a config that does not set a resolver, so no test queries real DNS.
+pub fn offline_resolver(toml: String) -> String {
+    const LINE: &str = "resolver = \"127.0.0.1:9\"\n";
+    if toml.contains("resolver") {
+        toml
+    } else if let Some(i) = toml.find("[delivery]\n") {
+        let at = i + "[delivery]\n".len();
+        format!("{}{LINE}{}", &toml[..at], &toml[at..])
+    } else {
+        format!("{toml}\n[delivery]\n{LINE}")
     }
 }

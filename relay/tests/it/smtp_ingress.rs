@@ -1,5 +1,6 @@
 //! Issue 3: MX ingress on port 25 against the real binary over real TLS.
 
+use crate::delivery_dns::SigningDomain;
 use crate::harness::*;
 
 async fn mx(relay: &Relay) -> Lines {
@@ -30,7 +31,9 @@ async fn mx(relay: &Relay) -> Lines {
 
 #[tokio::test]
 async fn ingress_rules() {
-    let relay = Relay::start_ungated("");
+    // remote.test signs its mail; the relay verifies through remote.test's DNS (SMTP-42).
+    let remote = SigningDomain::start("remote.test").await;
+    let relay = Relay::start_ungated(&remote.resolver_toml());
     let bob = relay.new_address();
     create_account(&relay, &bob).await;
     let mut c = mx(&relay).await;
@@ -61,14 +64,14 @@ async fn ingress_rules() {
         r,
         "500 Invalid FROM mallory@remote.test for alice@remote.test"
     );
-    let eml = encrypted_eml("alice@remote.test", &bob).replace(
+    let eml = remote.sign(&encrypted_eml("alice@remote.test", &bob)).replace(
         "Subject: [...]\r\n",
         "Subject: [...]\r\nDKIM-Signature: v=1; d=remote.test\r\nReceived: from a by b\r\n",
     );
     let r = send_mail(&mut c, "alice@remote.test", &[&bob], &eml).await;
     assert!(r.starts_with("250 2.0.0 OK: queued as "), "{r}");
     // Bounces: empty reverse path, the From check skipped, the bounce exception applies.
-    let bounce = crate::fixtures::load("mailer-daemon").replace(crate::fixtures::TO, &bob);
+    let bounce = remote.sign(&crate::fixtures::load("mailer-daemon").replace(crate::fixtures::TO, &bob));
     let r = send_mail(&mut c, "", &[&bob], &bounce).await;
     assert!(r.starts_with("250 2.0.0 OK: queued as "), "{r}");
     let stored = inbox_messages(&relay, &bob).await;
@@ -83,7 +86,8 @@ async fn ingress_rules() {
 
 #[tokio::test]
 async fn cleartext_only_when_every_recipient_allows_it() {
-    let relay = Relay::start_ungated("");
+    let remote = SigningDomain::start("remote.test").await;
+    let relay = Relay::start_ungated(&remote.resolver_toml());
     let (bob, carol) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     create_account(&relay, &carol).await;
@@ -106,7 +110,7 @@ async fn cleartext_only_when_every_recipient_allows_it() {
         r, "523 Encryption Needed: Invalid Unencrypted Mail",
         "carol does not allow cleartext"
     );
-    let r = send_mail(&mut c, "alice@remote.test", &[&bob], &plain(&bob)).await;
+    let r = send_mail(&mut c, "alice@remote.test", &[&bob], &remote.sign(&plain(&bob))).await;
     assert!(r.starts_with("250 2.0.0 OK: queued as "), "{r}");
     assert_eq!(inbox_messages(&relay, &bob).await.len(), 1);
     assert!(inbox_messages(&relay, &carol).await.is_empty());
@@ -115,17 +119,22 @@ async fn cleartext_only_when_every_recipient_allows_it() {
 /// SMTP-25: a bare-LF dot line does not end the data, so no second message can be smuggled.
 #[tokio::test]
 async fn no_smuggling_through_bare_lf() {
-    let relay = Relay::start_ungated("");
+    let remote = SigningDomain::start("remote.test").await;
+    let relay = Relay::start_ungated(&remote.resolver_toml());
     let bob = relay.new_address();
     create_account(&relay, &bob).await;
     let mut c = mx(&relay).await;
     assert_eq!(c.cmd("MAIL FROM:<alice@remote.test>").await, "250 2.1.0 Ok");
     assert_eq!(c.cmd(&format!("RCPT TO:<{bob}>")).await, "250 2.1.5 Ok");
     assert!(c.cmd("DATA").await.starts_with("354"));
+    // Signed as the relay will store it (bare LF read as CRLF, SMTP-25), then sent with bare LFs.
     let eml = encrypted_eml("alice@remote.test", &bob).replace("\r\n", "\n");
-    let smuggled = format!(
-        "{eml}\n.\nMAIL FROM:<evil@remote.test>\nRCPT TO:<{bob}>\nDATA\nFrom: evil@remote.test\n\nhi\n\r\n.\r\n"
+    let content = format!(
+        "{eml}\n.\nMAIL FROM:<evil@remote.test>\nRCPT TO:<{bob}>\nDATA\nFrom: evil@remote.test\n\nhi\n"
     );
+    // The lone "." line arrives dot-unstuffed (an empty line); the signature covers that.
+    let stored = content.replace("\n.\n", "\n\n");
+    let smuggled = format!("{}{content}\r\n.\r\n", remote.header(&stored).replace("\r\n", "\n"));
     c.send_raw(smuggled.as_bytes()).await;
     let r = c.reply().await;
     assert!(

@@ -1,0 +1,71 @@
+//! `chatrelay queue --config FILE list|retry ID|drop ID` (OPS-20). Opens the database directly;
+//! a running `serve` notices a retried entry at its next queue scan (at most 30 s later).
+
+use clap::Subcommand;
+
+use super::Failure;
+use crate::config::Config;
+use crate::store::{Store, now_secs};
+
+#[derive(Subcommand, Debug)]
+pub enum QueueAction {
+    /// One line per entry: id, age, sender, recipient domain, recipients, attempts, next attempt, last error.
+    List,
+    /// Make the entry due now.
+    Retry { id: String },
+    /// Remove the entry without a bounce.
+    Drop { id: String },
+}
+
+/// `90s` → "1m", for the list columns.
+pub fn human(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+pub fn run(cfg: Config, action: QueueAction) -> Result<(), Failure> {
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
+        match action {
+            QueueAction::List => {
+                let now = now_secs();
+                for e in store.list_queue().await.map_err(Failure::runtime)? {
+                    let next = if e.next_attempt <= now { "now".to_string() } else { format!("in {}", human(e.next_attempt - now)) };
+                    let sender = if e.sender.is_empty() { "<>" } else { e.sender.as_str() };
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        e.id,
+                        human(now - e.created_at),
+                        sender,
+                        e.domain,
+                        e.pending().count(),
+                        e.attempts,
+                        next,
+                        if e.last_error.is_empty() { "-" } else { e.last_error.as_str() }
+                    );
+                }
+                Ok(())
+            }
+            QueueAction::Retry { id } => match store.queue_retry_now(&id).await.map_err(Failure::runtime)? {
+                true => {
+                    println!("queue entry {id} is due now");
+                    Ok(())
+                }
+                false => Err(Failure::Runtime(format!("no queue entry {id}"))),
+            },
+            QueueAction::Drop { id } => match store.queue_drop(&id).await.map_err(Failure::runtime)? {
+                true => {
+                    println!("queue entry {id} dropped");
+                    Ok(())
+                }
+                false => Err(Failure::Runtime(format!("no queue entry {id}"))),
+            },
+        }
+    })
+}

@@ -1,0 +1,159 @@
+//! One delivery attempt of one queue entry (DLV-18..DLV-23): resolve the domain, then per MX host
+//! and address: HTTPS `/mxdeliv` (unless remembered as absent), then SMTP with STARTTLS.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::TokioResolver;
+
+use super::https::{self, HttpsOutcome};
+use super::mta_sts;
+use super::mx::{self, MxError};
+use super::reply::{self, RcptResult};
+use super::smtp_client;
+use super::tls::ClientTls;
+use crate::config::Config;
+use crate::context::Ctx;
+
+/// DLV-21: how long a host that failed HTTPS but took SMTP is not asked over HTTPS again.
+const NO_HTTPS_MEMORY: Duration = Duration::from_secs(30 * 60);
+
+/// What one attempt produced, per recipient, and over which transport (for metrics).
+pub struct AttemptResult {
+    pub rcpts: Vec<(String, RcptResult)>,
+    pub transport: &'static str,
+}
+
+/// Long-lived delivery machinery, rebuilt when the delivery config changes.
+pub struct Transport {
+    pub resolver: TokioResolver,
+    pub tls: ClientTls,
+    no_https: Mutex<HashMap<String, Instant>>,
+}
+
+impl Transport {
+    pub fn new(cfg: &Config) -> Result<Self, String> {
+        Ok(Self {
+            resolver: super::dns::build(&cfg.delivery.resolver, Duration::from_secs(10), true)?,
+            tls: ClientTls::new(&cfg.delivery.extra_root_certs)?,
+            no_https: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn https_known_absent(&self, host: &str) -> bool {
+        let Ok(mut m) = self.no_https.lock() else { return false };
+        match m.get(host) {
+            Some(t) if t.elapsed() < NO_HTTPS_MEMORY => true,
+            Some(_) => {
+                m.remove(host);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_no_https(&self, host: &str) {
+        if let Ok(mut m) = self.no_https.lock() {
+            m.retain(|_, t| t.elapsed() < NO_HTTPS_MEMORY);
+            m.insert(host.to_string(), Instant::now());
+        }
+    }
+
+    /// Deliver `message` (already signed) for `rcpts` of `domain`.
+    pub async fn attempt(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        cfg: &Config,
+        domain: &str,
+        sender: &str,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> AttemptResult {
+        let all = |r: RcptResult| rcpts.iter().map(|x| (x.clone(), r.clone())).collect::<Vec<_>>();
+        let mut hosts = match mx::resolve(&self.resolver, domain).await {
+            Ok(h) => h,
+            Err(MxError::Permanent(t)) => return AttemptResult { rcpts: all(RcptResult::Permanent(t)), transport: "smtp" },
+            Err(MxError::Temporary(t)) => return AttemptResult { rcpts: all(RcptResult::Temporary(t)), transport: "smtp" },
+        };
+        // DLV-30, DLV-31, DLV-33: an MTA-STS policy limits hosts and certificates for both transports.
+        let policy = mta_sts::policy_for(self, &ctx.store, cfg.delivery.https_port, domain).await;
+        let enforce = policy.as_ref().is_some_and(|p| p.mode == mta_sts::Mode::Enforce);
+        if let Some(p) = policy.as_ref().filter(|p| p.mode != mta_sts::Mode::None) {
+            if hosts.iter().any(|h| !p.allows(&h.name)) {
+                let mode = if enforce { "enforce" } else { "testing" };
+                ctx.metrics.mta_sts_violations.get_or_create(&vec![("mode", mode)]).inc();
+            }
+            if enforce {
+                hosts.retain(|h| p.allows(&h.name));
+                if hosts.is_empty() {
+                    return AttemptResult { rcpts: all(RcptResult::Temporary(reply::mta_sts_no_mx(domain))), transport: "smtp" };
+                }
+            }
+        }
+        // DLV-25, DLV-26: which certificates are acceptable.
+        let any_cert = !enforce
+            && (domain.starts_with('_') || mx::address_literal(domain).is_some() || !cfg.delivery.require_valid_tls);
+        let (https_tls, smtp_tls) = if any_cert {
+            (self.tls.any_https.clone(), self.tls.any_smtp.clone())
+        } else {
+            (self.tls.verified_https.clone(), self.tls.verified_smtp.clone())
+        };
+        let mut last = (domain.to_string(), "no MX host".to_string());
+        for host in &hosts {
+            let addrs: Vec<IpAddr> = match mx::addresses(&self.resolver, host).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = (host.name.clone(), e);
+                    continue;
+                }
+            };
+            let mut https_failed = false;
+            if cfg.delivery.try_https && !self.https_known_absent(&host.name) {
+                for ip in &addrs {
+                    let job = https::HttpsJob {
+                        addr: SocketAddr::new(*ip, cfg.delivery.https_port),
+                        host: &host.name,
+                        port: cfg.delivery.https_port,
+                        tls: https_tls.clone(),
+                        sender,
+                        rcpts,
+                        message,
+                    };
+                    match https::deliver(job).await {
+                        HttpsOutcome::Final(r) => return AttemptResult { rcpts: all(r), transport: "https" },
+                        HttpsOutcome::NoHttps(e) => {
+                            tracing::debug!(host = %host.name, error = %e, "no HTTPS delivery here; trying SMTP");
+                            https_failed = true;
+                        }
+                    }
+                }
+            }
+            for ip in &addrs {
+                let job = smtp_client::SmtpJob {
+                    addr: SocketAddr::new(*ip, cfg.delivery.smtp_port),
+                    host: &host.name,
+                    ehlo: &cfg.mail_domain,
+                    tls: smtp_tls.clone(),
+                    sender,
+                    rcpts,
+                    message,
+                };
+                match smtp_client::deliver(job).await {
+                    Ok(results) => {
+                        if https_failed {
+                            self.remember_no_https(&host.name);
+                        }
+                        return AttemptResult { rcpts: results, transport: "smtp" };
+                    }
+                    Err(e) => {
+                        tracing::debug!(host = %host.name, error = %e, "SMTP host failed");
+                        last = (host.name.clone(), e.to_string());
+                    }
+                }
+            }
+        }
+        AttemptResult { rcpts: all(RcptResult::Temporary(reply::all_hosts_failed(&last.0, &last.1))), transport: "smtp" }
+    }
+}
