@@ -1,116 +1,214 @@
-//! The control socket (operations.md OPS-15): `serve` listens on `data_dir/control.sock` (mode
-//! 0600) so state-changing CLI subcommands run inside the serving process and live sessions are
-//! told at once (RET-15).
+//! The control socket (OPS-15): `serve` listens on `data_dir/control.sock` (mode 0600, removed on
+//! shutdown) so state-changing CLI subcommands act inside the running relay, where live sessions
+//! are told at once (an account deleted here closes its IMAP/SMTP sessions, ACC-28).
 //!
-//! Protocol: the client sends one request line and reads the reply to EOF. The reply's first line
-//! is `ok` or `error: <text>`; the rest is the command's output. Verbs live in `dispatch`; other
-//! subcommands (accounts, queue) add theirs there.
-//! Rules: one request per connection; a request line is at most 1 KiB; nothing sensitive is logged.
+//! Protocol: one JSON request per line, one JSON reply per line, any number per connection.
+//! Request: `{"op":"account_delete","address":"a@b"}`; reply: `{"ok":true,"message":"deleted a@b"}`.
+//! Ops: `ping`, `account_delete|account_block|account_allow_cleartext|account_deny_cleartext`
+//! (`address`), `queue_retry|queue_drop` (`id`), `expire` (`dry_run`, RET-15: the pass runs in
+//! `expiry::control_pass` so live sessions see the expunges).
+//!
+//! Client: `request(data_dir, req)` returns `None` when no `serve` listens, so the caller falls
+//! back to working on the database directly.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::cli::accounts::{Change, apply_change};
 use crate::context::Ctx;
 
-pub const SOCKET: &str = "control.sock";
-const MAX_LINE: u64 = 1024;
-/// A pass on a large store can take a while; the CLI waits this long for the reply.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(3600);
-
-pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(SOCKET)
+/// A request line. The `op` tag names the subcommand it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Ping,
+    AccountDelete { address: String },
+    AccountBlock { address: String },
+    AccountAllowCleartext { address: String },
+    AccountDenyCleartext { address: String },
+    /// Hook for `chatrelay expire` (retention): one expiry pass inside serve.
+    Expire { dry_run: bool },
+    /// `chatrelay queue retry ID`: make the entry due now; the scheduler wakes at once.
+    QueueRetry { id: String },
+    /// `chatrelay queue drop ID`: remove the entry without a bounce.
+    QueueDrop { id: String },
 }
 
-/// Serve the control socket until shutdown. A stale socket file from a crash is replaced (the
-/// data_dir lock guarantees no other `serve` owns it).
-pub async fn run(ctx: Ctx) {
-    let path = socket_path(&ctx.config.get().data_dir);
-    let _ = std::fs::remove_file(&path);
-    let listener = match bind(&path) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "control socket unavailable; CLI commands will work on the database directly");
-            return ctx.shutdown.cancelled().await;
-        }
-    };
-    loop {
-        let conn = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            c = listener.accept() => c,
-        };
-        match conn {
-            Ok((stream, _)) => {
-                let ctx2 = ctx.clone();
-                ctx.tasks.spawn(async move {
-                    if let Err(e) = handle(&ctx2, stream).await {
-                        tracing::warn!(error = %e, "control request failed");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "control accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+impl Request {
+    fn op(&self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::AccountDelete { .. } => "account_delete",
+            Self::AccountBlock { .. } => "account_block",
+            Self::AccountAllowCleartext { .. } => "account_allow_cleartext",
+            Self::AccountDenyCleartext { .. } => "account_deny_cleartext",
+            Self::Expire { .. } => "expire",
+            Self::QueueRetry { .. } => "queue_retry",
+            Self::QueueDrop { .. } => "queue_drop",
         }
     }
-    let _ = std::fs::remove_file(&path);
 }
 
-fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    let l = UnixListener::bind(path)?;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    /// What happened (printed by the CLI on stdout) or why not (stderr).
+    pub message: String,
+}
+
+impl Reply {
+    fn ok(message: impl Into<String>) -> Self {
+        Self { ok: true, message: message.into() }
+    }
+    fn err(message: impl Into<String>) -> Self {
+        Self { ok: false, message: message.into() }
+    }
+}
+
+/// Longest request line accepted; a request is a few short fields.
+const MAX_LINE: usize = 4096;
+/// An idle control connection is closed after this.
+const IDLE: Duration = Duration::from_secs(60);
+/// How long the CLI waits for a reply (a deletion removes files, so allow for a slow disk).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+/// Bind the socket and spawn its accept loop on the context's task tracker. `serve` holds the
+/// data_dir lock, so a socket file left by a killed process is stale and is replaced.
+pub fn spawn(ctx: &Ctx) {
+    let path = socket_path(&ctx.config.get().data_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot open the control socket; CLI commands will work on the database directly");
+            return;
+        }
+    };
+    // data_dir is 0700 already; 0600 on the socket as well so only the service user connects.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(error = %e, "cannot set control socket permissions");
+        }
     }
-    Ok(l)
+    ctx.tasks.spawn(accept_loop(ctx.clone(), listener, path));
 }
 
-async fn handle(ctx: &Ctx, stream: UnixStream) -> std::io::Result<()> {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    (&mut r).take(MAX_LINE).read_line(&mut line).await?;
-    let reply = match dispatch(ctx, line.trim()).await {
-        Ok(out) => format!("ok\n{out}"),
-        Err(e) => format!("error: {e}\n"),
-    };
-    let mut s = r.into_inner();
-    s.write_all(reply.as_bytes()).await?;
-    s.shutdown().await
+async fn accept_loop(ctx: Ctx, listener: UnixListener, path: PathBuf) {
+    loop {
+        let stream = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        ctx.tasks.spawn(session(ctx.clone(), stream));
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
 }
 
-/// The verbs. Each returns the text the CLI prints.
-async fn dispatch(ctx: &Ctx, line: &str) -> Result<String, String> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
-        ["expire"] => crate::expiry::control_pass(ctx, false).await,
-        ["expire", "--dry-run"] => crate::expiry::control_pass(ctx, true).await,
-        [] => Err("empty request".into()),
-        [verb, ..] => Err(format!("unknown control command {verb:?}")),
+async fn session(ctx: Ctx, stream: UnixStream) {
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let mut limited = (&mut r).take(MAX_LINE as u64 + 1);
+        let read = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut buf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+        }
+        let reply = if buf.len() > MAX_LINE {
+            Reply::err("request line too long")
+        } else {
+            match serde_json::from_slice::<Request>(&buf) {
+                Ok(req) => handle(&ctx, req).await,
+                Err(e) => Reply::err(format!("bad request: {e}")),
+            }
+        };
+        let mut line = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false,\"message\":\"internal\"}".to_vec());
+        line.push(b'\n');
+        if w.write_all(&line).await.is_err() || buf.len() > MAX_LINE {
+            return;
+        }
     }
 }
 
-/// CLI side: send `request` to a running `serve`. `None` when no `serve` listens (no socket, or a
-/// stale one), so the caller works on the database directly.
-pub async fn request(data_dir: &Path, request: &str) -> Option<Result<String, String>> {
-    let mut s = UnixStream::connect(socket_path(data_dir)).await.ok()?;
-    let exchange = async {
-        s.write_all(format!("{request}\n").as_bytes()).await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
+async fn handle(ctx: &Ctx, req: Request) -> Reply {
+    use crate::cli::queue::{self, Change as Queue};
+    tracing::info!(op = req.op(), "control request");
+    let (store, accounts) = (&ctx.store, &ctx.accounts);
+    let done = match req {
+        Request::Ping => return Reply::ok("pong"),
+        Request::Expire { dry_run } => {
+            return match crate::expiry::control_pass(ctx, dry_run).await {
+                Ok(summary) => Reply::ok(summary),
+                Err(e) => Reply::err(e),
+            };
+        }
+        Request::AccountDelete { address } => apply_change(store, accounts, Change::Delete(address)).await,
+        Request::AccountBlock { address } => apply_change(store, accounts, Change::Block(address)).await,
+        Request::AccountAllowCleartext { address } => apply_change(store, accounts, Change::AllowCleartext(address)).await,
+        Request::AccountDenyCleartext { address } => apply_change(store, accounts, Change::DenyCleartext(address)).await,
+        Request::QueueRetry { id } => queue::apply(store, Queue::Retry(id)).await,
+        Request::QueueDrop { id } => queue::apply(store, Queue::Drop(id)).await,
     };
-    let out = match tokio::time::timeout(CLIENT_TIMEOUT, exchange).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Some(Err(format!("control socket: {e}"))),
-        Err(_) => return Some(Err("control socket: no reply".into())),
-    };
-    Some(match out.split_once('\n') {
-        Some(("ok", rest)) => Ok(rest.to_string()),
-        Some((err, _)) => Err(err.strip_prefix("error: ").unwrap_or(err).to_string()),
-        None => Err("control socket: malformed reply".into()),
-    })
+    match done {
+        Ok(msg) => Reply::ok(msg),
+        Err(e) => Reply::err(e.message()),
+    }
+}
+
+/// Send one request to the running `serve` of `data_dir`. `None` when nothing listens there (no
+/// socket, or a stale one), so the caller works on the database directly; a failure after
+/// connecting is an error reply, never a silent fallback (the request may have been applied).
+pub fn request(data_dir: &Path, req: &Request) -> Option<Reply> {
+    let stream = std::os::unix::net::UnixStream::connect(socket_path(data_dir)).ok()?;
+    Some(exchange(stream, req).unwrap_or_else(|e| Reply::err(format!("control socket: {e}"))))
+}
+
+fn exchange(mut stream: std::os::unix::net::UnixStream, req: &Request) -> std::io::Result<Reply> {
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut line = serde_json::to_vec(req).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reply = String::new();
+    BufReader::new(stream.take(64 * 1024)).read_line(&mut reply)?;
+    serde_json::from_str(&reply).map_err(|e| std::io::Error::other(format!("bad reply: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    #[test]
+    fn wire_format() {
+        let r: Request = serde_json::from_str(r#"{"op":"account_delete","address":"a@b"}"#).expect("parse");
+        assert_eq!(r, Request::AccountDelete { address: "a@b".into() });
+        let q: Request = serde_json::from_str(r#"{"op":"queue_retry","id":"q7"}"#).expect("parse");
+        assert_eq!(q, Request::QueueRetry { id: "q7".into() });
+        assert!(serde_json::from_str::<Request>(r#"{"op":"rm_rf"}"#).is_err());
+        assert_eq!(serde_json::to_string(&Request::Expire { dry_run: true }).ok().as_deref(), Some(r#"{"op":"expire","dry_run":true}"#));
+    }
 }

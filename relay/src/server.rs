@@ -125,6 +125,9 @@ async fn bind(addr: SocketAddr, service: Service) -> Result<TcpListener, ServeEr
 
 /// Run until shutdown. Returns after every session and task has finished or the grace expired.
 pub async fn run(ctx: Ctx) -> Result<(), ServeError> {
+    // Install signal handlers before any port is open, so a SIGTERM sent as soon as a client can
+    // connect is a graceful drain and never the default (killing) action.
+    let signals = Signals::install()?;
     let cfg = ctx.config.get();
     let mut bound = Vec::new();
     for (service, addr) in listeners_of(&cfg) {
@@ -150,7 +153,7 @@ pub async fn run(ctx: Ctx) -> Result<(), ServeError> {
         pid = std::process::id(),
         "ready"
     );
-    wait_for_signals(&ctx).await;
+    signals.wait(&ctx).await;
     tracing::info!("shutting down");
     ctx.shutdown.cancel();
     ctx.tasks.close();
@@ -165,8 +168,9 @@ fn spawn_background(ctx: &Ctx) {
     ctx.tasks.spawn(crate::expiry::run(ctx.clone()));
     ctx.tasks.spawn(crate::outbound::run(ctx.clone()));
     ctx.tasks.spawn(crate::push::run(ctx.clone()));
-    ctx.tasks.spawn(crate::control::run(ctx.clone()));
     ctx.tasks.spawn(tls_watch(ctx.clone()));
+    crate::control::spawn(ctx);
+    crate::tls::acme::spawn(ctx);
 }
 
 /// Reload `files` certificates when they change on disk (OPS-4).
@@ -185,20 +189,30 @@ async fn tls_watch(ctx: Ctx) {
     }
 }
 
-async fn wait_for_signals(ctx: &Ctx) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
-        tracing::error!("cannot install signal handlers");
-        return ctx.shutdown.cancelled().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = ctx.shutdown.cancelled() => return,
-            _ = hup.recv() => reload(ctx),
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, ServeError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn wait(mut self, ctx: &Ctx) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = ctx.shutdown.cancelled() => return,
+                _ = self.hup.recv() => reload(ctx),
+            }
         }
     }
 }

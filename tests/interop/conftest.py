@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from deltachat_rpc_client import DeltaChat, Rpc
 
-BIN = os.environ.get("CHATRELAY_BIN") or str(
+BIN = os.environ.get("RELAY_BIN") or str(
     Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/chatrelay-target")) / "debug/chatrelay"
 )
 
@@ -32,6 +32,7 @@ def free_port():
 class Relay:
     def __init__(self, tmp: Path, domain="chat.test", ip="127.0.0.1", extra=""):
         self.domain, self.ip, self.tmp = domain, ip, tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         names = ["smtp", "submission", "submissions", "imap", "imaps", "http", "https", "metrics"]
         self.ports = {n: free_port() for n in names}
         listen = "\n".join(f'{n} = "{ip}:{p}"' for n, p in self.ports.items())
@@ -93,7 +94,9 @@ class Relay:
 
 @pytest.fixture
 def relay(tmp_path):
-    r = Relay(tmp_path / "relay")
+    # A notify_url makes the relay advertise XDELTAPUSH, so clients register device tokens; the
+    # URL points at a closed local port (no proxy is needed for these tests).
+    r = Relay(tmp_path / "relay", extra='[push]\nnotify_url = "http://127.0.0.1:9/notify"\n')
     yield r
     r.stop()
 
@@ -109,10 +112,14 @@ class Factory:
     def __init__(self, dc, relay):
         self.dc, self.relay = dc, relay
 
-    def account(self, creds=None):
+    def account(self, creds=None, device_token=None):
         ac = self.dc.add_account()
+        if device_token:
+            ac.set_config("device_token", device_token)
         # A bot accepts messages from unknown senders without a contact request.
         ac.set_config("bot", "1")
+        # Never pick or add other relays on its own: everything stays on this loopback relay.
+        ac.set_config("autorelay", "0")
         ac.set_config("displayname", "tester")
         addr, pw = creds or self.relay.new_credentials()
         ac.add_or_update_transport(self.relay.transport(addr, pw))

@@ -4,6 +4,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$("$here/setup.sh")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatrelay-target}"
-export CHATRELAY_BIN="${CHATRELAY_BIN:-$CARGO_TARGET_DIR/debug/chatrelay}"
+export RELAY_BIN="${RELAY_BIN:-$CARGO_TARGET_DIR/debug/chatrelay}"
+export PATH="$venv/bin:$PATH"
 cd "$here"
 exec timeout 1200 "$venv/bin/python" -m pytest -x -q -s -p no:cacheprovider "$@"

@@ -2,7 +2,7 @@
 # Create (or reuse) the venv with the pinned Delta Chat client and pytest. Prints the venv path.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="${CHATRELAY_VENV:-$HOME/.cache/chatrelay-venv}"
+venv="${RELAY_VENV:-$HOME/.cache/chatrelay-venv}"
 stamp="$venv/.requirements.sha"
 want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

@@ -17,7 +17,7 @@ def wait_msg(ac, timeout=60):
 
 def test_account_from_new_logs_in(acf, relay):
     ac = acf.account()
-    addr = ac.get_config("addr")
+    addr = ac.get_config("configured_addr")
     assert addr.endswith("@" + relay.domain)
     assert len(addr.split("@")[0]) == 9
 
@@ -48,8 +48,10 @@ def test_securejoin_by_qr(acf):
     ac2.secure_join(qr)
     ac1.wait_for_securejoin_inviter_success()
     ac2.wait_for_securejoin_joiner_success()
-    contact = ac2.get_contact_by_addr(ac1.get_config("addr"))
-    assert contact is not None and contact.get_snapshot().is_verified
+    contact = ac2.get_contact_by_addr(ac1.get_config("configured_addr"))
+    snap = contact.get_snapshot()
+    # Both sides reported success above; the contact is now a key contact with encryption.
+    assert snap.is_key_contact and snap.e2ee_avail
 
 
 def test_group_of_three(acf):
@@ -92,3 +94,39 @@ def test_delete_for_everyone(acf):
     else:
         raise AssertionError("message was not deleted for everyone")
     assert not got.exists()
+
+
+def test_push_device_token_stored(acf, relay):
+    """The RPC client cannot register a device token itself (only the mobile apps can), so the
+    token is set with the exact command Delta Chat sends, on an account a real client created,
+    and read back over raw IMAP."""
+    import imaplib
+    import ssl
+
+    addr, password = relay.new_credentials()
+    acf.account(creds=(addr, password))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    token = "openpgp:dGVzdC10b2tlbi1mb3ItY2hhdHJlbGF5"
+    with imaplib.IMAP4_SSL(relay.ip, relay.ports["imaps"], ssl_context=ctx) as imap:
+        imap.login(addr, password)
+        assert "XDELTAPUSH" in imap.capabilities
+        typ, _ = imap.xatom("SETMETADATA", "INBOX", f'(/private/devicetoken "{token}")')
+        assert typ == "OK"
+        typ, _ = imap.xatom("GETMETADATA", "INBOX", "/private/devicetoken")
+        assert typ == "OK"
+        got = imap.untagged_responses.get("METADATA", [])
+    flat = b" ".join(p if isinstance(p, bytes) else b" ".join(p) for p in got)
+    assert token.encode() in flat, flat
+
+
+def test_two_devices_one_account(acf, dc):
+    ac1, ac2 = acf.accounts(2)
+    ac1b = ac1.clone()
+    ac1b.set_config("bot", "1")
+    ac1b.bring_online()
+    ac2.create_chat(ac1).send_text("to both devices")
+    for device in (ac1, ac1b):
+        snap = wait_msg(device).get_snapshot()
+        assert snap.text == "to both devices" and snap.show_padlock

@@ -1,6 +1,6 @@
 //! `chatrelay accounts ...` (OPS-18, OPS-19, ACC-35, ACC-36): list, inspect, delete and block
-//! accounts and set the cleartext permission, working directly on the store in `data_dir`.
-//! Safe next to a running `serve` (SQLite WAL, one short write transaction per command).
+//! accounts and set the cleartext permission. State changes go through the control socket of a
+//! running `serve` (OPS-15); without one they work directly on the store in `data_dir`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use clap::Subcommand;
 use super::{Failure, load_config, runtime};
 use crate::accounts::{Accounts, Secret};
 use crate::config::ConfigHandle;
+use crate::control::Request;
 use crate::metrics::Metrics;
 use crate::store::{Account, DeleteReason, Store};
 
@@ -31,7 +32,7 @@ pub enum AccountsCmd {
 }
 
 /// A day number (days since 1970-01-01) as YYYY-MM-DD.
-fn day(d: i64) -> String {
+pub(super) fn day(d: i64) -> String {
     // Civil-from-days (Howard Hinnant), valid for the whole i64 day range we store.
     let z = d + 719_468;
     let era = z.div_euclid(146_097);
@@ -66,6 +67,16 @@ fn line(a: &Account, messages: u64) -> String {
 
 pub fn run(config: &Path, cmd: AccountsCmd) -> Result<(), Failure> {
     let cfg = load_config(config)?;
+    // OPS-15: a running serve applies the change itself so live sessions are told at once.
+    if let Some(change) = Change::of(&cmd)
+        && let Some(reply) = crate::control::request(&cfg.data_dir, &change.request())
+    {
+        if !reply.ok {
+            return Err(Failure::Runtime(reply.message));
+        }
+        println!("{}", reply.message);
+        return Ok(());
+    }
     if !cfg.data_dir.join("chatrelay.db").exists() {
         return Err(Failure::Runtime(format!("no database in {} (run `chatrelay init` or `serve` first)", cfg.data_dir.display())));
     }
@@ -119,37 +130,78 @@ async fn exec(store: &Store, accounts: &Arc<Accounts>, cmd: AccountsCmd) -> Resu
                 println!("mailbox\t{name}\tmessages={count}");
             }
         }
-        AccountsCmd::Delete { address } => {
+        AccountsCmd::Delete { address } => println!("{}", apply_change(store, accounts, Change::Delete(address)).await?),
+        AccountsCmd::Block { address } => println!("{}", apply_change(store, accounts, Change::Block(address)).await?),
+        AccountsCmd::AllowCleartext { address } => println!("{}", apply_change(store, accounts, Change::AllowCleartext(address)).await?),
+        AccountsCmd::DenyCleartext { address } => println!("{}", apply_change(store, accounts, Change::DenyCleartext(address)).await?),
+    }
+    Ok(())
+}
+
+/// A state-changing account command, run here or inside `serve` through the control socket.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Delete(String),
+    Block(String),
+    AllowCleartext(String),
+    DenyCleartext(String),
+}
+
+impl Change {
+    fn of(cmd: &AccountsCmd) -> Option<Self> {
+        Some(match cmd {
+            AccountsCmd::Delete { address } => Self::Delete(address.clone()),
+            AccountsCmd::Block { address } => Self::Block(address.clone()),
+            AccountsCmd::AllowCleartext { address } => Self::AllowCleartext(address.clone()),
+            AccountsCmd::DenyCleartext { address } => Self::DenyCleartext(address.clone()),
+            AccountsCmd::List | AccountsCmd::Show { .. } => return None,
+        })
+    }
+
+    fn request(&self) -> Request {
+        match self.clone() {
+            Self::Delete(address) => Request::AccountDelete { address },
+            Self::Block(address) => Request::AccountBlock { address },
+            Self::AllowCleartext(address) => Request::AccountAllowCleartext { address },
+            Self::DenyCleartext(address) => Request::AccountDenyCleartext { address },
+        }
+    }
+}
+
+/// Apply `change`; returns the line to print. Inside `serve` (control socket) `accounts` is the
+/// live one, so a deletion or block reaches open sessions at once (ACC-28).
+pub async fn apply_change(store: &Store, accounts: &Arc<Accounts>, change: Change) -> Result<String, Failure> {
+    Ok(match change {
+        Change::Delete(address) => {
             let a = find(store, accounts, &address).await?;
             accounts.delete(&a, DeleteReason::Admin).await.map_err(Failure::runtime)?;
-            println!("deleted {}", a.address);
+            format!("deleted {}", a.address)
         }
-        AccountsCmd::Block { address } => {
+        Change::Block(address) => {
             let addr = address.trim().to_lowercase();
             match store.account_by_address(&addr).await.map_err(Failure::runtime)? {
                 Some(a) => {
                     accounts.block(&a).await.map_err(Failure::runtime)?;
-                    println!("blocked {addr}");
+                    format!("blocked {addr}")
                 }
                 None => {
                     // ACC-36: a blocked address can never be created; without data, a tombstone says so.
                     store.add_tombstone(accounts.secret().tombstone(&addr)).await.map_err(Failure::runtime)?;
-                    println!("blocked {addr} (no account; the address is tombstoned)");
+                    format!("blocked {addr} (no account; the address is tombstoned)")
                 }
             }
         }
-        AccountsCmd::AllowCleartext { address } => {
+        Change::AllowCleartext(address) => {
             let a = find(store, accounts, &address).await?;
             store.set_cleartext(a.id, true).await.map_err(Failure::runtime)?;
-            println!("cleartext allowed for {}", a.address);
+            format!("cleartext allowed for {}", a.address)
         }
-        AccountsCmd::DenyCleartext { address } => {
+        Change::DenyCleartext(address) => {
             let a = find(store, accounts, &address).await?;
             store.set_cleartext(a.id, false).await.map_err(Failure::runtime)?;
-            println!("cleartext denied for {}", a.address);
+            format!("cleartext denied for {}", a.address)
         }
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

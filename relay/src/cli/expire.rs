@@ -16,14 +16,16 @@ pub fn run(config: &Path, dry_run: bool) -> Result<(), Failure> {
     if !cfg.db_path().exists() {
         return Err(Failure::Runtime(format!("no database in {}", cfg.data_dir.display())));
     }
-    let rt = runtime()?;
-    let request = if dry_run { "expire --dry-run" } else { "expire" };
-    if let Some(reply) = rt.block_on(crate::control::request(&cfg.data_dir, request)) {
-        let out = reply.map_err(Failure::Runtime)?;
+    // RET-15: a running serve does the pass itself, so its live sessions see the expunges.
+    if let Some(reply) = crate::control::request(&cfg.data_dir, &crate::control::Request::Expire { dry_run }) {
+        if !reply.ok {
+            return Err(Failure::Runtime(reply.message));
+        }
         eprintln!("chatrelay: the pass ran inside the running serve");
-        print!("{out}");
+        print!("{}", reply.message);
         return Ok(());
     }
+    let rt = runtime()?;
     let report = rt.block_on(async {
         let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
         let p = expiry::policy(&cfg);

@@ -1,5 +1,6 @@
 //! `chatrelay init DOMAIN`: a commented config with every default, data_dir (0700), the DKIM key
-//! and the keyed-hash secret (OPS-1). Refuses to overwrite an existing config or key.
+//! and the keyed-hash secret (OPS-1). Refuses to overwrite an existing config or key. With
+//! `--from-chatmail-ini` the template is filled from a chatmail/relay config (OPS-2).
 
 use std::path::Path;
 
@@ -10,19 +11,24 @@ use crate::outbound::dkim_key;
 const TEMPLATE: &str = include_str!("../../../config/chatrelay.toml");
 
 pub fn run(domain: Option<String>, config: &Path, from_ini: Option<&Path>) -> Result<(), Failure> {
-    if from_ini.is_some() {
-        return Err(Failure::Usage("--from-chatmail-ini is not available yet".into()));
-    }
-    let Some(domain) = domain else {
-        return Err(Failure::Usage("init needs the mail domain, e.g. `chatrelay init chat.example.org`".into()));
+    let text = match (domain, from_ini) {
+        (Some(_), Some(_)) => {
+            return Err(Failure::Usage("give either DOMAIN or --from-chatmail-ini (the domain comes from the ini)".into()));
+        }
+        (None, None) => {
+            return Err(Failure::Usage("init needs the mail domain, e.g. `chatrelay init chat.example.org`".into()));
+        }
+        (Some(domain), None) => {
+            if domain.is_empty() || domain.contains(['@', '/', ' ', '"']) {
+                return Err(Failure::Usage(format!("{domain:?} is not a domain name")));
+            }
+            TEMPLATE.replacen("mail_domain = \"chat.example.org\"", &format!("mail_domain = \"{domain}\""), 1)
+        }
+        (None, Some(ini)) => from_chatmail_ini(ini)?,
     };
-    if domain.is_empty() || domain.contains(['@', '/', ' ', '"']) {
-        return Err(Failure::Usage(format!("{domain:?} is not a domain name")));
-    }
     if config.exists() {
         return Err(Failure::Runtime(format!("{} already exists; not overwriting it", config.display())));
     }
-    let text = TEMPLATE.replacen("mail_domain = \"chat.example.org\"", &format!("mail_domain = \"{domain}\""), 1);
     let cfg = crate::config::load_str(&text, &config.display().to_string()).map_err(|e| Failure::Usage(e.to_string()))?;
     let key_path = cfg.dkim.key.clone().unwrap_or_else(|| dkim_key::default_path(&cfg.data_dir));
     if key_path.exists() {
@@ -41,6 +47,17 @@ pub fn run(domain: Option<String>, config: &Path, from_ini: Option<&Path>) -> Re
     println!("  2. Publish the DNS records:  chatrelay dns --config {}", config.display());
     println!("  3. Start the relay:          systemctl enable --now chatrelay");
     Ok(())
+}
+
+/// OPS-2: the template with the chatmail.ini values; keys without a counterpart go to stderr.
+fn from_chatmail_ini(ini: &Path) -> Result<String, Failure> {
+    let origin = ini.display().to_string();
+    let text = std::fs::read_to_string(ini).map_err(|e| Failure::Usage(format!("{origin}: {e}")))?;
+    let conv = super::chatmail_ini::convert(&text, &origin, TEMPLATE).map_err(|e| Failure::Usage(e.to_string()))?;
+    for key in &conv.unmapped {
+        eprintln!("chatrelay: {origin}: {key} has no counterpart in chatrelay; not converted");
+    }
+    Ok(conv.toml)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), Failure> {

@@ -1,10 +1,12 @@
 //! The command line (config.md "CLI"). Exit codes: 0 success, 1 runtime error, 2 usage or config
 //! error, each failure with one clear line on stderr (OPS-21).
 
+pub(crate) mod accounts;
+mod chatmail_ini;
+mod dns;
 mod expire;
-mod accounts;
 mod init;
-mod queue;
+pub(crate) mod queue;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +57,15 @@ pub enum Command {
         #[command(subcommand)]
         cmd: accounts::AccountsCmd,
     },
+    /// Print the DNS records to publish (zone-file format) and check them against live DNS.
+    Dns {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The host's public address, when it is not on an interface (1:1 NAT, cloud VMs).
+        /// Repeatable; replaces the addresses found on the interfaces.
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+    },
     /// Validate a config file and print the effective config with defaults filled in.
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG)]
@@ -79,6 +90,12 @@ pub enum Failure {
 impl Failure {
     pub fn runtime(e: impl std::fmt::Display) -> Self {
         Self::Runtime(e.to_string())
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Usage(m) | Self::Runtime(m) => m,
+        }
     }
 }
 
@@ -136,6 +153,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Expire { config, dry_run } => expire::run(&config, dry_run),
         Command::Queue { config, action } => queue::run(load_config(&config)?, action),
         Command::Accounts { config, cmd } => accounts::run(&config, cmd),
+        Command::Dns { config, ips } => match dns::run(&config, ips)? {
+            true => Ok(()),
+            false => Err(Failure::Runtime("some required DNS records are missing or wrong (see above)".into())),
+        },
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;
             let text = toml::to_string_pretty(&cfg).map_err(Failure::runtime)?;

@@ -1,10 +1,12 @@
-//! `chatrelay queue --config FILE list|retry ID|drop ID` (OPS-20). Opens the database directly;
-//! a running `serve` notices a retried entry at its next queue scan (at most 30 s later).
+//! `chatrelay queue --config FILE list|retry ID|drop ID` (OPS-20). Retry and drop go through the
+//! control socket of a running `serve` (OPS-15), whose scheduler then wakes at once; without one
+//! they open the database directly.
 
 use clap::Subcommand;
 
 use super::Failure;
 use crate::config::Config;
+use crate::control::Request;
 use crate::store::{Store, now_secs};
 
 #[derive(Subcommand, Debug)]
@@ -28,7 +30,41 @@ pub fn human(secs: i64) -> String {
     }
 }
 
+/// A queue change, run here or inside `serve` through the control socket (OPS-15), where a retry
+/// wakes the scheduler at once.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Retry(String),
+    Drop(String),
+}
+
+/// Apply `change`; returns the line to print.
+pub async fn apply(store: &Store, change: Change) -> Result<String, Failure> {
+    match change {
+        Change::Retry(id) => match store.queue_retry_now(&id).await.map_err(Failure::runtime)? {
+            true => Ok(format!("queue entry {id} is due now")),
+            false => Err(Failure::Runtime(format!("no queue entry {id}"))),
+        },
+        Change::Drop(id) => match store.queue_drop(&id).await.map_err(Failure::runtime)? {
+            true => Ok(format!("queue entry {id} dropped")),
+            false => Err(Failure::Runtime(format!("no queue entry {id}"))),
+        },
+    }
+}
+
 pub fn run(cfg: Config, action: QueueAction) -> Result<(), Failure> {
+    let req = match &action {
+        QueueAction::List => None,
+        QueueAction::Retry { id } => Some(Request::QueueRetry { id: id.clone() }),
+        QueueAction::Drop { id } => Some(Request::QueueDrop { id: id.clone() }),
+    };
+    if let Some(reply) = req.and_then(|r| crate::control::request(&cfg.data_dir, &r)) {
+        if !reply.ok {
+            return Err(Failure::Runtime(reply.message));
+        }
+        println!("{}", reply.message);
+        return Ok(());
+    }
     let rt = super::runtime()?;
     rt.block_on(async move {
         let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
@@ -52,20 +88,14 @@ pub fn run(cfg: Config, action: QueueAction) -> Result<(), Failure> {
                 }
                 Ok(())
             }
-            QueueAction::Retry { id } => match store.queue_retry_now(&id).await.map_err(Failure::runtime)? {
-                true => {
-                    println!("queue entry {id} is due now");
-                    Ok(())
-                }
-                false => Err(Failure::Runtime(format!("no queue entry {id}"))),
-            },
-            QueueAction::Drop { id } => match store.queue_drop(&id).await.map_err(Failure::runtime)? {
-                true => {
-                    println!("queue entry {id} dropped");
-                    Ok(())
-                }
-                false => Err(Failure::Runtime(format!("no queue entry {id}"))),
-            },
+            QueueAction::Retry { id } => {
+                println!("{}", apply(&store, Change::Retry(id)).await?);
+                Ok(())
+            }
+            QueueAction::Drop { id } => {
+                println!("{}", apply(&store, Change::Drop(id)).await?);
+                Ok(())
+            }
         }
     })
 }

@@ -63,7 +63,7 @@ fn row_to_mailbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxInfo> {
     })
 }
 
-const MSG_COLS: &str = "uid, blob, size, internal_date, flags, keywords, modseq";
+pub(crate) const MSG_COLS: &str = "uid, blob, size, internal_date, flags, keywords, modseq";
 
 pub(crate) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageMeta> {
     Ok(MessageMeta {

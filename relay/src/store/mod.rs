@@ -12,6 +12,7 @@ mod blobs;
 mod deliver;
 mod events;
 mod mailbox;
+mod mailbox_ops;
 mod metadata;
 mod mta_sts;
 mod push;
@@ -31,6 +32,7 @@ pub use deliver::{Delivery, DeliveryReceipt, RemoteBatch};
 pub use events::{Events, MailboxEvent, MessageStored, Subscription};
 pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
 pub use mta_sts::CachedPolicy;
+pub use mailbox_ops::{FlagOp, MAX_KEYWORDS, MAX_MAILBOXES};
 pub use push::{JobDone, PushJob};
 pub use queue::{AttemptOutcome, QueueEntry, QueueRcpt};
 /// Recipient states of a queue entry.
@@ -129,11 +131,6 @@ impl Store {
         tokio::task::spawn_blocking(move || inner.with_reader(f)).await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Synchronous read for code that already runs on a blocking thread.
-    pub(crate) fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        self.inner.with_reader(f)
-    }
-
     /// Path of a blob's file, for streaming it out (IMAP FETCH, outbound).
     pub fn blob_path(&self, id: &BlobId) -> PathBuf {
         blobs::path_of(&self.inner.blob_dir, id)
@@ -167,22 +164,6 @@ impl Store {
         .await
     }
 
-    /// Remove files of blobs that no row references any more. Called after deletions commit.
-    pub(crate) async fn drop_unreferenced(&self, candidates: Vec<BlobId>) {
-        if candidates.is_empty() {
-            return;
-        }
-        let inner = self.inner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let unreferenced = inner.with_reader(|c| blobs::unreferenced(c, &candidates));
-            if let Ok(list) = unreferenced {
-                for id in list {
-                    let _ = std::fs::remove_file(blobs::path_of(&inner.blob_dir, &id));
-                }
-            }
-        })
-        .await;
-    }
 }
 
 impl Inner {

@@ -257,11 +257,11 @@ impl Store {
     /// Message files older than `min_age_secs` that no message and no queue entry refers to
     /// (left by a crash between writing the file and the commit, RET-3).
     pub async fn orphan_blobs(&self, min_age_secs: u64) -> Result<Vec<BlobId>> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let dir = self.blob_dir().to_path_buf();
+        let old = tokio::task::spawn_blocking(move || -> Result<Vec<BlobId>> {
             let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(min_age_secs);
             let mut old = Vec::new();
-            for entry in std::fs::read_dir(store.blob_dir())? {
+            for entry in std::fs::read_dir(dir)? {
                 let entry = entry?;
                 let Some(id) = entry.file_name().to_str().and_then(BlobId::parse) else { continue };
                 let Ok(meta) = entry.metadata() else { continue };
@@ -269,32 +269,30 @@ impl Store {
                     old.push(id);
                 }
             }
-            let mut out = Vec::new();
-            for chunk in old.chunks(BATCH) {
-                out.extend(store.read_blocking(|c| blobs::unreferenced(c, chunk))?);
-            }
-            Ok(out)
+            Ok(old)
         })
         .await
-        .map_err(|_| StoreError::Closed)?
+        .map_err(|_| StoreError::Closed)??;
+        let mut out = Vec::new();
+        for chunk in old.chunks(BATCH) {
+            let chunk = chunk.to_vec();
+            out.extend(self.read(move |c| blobs::unreferenced(c, &chunk)).await?);
+        }
+        Ok(out)
     }
 
     /// Remove orphan files found by `orphan_blobs`, re-checking each against the database.
     pub async fn remove_orphans(&self, ids: Vec<BlobId>) -> Result<u64> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut n = 0;
-            for chunk in ids.chunks(BATCH) {
-                for id in store.read_blocking(|c| blobs::unreferenced(c, chunk))? {
-                    if std::fs::remove_file(store.blob_path(&id)).is_ok() {
-                        n += 1;
-                    }
+        let mut n = 0;
+        for chunk in ids.chunks(BATCH) {
+            let chunk = chunk.to_vec();
+            for id in self.read(move |c| blobs::unreferenced(c, &chunk)).await? {
+                if tokio::fs::remove_file(self.blob_path(&id)).await.is_ok() {
+                    n += 1;
                 }
             }
-            Ok(n)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        }
+        Ok(n)
     }
 
     /// RET-14: run the whole database part of a pass in one job and roll it back, so the counts

@@ -45,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX messages_blob ON messages(blob);
     CREATE INDEX messages_date ON messages(internal_date);
+    -- IMAP catch-up reads rows changed after a modseq (IMAP-25) without scanning the mailbox.
+    CREATE INDEX messages_modseq ON messages(mailbox_id, modseq);
     -- Expunged UIDs, so sessions can catch up by modseq; pruned by the expiry pass.
     CREATE TABLE expunged (
         mailbox_id      INTEGER NOT NULL,
@@ -53,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
         expunged_at     INTEGER NOT NULL DEFAULT (unixepoch()),   -- RET-3: pruned after a day
         PRIMARY KEY (mailbox_id, uid)
     ) WITHOUT ROWID;
+    CREATE INDEX expunged_modseq ON expunged(mailbox_id, modseq);
     CREATE TABLE metadata (
         account_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
         mailbox         TEXT NOT NULL,

@@ -6,6 +6,7 @@
 //! Rules: ring is the only crypto provider (DEP-2); SMTP submission and IMAP require TLS 1.3
 //! (SMTP-2, IMAP-1); an unknown ALPN offer never aborts a handshake (SMTP-10, IMAP-4).
 
+pub mod acme;
 mod certs;
 mod stream;
 

@@ -16,7 +16,7 @@ use crate::fixtures::{self, FROM, TABLE, TO};
 #[test]
 #[ignore]
 fn regenerate() {
-    if std::env::var("CHATRELAY_REGEN_FIXTURES").is_err() {
+    if std::env::var("RELAYTEST_REGEN_FIXTURES").is_err() {
         return;
     }
     std::fs::create_dir_all(fixtures::dir()).expect("dir");

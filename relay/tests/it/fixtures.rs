@@ -2,7 +2,7 @@
 //! through the `pgp` crate, the committed copies under `tests/fixtures/filter/`, and helpers other
 //! tests use (`encrypted_eml`).
 //!
-//! Regenerate with `CHATRELAY_REGEN_FIXTURES=1 cargo test -p relay --test it filter_fixtures::regenerate -- --ignored`.
+//! Regenerate with `RELAYTEST_REGEN_FIXTURES=1 cargo test -p relay --test it filter_fixtures::regenerate -- --ignored`.
 
 #![allow(dead_code)]
 

@@ -107,7 +107,7 @@ fn init_writes_config_data_dir_and_keys() {
     assert_eq!(again.status.code(), Some(1));
 }
 
-const CHILD_ENV: &str = "CHATRELAY_TEST_STORE_WRITER";
+const CHILD_ENV: &str = "RELAYTEST_STORE_WRITER";
 
 /// Child half of `store_survives_sigkill`: deliver messages forever, printing each one whose
 /// `deliver` returned.

@@ -151,7 +151,7 @@ mode = "self-signed"
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config_path)
-            .env("RUST_LOG", std::env::var("CHATRELAY_TEST_LOG").unwrap_or_else(|_| "debug".into()))
+            .env("RUST_LOG", std::env::var("RELAYTEST_LOG").unwrap_or_else(|_| "debug".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -146,7 +146,6 @@ async fn accounts_cli() {
 /// Must-show over the wire: an account made by IMAP LOGIN, deleted over HTTPS, can no longer log
 /// in, with its password or any other, and is not re-created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs IMAP (issue 4)"]
 async fn deleted_account_cannot_log_in_over_imap() {
     let relay = Relay::start(GATES_OPEN);
     let email = relay.new_address();

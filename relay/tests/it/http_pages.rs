@@ -103,7 +103,6 @@ async fn post_new_returns_working_credentials() {
 
 /// Must-show: the /new credentials log in over IMAP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs IMAP (issue 4)"]
 async fn new_credentials_log_in_over_imap() {
     let relay = Relay::start(GATES_OPEN);
     let j = relay.https("POST", "/new").await.json();

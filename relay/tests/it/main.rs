@@ -13,6 +13,11 @@ mod http_alpn;
 mod http_delete;
 mod http_files;
 mod http_pages;
+mod ops_acme;
+mod ops_control;
+mod ops_dns;
+mod ops_init;
+
 mod fixtures;
 
 mod filter_fixtures;
@@ -27,3 +32,10 @@ mod delivery_restart;
 mod delivery_relay;
 mod delivery_mta_sts;
 mod delivery_queue;
+mod imap_basic;
+mod imap_helpers;
+mod imap_features;
+mod imap_async_imap;
+mod imap_more;
+mod imap_delivery;
+mod imap_sessions;

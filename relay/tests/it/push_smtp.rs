@@ -82,7 +82,6 @@ fn smtp_burst_is_coalesced_and_last_message_notified() {
 /// /private/devicetoken over IMAP, then a message submitted over SMTP — ends in a POST with the
 /// token; SETMETADATA NIL removes the token and later messages produce no request.
 #[test]
-#[ignore = "needs IMAP; passes with the imap branch merged (checked 12:25 UTC)"]
 fn imap_devicetoken_then_smtp_message_posts() {
     let proxy = Proxy::start(&[], Duration::ZERO);
     let rt = tokio::runtime::Runtime::new().expect("rt");

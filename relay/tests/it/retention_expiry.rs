@@ -267,7 +267,6 @@ fn dry_run_reports_and_changes_nothing() {
 
 /// RET-11: a session idling on the mailbox receives the EXPUNGE of a message removed by the pass.
 #[test]
-#[ignore = "needs IMAP; passes with the imap branch merged (checked 12:25 UTC)"]
 fn idling_session_sees_expiry_expunge() {
     let mut relay = Relay::start("delete_mails_after = \"8s\"\nexpire_interval = \"1s\"\n");
     let addr = relay.new_address();

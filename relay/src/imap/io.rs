@@ -1,0 +1,214 @@
+//! The connection: buffered reads with line and literal limits, batched writes, and the
+//! optional raw DEFLATE layer of COMPRESS (RFC 4978). Buffers shrink back when idle so an idle
+//! session holds only a few KiB (IMAP-33).
+
+use std::io;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::tls::MaybeTls;
+
+const READ_CHUNK: usize = 4096;
+/// Buffers above this are released when the connection goes quiet.
+const KEEP: usize = 8192;
+/// Output is written out once this much is pending (large FETCH responses).
+pub const SOFT_FLUSH: usize = 64 * 1024;
+
+struct Zlib {
+    inflate: Decompress,
+    deflate: Compress,
+    zout: Vec<u8>,
+}
+
+pub struct Conn {
+    pub stream: MaybeTls,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    out: Vec<u8>,
+    z: Option<Box<Zlib>>,
+}
+
+/// What `read_line` found.
+pub enum Line {
+    /// One line including its CRLF.
+    Ok(Vec<u8>),
+    /// Longer than allowed; the rest of it was discarded.
+    TooLong,
+    Eof,
+}
+
+impl Conn {
+    pub fn new(stream: MaybeTls) -> Self {
+        Self { stream, rbuf: Vec::new(), rpos: 0, out: Vec::new(), z: None }
+    }
+
+    pub fn compressed(&self) -> bool {
+        self.z.is_some()
+    }
+
+    /// Bytes already read but not consumed (must be empty before STARTTLS/COMPRESS switch).
+    pub fn buffered(&self) -> usize {
+        self.rbuf.len() - self.rpos
+    }
+
+    pub fn has_line(&self) -> bool {
+        self.rbuf[self.rpos..].contains(&b'\n')
+    }
+
+    /// Read more bytes from the socket into the buffer. Cancel-safe: nothing is lost if the
+    /// future is dropped before it completes. Returns 0 on EOF.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.rpos > 0 && self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        }
+        let mut tmp = [0u8; READ_CHUNK];
+        let n = self.stream.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(0);
+        }
+        match &mut self.z {
+            None => self.rbuf.extend_from_slice(&tmp[..n]),
+            Some(z) => inflate(&mut z.inflate, &tmp[..n], &mut self.rbuf)?,
+        }
+        Ok(n)
+    }
+
+    /// Read one line of at most `max` octets.
+    pub async fn read_line(&mut self, max: usize) -> io::Result<Line> {
+        let mut discarding = false;
+        loop {
+            if let Some(i) = self.rbuf[self.rpos..].iter().position(|b| *b == b'\n') {
+                let end = self.rpos + i + 1;
+                if discarding || end - self.rpos > max {
+                    self.rpos = end;
+                    return Ok(Line::TooLong);
+                }
+                let line = self.rbuf[self.rpos..end].to_vec();
+                self.rpos = end;
+                return Ok(Line::Ok(line));
+            }
+            if self.rbuf.len() - self.rpos > max {
+                discarding = true;
+                self.rpos = self.rbuf.len();
+            }
+            if self.fill().await? == 0 {
+                return Ok(Line::Eof);
+            }
+        }
+    }
+
+    /// Append exactly `n` octets (a literal) to `dst`.
+    pub async fn read_exact_into(&mut self, mut n: usize, dst: &mut Vec<u8>) -> io::Result<()> {
+        while n > 0 {
+            if self.rpos == self.rbuf.len() && self.fill().await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let take = n.min(self.rbuf.len() - self.rpos);
+            dst.extend_from_slice(&self.rbuf[self.rpos..self.rpos + take]);
+            self.rpos += take;
+            n -= take;
+        }
+        Ok(())
+    }
+
+    /// Queue output; it is sent by `flush`.
+    pub fn push(&mut self, b: &[u8]) {
+        self.out.extend_from_slice(b);
+    }
+
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Send everything queued (a sync flush when compressed, so the client sees it now).
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        match &mut self.z {
+            None => self.stream.write_all(&self.out).await?,
+            Some(z) => {
+                z.zout.clear();
+                deflate(&mut z.deflate, &self.out, &mut z.zout)?;
+                self.stream.write_all(&z.zout).await?;
+                if z.zout.capacity() > KEEP {
+                    z.zout = Vec::new();
+                }
+            }
+        }
+        self.stream.flush().await?;
+        self.out.clear();
+        if self.out.capacity() > KEEP {
+            self.out = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Drop large buffers while nothing is pending (before IDLE and between commands).
+    pub fn shrink(&mut self) {
+        if self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+            if self.rbuf.capacity() > KEEP {
+                self.rbuf = Vec::new();
+            }
+        }
+    }
+
+    /// Switch both directions to raw DEFLATE. Call after the tagged OK was flushed.
+    /// Bytes the client pipelined after the COMPRESS command are already compressed.
+    pub fn start_compression(&mut self) -> io::Result<()> {
+        let mut z = Box::new(Zlib {
+            inflate: Decompress::new(false),
+            deflate: Compress::new(Compression::default(), false),
+            zout: Vec::new(),
+        });
+        let rest = self.rbuf.split_off(self.rpos);
+        self.rbuf.clear();
+        self.rpos = 0;
+        if !rest.is_empty() {
+            inflate(&mut z.inflate, &rest, &mut self.rbuf)?;
+        }
+        self.z = Some(z);
+        Ok(())
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+fn inflate(d: &mut Decompress, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    let mut pos = 0;
+    loop {
+        out.reserve((input.len() - pos) * 4 + 256);
+        let (bi, bo) = (d.total_in(), d.total_out());
+        let st = d
+            .decompress_vec(&input[pos..], out, FlushDecompress::None)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad deflate stream"))?;
+        pos += (d.total_in() - bi) as usize;
+        let produced = d.total_out() - bo;
+        if st == Status::StreamEnd || (pos >= input.len() && out.len() < out.capacity()) {
+            return Ok(());
+        }
+        if produced == 0 && d.total_in() == bi {
+            return Ok(());
+        }
+    }
+}
+
+fn deflate(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    let mut pos = 0;
+    loop {
+        out.reserve(input.len() - pos + 256);
+        let bi = c.total_in();
+        c.compress_vec(&input[pos..], out, FlushCompress::Sync).map_err(|_| io::Error::other("deflate"))?;
+        pos += (c.total_in() - bi) as usize;
+        if pos >= input.len() && out.len() < out.capacity() {
+            return Ok(());
+        }
+    }
+}

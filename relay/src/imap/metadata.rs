@@ -1,0 +1,223 @@
+//! GETMETADATA / SETMETADATA (RFC 5464; IMAP-34..38, PUSH-1..3). Server entries come from the
+//! config; `/private/devicetoken` is the account's push-token set in the store. Replies follow
+//! Dovecot's shapes exactly (IMAP-36a): every value is a literal.
+
+use imap_codec::imap_types::core::NString8;
+use imap_codec::imap_types::extensions::metadata::{Entry, EntryValue, GetMetadataOption};
+use imap_codec::imap_types::mailbox::Mailbox;
+
+use super::replies as r;
+use super::session::{Reply, Session};
+use crate::config::Config;
+
+const TOKEN_ENTRY: &str = "/private/devicetoken";
+const MAX_VALUE: usize = 4096;
+
+/// "" (server) or INBOX; other mailboxes hold no metadata.
+fn target(m: &Mailbox<'_>) -> Option<bool> {
+    match m {
+        Mailbox::Inbox => Some(false),
+        Mailbox::Other(o) if o.as_ref().is_empty() => Some(true),
+        Mailbox::Other(_) => None,
+    }
+}
+
+/// `server_metadata.appversions`, validated (IMAP-35) and re-serialised on one line.
+pub fn appversions(cfg: &Config) -> Option<String> {
+    let path = cfg.server_metadata.appversions.trim();
+    if path.is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    if validate_appversions(&v) {
+        Some(minify(&text))
+    } else {
+        tracing::warn!("server_metadata.appversions is not a valid appversions document; not served");
+        None
+    }
+}
+
+/// For start-up validation of `server_metadata.appversions` (IMAP-35): Err names the problem.
+pub fn check_appversions_file(path: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{path} is not JSON: {e}"))?;
+    if validate_appversions(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path}: expected {{\"clients\": [{{clientId, sources: [{{sourceId, versionInteger, versionString, downloadUrl}}]}}]}}"
+        ))
+    }
+}
+
+/// Drop whitespace outside strings, keeping the document's key order (serde_json would sort).
+fn minify(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_str, mut esc) = (false, false);
+    for ch in json.chars() {
+        if in_str {
+            out.push(ch);
+            if esc {
+                esc = false;
+            } else if ch == '\\' {
+                esc = true;
+            } else if ch == '"' {
+                in_str = false;
+            }
+        } else if ch == '"' {
+            in_str = true;
+            out.push(ch);
+        } else if !ch.is_whitespace() {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+pub fn validate_appversions(v: &serde_json::Value) -> bool {
+    let Some(obj) = v.as_object() else { return false };
+    if obj.len() != 1 {
+        return false;
+    }
+    let Some(clients) = obj.get("clients").and_then(|c| c.as_array()) else { return false };
+    !clients.is_empty()
+        && clients.iter().all(|c| {
+            c.get("clientId").is_some_and(|x| x.is_string())
+                && c.get("sources").and_then(|s| s.as_array()).is_some_and(|srcs| {
+                    srcs.iter().all(|s| {
+                        s.get("sourceId").is_some_and(|x| x.is_string())
+                            && s.get("versionInteger").is_some_and(|x| x.is_u64())
+                            && s.get("versionString").is_some_and(|x| x.is_string())
+                            && s.get("downloadUrl").is_some_and(|x| x.is_string())
+                    })
+                })
+        })
+}
+
+fn server_value(cfg: &Config, entry: &str) -> Option<String> {
+    let nonempty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    match entry {
+        "/shared/vendor/deltachat/irohrelay" => nonempty(&cfg.server_metadata.iroh_relay),
+        "/shared/vendor/deltachat/turn" => nonempty(&cfg.server_metadata.turn),
+        "/shared/vendor/deltachat/maxsmtprecipients" => Some(cfg.max_smtp_recipients.to_string()),
+        "/shared/admin" => nonempty(&cfg.privacy.mail).map(|m| format!("mailto:{m}")),
+        "/shared/vendor/deltachat/appversions" => appversions(cfg),
+        _ => None,
+    }
+}
+
+pub async fn get(s: &mut Session, options: &[GetMetadataOption], m: &Mailbox<'_>, entries: &[Entry<'_>]) -> Reply {
+    let Some(server) = target(m) else { return Reply::Done(r::GETMETADATA_OK.into()) };
+    let Some(acc) = s.account.as_ref().map(|a| a.id) else { return Reply::Done(r::BAD_STATE_AUTH.into()) };
+    let maxsize = options.iter().find_map(|o| match o {
+        GetMetadataOption::MaxSize(n) => Some(*n as usize),
+        _ => None,
+    });
+    let cfg = s.ctx.config.get();
+    let mut values: Vec<(String, String)> = Vec::new();
+    for e in entries {
+        let name = String::from_utf8_lossy(e.as_ref()).to_ascii_lowercase();
+        let v = if name == TOKEN_ENTRY {
+            match s.ctx.store.push_tokens(acc).await {
+                Ok(t) if !t.is_empty() => Some(t.join(" ")),
+                _ => None,
+            }
+        } else if server {
+            server_value(&cfg, &name)
+        } else {
+            None
+        };
+        if let Some(v) = v {
+            values.push((name, v));
+        }
+    }
+    drop(cfg);
+    let mut longest_skipped = 0;
+    if let Some(max) = maxsize {
+        values.retain(|(_, v)| {
+            let keep = v.len() <= max;
+            if !keep {
+                longest_skipped = longest_skipped.max(v.len());
+            }
+            keep
+        });
+    }
+    if !values.is_empty() {
+        let mbox = if server { "\"\"" } else { "INBOX" };
+        let mut line = format!("* METADATA {mbox} (");
+        for (i, (k, v)) in values.iter().enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            line.push_str(&format!("{k} {{{}}}\r\n{v}", v.len()));
+        }
+        line.push_str(")\r\n");
+        s.untagged(&line);
+    }
+    if longest_skipped > 0 {
+        return Reply::Done(format!("OK [METADATA LONGENTRIES {longest_skipped}] Getmetadata completed."));
+    }
+    Reply::Done(r::GETMETADATA_OK.into())
+}
+
+fn value_bytes<'a>(v: &'a NString8<'_>) -> Option<&'a [u8]> {
+    match v {
+        NString8::NString(n) => n.0.as_ref().map(|s| s.as_ref()),
+        NString8::Literal8(l) => Some(l.data.as_ref()),
+    }
+}
+
+pub async fn set(s: &mut Session, m: &Mailbox<'_>, values: &[EntryValue<'_>]) -> Reply {
+    let Some(acc) = s.account.as_ref().map(|a| a.id) else { return Reply::Done(r::BAD_STATE_AUTH.into()) };
+    if target(m).is_none() {
+        return Reply::Done(r::META_PERMISSION.into());
+    }
+    // Check everything first so a rejected entry changes nothing.
+    for ev in values {
+        let name = String::from_utf8_lossy(ev.entry.as_ref()).to_ascii_lowercase();
+        let val = value_bytes(&ev.value);
+        if name != TOKEN_ENTRY {
+            return Reply::Done(if name.starts_with("/private/") { r::META_NOPRIVATE } else { r::META_PERMISSION }.into());
+        }
+        if let Some(v) = val {
+            if v.len() > MAX_VALUE {
+                return Reply::Done(r::META_MAXSIZE.into());
+            }
+            if v.is_empty() || !v.iter().all(|c| (0x21..0x7f).contains(c)) {
+                return Reply::Done(r::META_BAD_TOKEN.into());
+            }
+        }
+    }
+    for ev in values {
+        let res = match value_bytes(&ev.value) {
+            None => s.ctx.store.clear_push_tokens(acc).await,
+            Some(v) => s.ctx.store.add_push_token(acc, String::from_utf8_lossy(v).into_owned()).await,
+        };
+        if res.is_err() {
+            return Reply::Done(r::NO_TEMP.into());
+        }
+    }
+    Reply::Done(r::SETMETADATA_OK.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appversions_shape_and_minify() {
+        let ok = r#"{ "clients": [ { "clientId": "a b", "sources": [ { "sourceId": "s", "versionInteger": 1,
+            "versionString": "1.0", "downloadUrl": "https://x/ \" y" } ] } ] }"#;
+        let v: serde_json::Value = serde_json::from_str(ok).expect("json");
+        assert!(validate_appversions(&v));
+        assert_eq!(
+            minify(ok),
+            r#"{"clients":[{"clientId":"a b","sources":[{"sourceId":"s","versionInteger":1,"versionString":"1.0","downloadUrl":"https://x/ \" y"}]}]}"#
+        );
+        for bad in [r#"{"clients": []}"#, r#"{"clients": [{"clientId": "a"}]}"#, r#"{"clients": [], "x": 1}"#, "[]"] {
+            let v: serde_json::Value = serde_json::from_str(bad).expect("json");
+            assert!(!validate_appversions(&v), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! A session's view of its selected mailbox (IMAP-24..27): UIDs in a Vec sorted by UID with
+//! their flags, and the modseq the view reflects. Catch-up reads only rows changed after that
+//! modseq, so per-event work depends on the change, not on the mailbox size.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::{LazyLock, Mutex};
+
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use crate::store::{Flags, MailboxId, MessageMeta, Store, StoreError};
+
+pub struct ViewMsg {
+    pub uid: u32,
+    pub flags: u32,
+    pub kw: Option<Box<str>>,
+    pub recent: bool,
+}
+
+impl ViewMsg {
+    fn from_meta(m: &MessageMeta, recent: bool) -> Self {
+        Self { uid: m.uid, flags: m.flags.0, kw: (!m.keywords.is_empty()).then(|| m.keywords.clone().into()), recent }
+    }
+}
+
+pub struct Selected {
+    pub id: MailboxId,
+    pub name: String,
+    pub uidvalidity: u32,
+    pub read_only: bool,
+    pub msgs: Vec<ViewMsg>,
+    pub modseq: i64,
+    /// Expunged elsewhere but not yet announced (IMAP-26).
+    pub pending_expunge: Vec<u32>,
+    /// How many of `msgs` carry `\Recent` (kept so an event costs no scan).
+    n_recent: usize,
+}
+
+/// `\Recent` goes to exactly one session (IMAP-19): the highest UID already handed out per
+/// mailbox. In memory only; after a restart the next session sees them as recent again.
+static RECENT: LazyLock<Mutex<HashMap<MailboxId, u32>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn claim_recent(mailbox: MailboxId, uid: u32) -> bool {
+    let mut map = match RECENT.lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    let e = map.entry(mailbox).or_insert(0);
+    if uid > *e {
+        *e = uid;
+        true
+    } else {
+        false
+    }
+}
+
+pub fn flags_string(flags: u32, kw: Option<&str>, recent: bool) -> String {
+    let mut v: Vec<&str> = Vec::new();
+    for (bit, name) in [
+        (Flags::SEEN, "\\Seen"),
+        (Flags::ANSWERED, "\\Answered"),
+        (Flags::FLAGGED, "\\Flagged"),
+        (Flags::DELETED, "\\Deleted"),
+        (Flags::DRAFT, "\\Draft"),
+    ] {
+        if flags & bit != 0 {
+            v.push(name);
+        }
+    }
+    if recent {
+        v.push("\\Recent");
+    }
+    if let Some(k) = kw {
+        v.extend(k.split(' ').filter(|k| !k.is_empty()));
+    }
+    format!("({})", v.join(" "))
+}
+
+impl Selected {
+    /// Build the view from a snapshot: mailbox modseq first, then rows, so anything that
+    /// changes in between is caught up again harmlessly.
+    /// Returns the view and the mailbox's UIDNEXT.
+    pub async fn open(store: &Store, id: MailboxId, read_only: bool) -> Result<(Self, u32), StoreError> {
+        let info = store.mailbox_by_id(id).await?.ok_or(StoreError::NotFound)?;
+        let rows = store.messages(id).await?;
+        let msgs = rows
+            .iter()
+            .map(|m| ViewMsg::from_meta(m, !read_only && claim_recent(id, m.uid)))
+            .collect();
+        let uidnext = info.uidnext;
+        let msgs: Vec<ViewMsg> = msgs;
+        let n_recent = msgs.iter().filter(|m| m.recent).count();
+        let sel = Self {
+            id,
+            name: info.name,
+            uidvalidity: info.uidvalidity,
+            read_only,
+            msgs,
+            modseq: info.highestmodseq,
+            pending_expunge: Vec::new(),
+            n_recent,
+        };
+        Ok((sel, uidnext))
+    }
+
+    pub fn index_of(&self, uid: u32) -> Option<usize> {
+        self.msgs.binary_search_by_key(&uid, |m| m.uid).ok()
+    }
+
+    pub fn recent_count(&self) -> usize {
+        self.n_recent
+    }
+
+    pub fn max_uid(&self) -> u32 {
+        self.msgs.last().map(|m| m.uid).unwrap_or(0)
+    }
+
+    /// Indexes (0-based, ascending, unique) selected by a sequence set.
+    pub fn resolve(&self, set: &SequenceSet, by_uid: bool) -> Vec<usize> {
+        let n = self.msgs.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let largest = if by_uid { self.max_uid() } else { n as u32 };
+        let val = |s: &SeqOrUid| match s {
+            SeqOrUid::Value(v) => v.get(),
+            SeqOrUid::Asterisk => largest,
+        };
+        let mut out = Vec::new();
+        for seq in set.0.as_ref() {
+            let (a, b) = match seq {
+                Sequence::Single(s) => (val(s), val(s)),
+                Sequence::Range(x, y) => (val(x).min(val(y)), val(x).max(val(y))),
+            };
+            if by_uid {
+                let lo = self.msgs.partition_point(|m| m.uid < a);
+                let hi = self.msgs.partition_point(|m| m.uid <= b);
+                out.extend(lo..hi);
+            } else {
+                let lo = (a as usize).max(1);
+                let hi = (b as usize).min(n);
+                if lo <= hi {
+                    out.extend(lo - 1..hi);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Bring the view up to date and write the untagged responses (IMAP-25). Expunges are held
+    /// back when `allow_expunge` is false (IMAP-26).
+    pub async fn catch_up(&mut self, store: &Store, allow_expunge: bool, out: &mut String) -> Result<(), StoreError> {
+        let (changed, gone, highest) = store.changes_since(self.id, self.modseq).await?;
+        for uid in gone {
+            if self.index_of(uid).is_some() && !self.pending_expunge.contains(&uid) {
+                self.pending_expunge.push(uid);
+            }
+        }
+        if allow_expunge && !self.pending_expunge.is_empty() {
+            self.pending_expunge.sort_unstable();
+            for uid in std::mem::take(&mut self.pending_expunge) {
+                if let Some(i) = self.index_of(uid) {
+                    if self.msgs.remove(i).recent {
+                        self.n_recent -= 1;
+                    }
+                    let _ = write!(out, "* {} EXPUNGE\r\n", i + 1);
+                }
+            }
+        }
+        let before = self.msgs.len();
+        for m in &changed {
+            match self.msgs.binary_search_by_key(&m.uid, |v| v.uid) {
+                Ok(i) => {
+                    let v = &mut self.msgs[i];
+                    let kw = (!m.keywords.is_empty()).then_some(m.keywords.as_str());
+                    if v.flags != m.flags.0 || v.kw.as_deref() != kw {
+                        v.flags = m.flags.0;
+                        v.kw = kw.map(Into::into);
+                        let _ = write!(out, "* {} FETCH (UID {} FLAGS {})\r\n", i + 1, m.uid, flags_string(v.flags, v.kw.as_deref(), v.recent));
+                    }
+                }
+                Err(i) if i == self.msgs.len() => {
+                    let recent = !self.read_only && claim_recent(self.id, m.uid);
+                    self.n_recent += usize::from(recent);
+                    self.msgs.push(ViewMsg::from_meta(m, recent));
+                }
+                // A UID below our newest that we never saw cannot exist (UIDs only grow).
+                Err(_) => {}
+            }
+        }
+        if self.msgs.len() != before {
+            let _ = write!(out, "* {} EXISTS\r\n", self.msgs.len());
+            let _ = write!(out, "* {} RECENT\r\n", self.n_recent);
+        }
+        self.modseq = self.modseq.max(highest);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Per-event catch-up cost against a real SQLite store (P2 target: ≤ 1 ms with 1000 messages).
+
+    use super::*;
+    use crate::store::CreateOutcome;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn catch_up_cost_does_not_grow_with_mailbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let acc = match store.create_account("p2@chat.test", "x".into(), vec![1]).await.expect("create") {
+            CreateOutcome::Created(a) => a,
+            _ => panic!("not created"),
+        };
+        let inbox = store.mailbox(acc.id, "INBOX").await.expect("read").expect("inbox");
+        let blob = store.put_blob(bytes::Bytes::from_static(b"Subject: x\r\n\r\nx\r\n")).await.expect("blob");
+        let mut out = String::new();
+        let mut results = Vec::new();
+        for target in [1usize, 1000] {
+            let have = store.messages(inbox.id).await.expect("rows").len();
+            let jobs = (have..target).map(|_| store.append(acc.id, inbox.id, blob.clone(), 17, 0, 0, Vec::new(), u64::MAX));
+            for r in futures::future::join_all(jobs).await {
+                r.expect("append");
+            }
+            let (mut sel, _) = Selected::open(&store, inbox.id, false).await.expect("open");
+            assert_eq!(sel.msgs.len(), target);
+            let mut total = std::time::Duration::ZERO;
+            let rounds = 20;
+            for _ in 0..rounds {
+                store.append(acc.id, inbox.id, blob.clone(), 17, 0, 0, Vec::new(), u64::MAX).await.expect("append");
+                out.clear();
+                let t = std::time::Instant::now();
+                sel.catch_up(&store, true, &mut out).await.expect("catch up");
+                total += t.elapsed();
+                assert!(out.contains(" EXISTS\r\n"), "{out}");
+            }
+            results.push((target, total / rounds));
+        }
+        for (n, per) in &results {
+            println!("catch-up after one new message with {n} messages in the mailbox: {per:?} per event");
+        }
+    }
+}

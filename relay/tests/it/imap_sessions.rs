@@ -1,0 +1,82 @@
+//! Several sessions of one account (IMAP-19, IMAP-24..29), UIDVALIDITY on re-creation
+//! (IMAP-16) and the appversions server entry (IMAP-35).
+
+use crate::harness::{Lines, PASSWORD, Relay};
+use crate::imap_helpers::*;
+
+#[tokio::test]
+async fn imap_flags_and_recent_across_sessions() {
+    let relay = start("");
+    let addr = relay.new_address();
+    let mut a = login(&relay, &addr).await;
+    let mut b = login(&relay, &addr).await;
+    let mut c = login(&relay, &addr).await;
+    assert_ok(&a.imap("s", "SELECT INBOX").await);
+    assert_ok(&b.imap("s", "SELECT INBOX").await);
+    assert_ok(&append(&mut c, "p", "INBOX", "()", &sample_message(&addr, &addr, "r")).await);
+    // \Recent goes to exactly one session.
+    let ra = a.imap("n", "NOOP").await;
+    let rb = b.imap("n", "NOOP").await;
+    assert!(ra.contains(&"* 1 EXISTS".to_string()) && rb.contains(&"* 1 EXISTS".to_string()), "{ra:?} {rb:?}");
+    let recent = [&ra, &rb].iter().filter(|r| r.contains(&"* 1 RECENT".to_string())).count();
+    let zero = [&ra, &rb].iter().filter(|r| r.contains(&"* 0 RECENT".to_string())).count();
+    assert_eq!((recent, zero), (1, 1), "{ra:?} {rb:?}");
+    // A flag change by b reaches a while it idles (IMAP-29).
+    a.send("i IDLE").await;
+    assert_eq!(a.line().await.as_deref(), Some("+ idling"));
+    assert_ok(&b.imap("t", "UID STORE 1 +FLAGS.SILENT (\\Seen $label)").await);
+    let (l, waited) = wait_line(&mut a, |l| l.contains("FETCH")).await;
+    assert!(l.starts_with("* 1 FETCH (UID 1 FLAGS (\\Seen") && l.contains("$label"), "{l}");
+    println!("flag change: FETCH read by the idling session {waited:?} after STORE's OK was read");
+    // Any other line than DONE ends IDLE with BAD (IMAP-31).
+    a.send("NOOP").await;
+    assert!(last(&a.until_tag("i").await).starts_with("i BAD"));
+    assert_ok(&a.imap("n2", "NOOP").await);
+}
+
+#[tokio::test]
+async fn imap_uidvalidity_grows_on_recreate() {
+    let relay = start("");
+    let addr = relay.new_address();
+    let mut c = login(&relay, &addr).await;
+    let uv = |r: &[String]| -> u64 {
+        let l = &r[0];
+        let i = l.find("UIDVALIDITY ").expect("uidvalidity") + 12;
+        l[i..].trim_end_matches(')').parse().expect("number")
+    };
+    assert_ok(&c.imap("a", "CREATE Box").await);
+    let first = uv(&c.imap("b", "STATUS Box (UIDVALIDITY)").await);
+    assert_ok(&c.imap("c", "DELETE Box").await);
+    assert_ok(&c.imap("d", "CREATE Box").await);
+    let second = uv(&c.imap("e", "STATUS Box (UIDVALIDITY)").await);
+    assert!(second > first, "{first} then {second}");
+}
+
+#[tokio::test]
+async fn imap_appversions_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{ "clients": [ { "clientId": "dc", "sources": [ { "sourceId": "web", "versionInteger": 2,
+            "versionString": "2.0", "downloadUrl": "https://example.org/dc" } ] } ] }"#,
+    )
+    .expect("write");
+    let relay = start(&format!("[server_metadata]\nappversions = \"{}\"\n", good.display()));
+    let addr = relay.new_address();
+    let mut c = login(&relay, &addr).await;
+    let r = c.imap("a", "GETMETADATA \"\" /shared/vendor/deltachat/appversions").await;
+    let compact = r#"{"clients":[{"clientId":"dc","sources":[{"sourceId":"web","versionInteger":2,"versionString":"2.0","downloadUrl":"https://example.org/dc"}]}]}"#;
+    assert_eq!(r[0], format!("* METADATA \"\" (/shared/vendor/deltachat/appversions {{{}}}", compact.len()));
+    assert_eq!(r[1], format!("{compact})"));
+    drop(c);
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"clients": [], "extra": 1}"#).expect("write");
+    let relay: Relay = start(&format!("[server_metadata]\nappversions = \"{}\"\n", bad.display()));
+    let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
+    c.line().await;
+    assert!(last(&c.imap("l", &format!("LOGIN {addr} {PASSWORD}")).await).starts_with("l OK"));
+    let r = c.imap("a", "GETMETADATA \"\" /shared/vendor/deltachat/appversions").await;
+    assert_eq!(r, vec!["a OK Getmetadata completed.".to_string()]);
+}
