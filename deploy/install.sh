@@ -40,12 +40,17 @@ cat > /etc/systemd/journald.conf.d/chatrelay.conf <<'CONF'
 Storage=volatile
 MaxRetentionSec=3d
 CONF
-systemctl restart systemd-journald || true
 
 install -m 0644 "$here/chatrelay.service" /etc/systemd/system/chatrelay.service
-systemctl daemon-reload
-systemctl enable chatrelay.service
-systemctl restart chatrelay.service
+if [ -d /run/systemd/system ]; then
+    systemctl restart systemd-journald || true
+    systemctl daemon-reload
+    systemctl enable chatrelay.service
+    systemctl restart chatrelay.service
+else
+    echo "systemd is not running here; the unit is installed. Start the relay with:" >&2
+    echo "  sudo -u chatrelay /usr/local/bin/chatrelay serve --config $config" >&2
+fi
 
 /usr/local/bin/chatrelay check-config --config "$config" >/dev/null
 echo "chatrelay is running. Publish these DNS records:"

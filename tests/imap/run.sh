@@ -7,6 +7,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 bin="${RELAY_BIN:-${CARGO_TARGET_DIR:-$here/../../target}/debug/chatrelay}"
 [ -x "$bin" ] || { echo "chatrelay binary not found at $bin (cargo build -p relay first)"; exit 2; }
 
+. "$here/../lib/python.sh"
+ensure_python
+
 work="$(mktemp -d)"
 pid=""
 cleanup() {

@@ -30,11 +30,12 @@ def free_port():
 
 
 class Relay:
-    def __init__(self, tmp: Path, domain="chat.test", ip="127.0.0.1", extra=""):
+    NAMES = ["smtp", "submission", "submissions", "imap", "imaps", "http", "https", "metrics"]
+
+    def __init__(self, tmp: Path, domain="chat.test", ip="127.0.0.1", extra="", ports=None):
         self.domain, self.ip, self.tmp = domain, ip, tmp
         tmp.mkdir(parents=True, exist_ok=True)
-        names = ["smtp", "submission", "submissions", "imap", "imaps", "http", "https", "metrics"]
-        self.ports = {n: free_port() for n in names}
+        self.ports = ports or {n: free_port() for n in self.NAMES}
         listen = "\n".join(f'{n} = "{ip}:{p}"' for n, p in self.ports.items())
         self.config = tmp / "chatrelay.toml"
         self.config.write_text(
@@ -81,6 +82,17 @@ class Relay:
             "smtpSecurity": "ssl",
             "certificateChecks": "acceptInvalidCertificates",
         }
+
+    def dkim_txt(self):
+        """The DKIM TXT value this relay wants published, read from `chatrelay dns`."""
+        out = subprocess.run(
+            [BIN, "dns", "--config", str(self.config)], capture_output=True, text=True, timeout=60
+        ).stdout
+        for line in out.splitlines():
+            if "._domainkey." in line and " TXT " in line and not line.startswith(";"):
+                parts = line.split(" TXT ", 1)[1]
+                return "".join(chunk for chunk in parts.split('"')[1::2])
+        raise AssertionError("no DKIM record in `chatrelay dns` output:\n" + out)
 
     def stop(self):
         if self.proc.poll() is None:

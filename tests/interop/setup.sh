@@ -2,6 +2,8 @@
 # Create (or reuse) the venv with the pinned Delta Chat client and pytest. Prints the venv path.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/../lib/python.sh"
+ensure_python
 venv="${RELAY_VENV:-$HOME/.cache/chatrelay-venv}"
 stamp="$venv/.requirements.sha"
 want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"

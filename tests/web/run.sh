@@ -23,6 +23,8 @@ if [ ! -x /usr/bin/chromium ]; then
     timeout 900 apt-get update -qq
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
 fi
+. "$ROOT/tests/lib/python.sh"
+ensure_python
 if ! "$VENV/bin/python" -c "import zxingcpp, PIL" 2>/dev/null; then
     echo "creating QR decoder venv in $VENV"
     python3 -m venv "$VENV"

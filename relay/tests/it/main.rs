@@ -39,3 +39,5 @@ mod imap_async_imap;
 mod imap_more;
 mod imap_delivery;
 mod imap_sessions;
+mod ops_deploy;
+mod ops_reload;
