@@ -5,8 +5,8 @@
 //! Protocol: one JSON request per line, one JSON reply per line, any number per connection.
 //! Request: `{"op":"account_delete","address":"a@b"}`; reply: `{"ok":true,"message":"deleted a@b"}`.
 //! Ops: `ping`, `account_delete|account_block|account_allow_cleartext|account_deny_cleartext`
-//! (`address`), `queue_retry|queue_drop` (`id`), `expire` (`dry_run`). `expire` is a hook: it
-//! answers `ok:false` "not supported" until the retention code plugs in here.
+//! (`address`), `queue_retry|queue_drop` (`id`), `expire` (`dry_run`, RET-15: the pass runs in
+//! `expiry::control_pass` so live sessions see the expunges).
 //!
 //! Client: `request(data_dir, req)` returns `None` when no `serve` listens, so the caller falls
 //! back to working on the database directly.
@@ -160,7 +160,12 @@ async fn handle(ctx: &Ctx, req: Request) -> Reply {
     let (store, accounts) = (&ctx.store, &ctx.accounts);
     let done = match req {
         Request::Ping => return Reply::ok("pong"),
-        Request::Expire { .. } => return Reply::err(format!("{} is not supported by the running relay yet", req.op())),
+        Request::Expire { dry_run } => {
+            return match crate::expiry::control_pass(ctx, dry_run).await {
+                Ok(summary) => Reply::ok(summary),
+                Err(e) => Reply::err(e),
+            };
+        }
         Request::AccountDelete { address } => apply_change(store, accounts, Change::Delete(address)).await,
         Request::AccountBlock { address } => apply_change(store, accounts, Change::Block(address)).await,
         Request::AccountAllowCleartext { address } => apply_change(store, accounts, Change::AllowCleartext(address)).await,

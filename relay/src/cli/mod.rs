@@ -4,6 +4,7 @@
 pub(crate) mod accounts;
 mod chatmail_ini;
 mod dns;
+mod expire;
 mod init;
 pub(crate) mod queue;
 
@@ -40,6 +41,14 @@ pub enum Command {
         /// Convert a chatmail/relay chatmail.ini instead of starting from defaults.
         #[arg(long)]
         from_chatmail_ini: Option<PathBuf>,
+    },
+    /// Run one expiry pass on data_dir and print what it removed (RET-13, RET-14).
+    Expire {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Count what a pass would remove without changing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Inspect and manage accounts (list, show, delete, block, allow-cleartext, deny-cleartext).
     Accounts {
@@ -141,6 +150,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             runtime()?.block_on(serve(cfg))
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
+        Command::Expire { config, dry_run } => expire::run(&config, dry_run),
         Command::Queue { config, action } => queue::run(load_config(&config)?, action),
         Command::Accounts { config, cmd } => accounts::run(&config, cmd),
         Command::Dns { config, ips } => match dns::run(&config, ips)? {

@@ -33,13 +33,13 @@ pub use events::{Events, MailboxEvent, MessageStored, Subscription};
 pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
 pub use mta_sts::CachedPolicy;
 pub use mailbox_ops::{FlagOp, MAX_KEYWORDS, MAX_MAILBOXES};
-pub use push::PushJob;
+pub use push::{JobDone, PushJob};
 pub use queue::{AttemptOutcome, QueueEntry, QueueRcpt};
 /// Recipient states of a queue entry.
 pub mod queue_state {
     pub use super::queue::{BOUNCED, DONE, PENDING};
 }
-pub use retention::{ExpiryReport, RetentionPolicy};
+pub use retention::{Cleanup, ExpireRule, ExpiryReport, Removed, RetentionPolicy};
 
 /// Errors of the store. Callers map them to a protocol reply (`451 4.3.0 Local error`, IMAP `NO`).
 #[derive(Debug, thiserror::Error)]

@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
         mailbox_id      INTEGER NOT NULL,
         uid             INTEGER NOT NULL,
         modseq          INTEGER NOT NULL,
+        expunged_at     INTEGER NOT NULL DEFAULT (unixepoch()),   -- RET-3: pruned after a day
         PRIMARY KEY (mailbox_id, uid)
     ) WITHOUT ROWID;
     CREATE INDEX expunged_modseq ON expunged(mailbox_id, modseq);
@@ -77,8 +78,11 @@ const MIGRATIONS: &[&str] = &[
         first_attempt   INTEGER,               -- Unix ms
         next_attempt    INTEGER NOT NULL,      -- Unix ms
         attempts        INTEGER NOT NULL DEFAULT 0,
+        messages        INTEGER NOT NULL DEFAULT 1,   -- messages merged into this job (PUSH-13..15)
+        last_message_at INTEGER NOT NULL DEFAULT 0,   -- Unix ms of the newest merged message
         UNIQUE(account_id, token)
     );
+    CREATE INDEX push_jobs_due ON push_jobs(next_attempt);
     CREATE TABLE queue (
         id              TEXT PRIMARY KEY,
         blob            TEXT NOT NULL,

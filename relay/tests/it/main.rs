@@ -4,6 +4,11 @@
 mod harness;
 
 mod foundation;
+mod push_notify;
+mod push_smtp;
+mod retention_expiry;
+mod retention_smtp;
+mod retention_trim;
 mod http_alpn;
 mod http_delete;
 mod http_files;

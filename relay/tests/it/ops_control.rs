@@ -48,11 +48,11 @@ async fn ops_control_socket_delete_and_fallback() {
     let mode = std::fs::metadata(&sock).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
 
-    // The wire protocol: ping, hooks not yet plugged in, garbage.
+    // The wire protocol: ping, the expire hook (retention, RET-15), garbage.
     assert_eq!(raw(&sock, "{\"op\":\"ping\"}\n")["ok"], true);
     let exp = raw(&sock, "{\"op\":\"expire\",\"dry_run\":true}\n");
-    assert_eq!(exp["ok"], false);
-    assert!(exp["message"].as_str().unwrap_or("").contains("not supported"), "{exp}");
+    assert_eq!(exp["ok"], true, "{exp}");
+    assert!(exp["message"].as_str().unwrap_or("").starts_with("dry run"), "{exp}");
     let bad = raw(&sock, "rm -rf /\n");
     assert_eq!(bad["ok"], false);
     assert!(bad["message"].as_str().unwrap_or("").starts_with("bad request"), "{bad}");
