@@ -49,7 +49,9 @@ pub async fn check_recipient(ctx: &Ctx, addr: &str) -> Result<Recipient, Reply> 
 /// RET-8/RET-10: refuse when usage has reached `max_mailbox_size`. The retention work adds the
 /// trim-before-refuse step here.
 pub async fn check_quota(ctx: &Ctx, acc: &Account) -> Result<(), Reply> {
-    if acc.usage_bytes >= ctx.config.get().max_mailbox_size.0 {
+    // RET-8: a full mailbox is trimmed first; only if it is still full (all of it younger than
+    // 24 h) is the recipient refused, with a transient 452.
+    if acc.usage_bytes >= ctx.config.get().max_mailbox_size.0 && !crate::expiry::make_room(ctx, acc.id).await {
         return Err(reply::mailbox_full(&acc.address));
     }
     Ok(())

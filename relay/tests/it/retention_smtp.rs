@@ -83,7 +83,6 @@ fn full_of_young_mail_gets_452() {
 
 /// RET-8: a mailbox at the limit with old mail is trimmed at RCPT and the message is accepted.
 #[test]
-#[ignore = "needs relay::expiry::make_room wired into smtp::ingress::check_quota (lead, after merge)"]
 fn full_of_old_mail_is_trimmed_at_rcpt() {
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let (relay, alice, bob, acc, old) = relay_with_old_mail(&rt, &[(MAX as usize, 2)]);
