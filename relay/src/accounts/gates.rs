@@ -67,10 +67,10 @@ impl Gates {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some((at, s)) = *guard {
-            if at.elapsed() < Duration::from_secs(1) {
-                return s;
-            }
+        if let Some((at, s)) = *guard
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return s;
         }
         let s = Sample { load_1m: load_1m(), mem_available: mem_available(), disk_free: disk_free(&self.data_dir) };
         *guard = Some((Instant::now(), s));

@@ -104,8 +104,6 @@ async fn accept(ctx: &Ctx, conn: ConnInfo, env: &Envelope, body: &[u8]) -> Resul
     ingress::accept(ctx, &env.sender, &rcpts, body, conn.peer).await.map(|_| ())
 }
 
-/// The operations.md metric reason of a refusal (no addresses, PRIV-15).
-
 #[cfg(test)]
 mod tests {
     use super::*;

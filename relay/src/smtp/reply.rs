@@ -203,6 +203,25 @@ pub fn local_error() -> Reply {
     Reply::new(451, "4.3.0", "Local error")
 }
 
+/// The `reason` label of `chatrelay_smtp_messages_total` for a refusal (operations.md section 7).
+/// Labels never carry an address (PRIV-15).
+pub fn metric_reason(r: &Reply) -> &'static str {
+    match (r.code, r.esc) {
+        (554, "5.7.1") if r.text.contains("Relay access denied") => "relay_denied",
+        (554, _) if r.text.starts_with("No DKIM") => "dkim_missing",
+        (554, _) | (451, "4.7.5") => "dkim_invalid",
+        (550, _) => "unknown_user",
+        (553, _) => "sender_mismatch",
+        (450, _) => "rate_limit",
+        (452, "4.2.2") => "quota",
+        (552, _) => "size",
+        (523, _) => "encryption",
+        (500, _) if r.text.starts_with("Failed to parse") => "parse",
+        (500, _) => "from_mismatch",
+        _ => "local_error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,21 +244,3 @@ mod tests {
     }
 }
 
-/// The `reason` label of `chatrelay_smtp_messages_total` for a refusal (operations.md section 7).
-/// Labels never carry an address (PRIV-15).
-pub fn metric_reason(r: &Reply) -> &'static str {
-    match (r.code, r.esc) {
-        (554, "5.7.1") if r.text.contains("Relay access denied") => "relay_denied",
-        (554, _) if r.text.starts_with("No DKIM") => "dkim_missing",
-        (554, _) | (451, "4.7.5") => "dkim_invalid",
-        (550, _) => "unknown_user",
-        (553, _) => "sender_mismatch",
-        (450, _) => "rate_limit",
-        (452, "4.2.2") => "quota",
-        (552, _) => "size",
-        (523, _) => "encryption",
-        (500, _) if r.text.starts_with("Failed to parse") => "parse",
-        (500, _) => "from_mismatch",
-        _ => "local_error",
-    }
-}

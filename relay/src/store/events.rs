@@ -71,13 +71,11 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.events.inner.accounts.lock() {
-            if let Some(tx) = map.get(&self.account) {
-                // This receiver is still alive here, so 1 means "only us".
-                if tx.receiver_count() <= 1 {
-                    map.remove(&self.account);
-                }
-            }
+        // This receiver is still alive here, so 1 means "only us".
+        if let Ok(mut map) = self.events.inner.accounts.lock()
+            && map.get(&self.account).is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            map.remove(&self.account);
         }
     }
 }
@@ -119,10 +117,10 @@ impl Events {
     pub fn publish(&self, ev: StoreEvent) {
         match ev {
             StoreEvent::Mailbox { account, event } => {
-                if let Ok(map) = self.inner.accounts.lock() {
-                    if let Some(tx) = map.get(&account) {
-                        let _ = tx.send(event);
-                    }
+                if let Ok(map) = self.inner.accounts.lock()
+                    && let Some(tx) = map.get(&account)
+                {
+                    let _ = tx.send(event);
                 }
             }
             StoreEvent::Stored(m) => {

@@ -174,10 +174,10 @@ impl Inner {
             None => open_conn(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
         };
         let out = f(&conn);
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < READER_POOL {
-                pool.push(conn);
-            }
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < READER_POOL
+        {
+            pool.push(conn);
         }
         out
     }

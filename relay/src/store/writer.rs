@@ -152,11 +152,11 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: 
         for ev in published {
             events.publish(ev);
         }
-        if !released.is_empty() {
-            if let Ok(list) = blobs::unreferenced(conn, &released) {
-                for id in list {
-                    let _ = std::fs::remove_file(blobs::path_of(blob_dir, &id));
-                }
+        if !released.is_empty()
+            && let Ok(list) = blobs::unreferenced(conn, &released)
+        {
+            for id in list {
+                let _ = std::fs::remove_file(blobs::path_of(blob_dir, &id));
             }
         }
     }

@@ -12,11 +12,14 @@ use rustls::sign::CertifiedKey;
 use super::TlsError;
 use crate::config::{Config, TlsMode};
 
+/// `files` mode: the cert and key paths with their modification times at the last load.
+type WatchedFiles = (PathBuf, PathBuf, Option<SystemTime>, Option<SystemTime>);
+
 #[derive(Debug)]
 pub struct CertStore {
     current: RwLock<Arc<CertifiedKey>>,
     /// For `files` mode: the files and their modification times at the last load.
-    files: RwLock<Option<(PathBuf, PathBuf, Option<SystemTime>, Option<SystemTime>)>>,
+    files: RwLock<Option<WatchedFiles>>,
 }
 
 impl ResolvesServerCert for CertStore {
