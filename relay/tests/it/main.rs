@@ -15,3 +15,6 @@ mod smtp_ingress;
 mod smtp_lifecycle;
 mod smtp_session;
 mod smtp_submission;
+
+mod robust_common;
+mod robust_relay;
