@@ -18,3 +18,4 @@ mod smtp_submission;
 
 mod robust_common;
 mod robust_relay;
+mod robust_logs;
