@@ -19,3 +19,4 @@ mod smtp_submission;
 mod robust_common;
 mod robust_relay;
 mod robust_logs;
+mod robust_crash;
