@@ -20,3 +20,4 @@ mod robust_common;
 mod robust_relay;
 mod robust_logs;
 mod robust_crash;
+mod robust_abuse;

@@ -4,7 +4,6 @@
 use base64::Engine as _;
 
 use crate::harness::*;
-use crate::robust_common::*;
 
 /// Connect from a chosen loopback source address, so the client IP is one nothing else uses.
 async fn from_src(src: &str, dst: &str) -> tokio::net::TcpStream {
