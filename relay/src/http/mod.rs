@@ -37,6 +37,8 @@ use tower::ServiceExt;
 use crate::context::{ConnInfo, Ctx};
 
 pub use acme::{ChallengeStore, challenges};
+/// The `/account/delete` body parser, for fuzzing (issue 12).
+pub use delete::parse_fields as parse_delete_fields;
 
 /// Largest request head we read (HTTP-27). hyper answers 431 above it.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
