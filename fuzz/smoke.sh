@@ -47,7 +47,7 @@ for t in $TARGETS; do
   echo "== $t: ${SECS}s"
   if ! cargo $TOOLCHAIN fuzz run --fuzz-dir "$HERE" "$t" "$HERE/corpus/$t" -- \
       -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 -jobs="$JOBS" -print_final_stats=1 2>&1 \
-      | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|Test unit written)|panicked'; then
+      | grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|Test unit written)|panicked'; then
     :
   fi
   if [ -n "$(ls -A "$HERE/artifacts/$t" 2>/dev/null)" ]; then

@@ -111,6 +111,23 @@ async fn slowloris_every_listener() {
             }
         }
     });
+    // TLS done, then silence (h2 and http/1.1): no request within 30 s closes it.
+    let idle_tls = |alpn: &'static [u8]| {
+        let addr = relay.addr(p.https);
+        tokio::spawn(async move {
+            let s = TcpStream::connect(addr).await.expect("connect");
+            let mut tls = tls_wrap(s, &[alpn]).await;
+            let started = Instant::now();
+            let mut buf = [0u8; 4096];
+            loop {
+                match tokio::time::timeout(Duration::from_secs(50), tls.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return started.elapsed(),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        })
+    };
+    let (idle_h1, idle_h2) = (idle_tls(b"http/1.1"), idle_tls(b"h2"));
     // A well-behaved client every ~6 s while the slow connections are held.
     let started = Instant::now();
     let mut served = 0;
@@ -139,6 +156,11 @@ async fn slowloris_every_listener() {
     let kept = keep_alive.await.expect("keep-alive task");
     println!("idle keep-alive http connection closed after {kept:?}");
     assert!(kept < Duration::from_secs(45));
+    for (name, h) in [("https h1", idle_h1), ("https h2", idle_h2)] {
+        let lived = h.await.expect("idle tls task");
+        println!("idle {name} connection after the handshake closed after {lived:?}");
+        assert!(lived < Duration::from_secs(45), "idle {name} lived {lived:?}");
+    }
     for (name, h) in [("http", drip_http), ("https", drip_https), ("submissions", drip_465)] {
         let lived = h.await.expect("dripper");
         println!("dripping {name} connection closed after {lived:?}");
