@@ -344,7 +344,7 @@ async fn oversized_and_garbage_input() {
             let Ok(mut s) = TcpStream::connect(relay.addr(port)).await else { panic!("port {port} refused in round {round}") };
             for _ in 0..8 {
                 let mut chunk = random_bytes(1 + (rand_u64() % 3000) as usize);
-                if rand_u64() % 2 == 0 {
+                if rand_u64().is_multiple_of(2) {
                     chunk.extend_from_slice(b"\r\n");
                 }
                 if s.write_all(&chunk).await.is_err() {
