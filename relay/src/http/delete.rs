@@ -35,19 +35,28 @@ enum Outcome {
 }
 
 pub(crate) async fn handler(State(ctx): State<Ctx>, Extension(conn): Extension<ConnInfo>, req: Request) -> Response {
-    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let is_form = ctype.starts_with("application/x-www-form-urlencoded");
-    let fields = if is_form {
-        Form::<Fields>::from_request(req, &()).await.map(|f| f.0).map_err(|r| r.status())
-    } else {
-        Json::<Fields>::from_request(req, &()).await.map(|j| j.0).map_err(|r| r.status())
-    };
-    let outcome = match fields {
-        Ok(f) => attempt(&ctx, conn, &f).await,
+    let is_form = is_form(&req);
+    let outcome = match parse_fields(req).await {
+        Ok((email, password)) => attempt(&ctx, conn, &Fields { email, password }).await,
         Err(StatusCode::PAYLOAD_TOO_LARGE) => Outcome::TooLarge,
         Err(_) => Outcome::BadRequest,
     };
     if is_form { html_reply(&ctx, outcome) } else { json_reply(outcome) }
+}
+
+fn is_form(req: &Request) -> bool {
+    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    ctype.starts_with("application/x-www-form-urlencoded")
+}
+
+/// The body parser of `handler` (form or JSON fields), public as a pure entry point for fuzzing.
+pub async fn parse_fields(req: Request) -> Result<(String, String), StatusCode> {
+    let fields = if is_form(&req) {
+        Form::<Fields>::from_request(req, &()).await.map(|f| f.0).map_err(|r| r.status())
+    } else {
+        Json::<Fields>::from_request(req, &()).await.map(|j| j.0).map_err(|r| r.status())
+    };
+    fields.map(|f| (f.email, f.password))
 }
 
 async fn attempt(ctx: &Ctx, conn: ConnInfo, f: &Fields) -> Outcome {

@@ -22,6 +22,8 @@ mod privacy;
 mod routes;
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,6 +37,8 @@ use tower::ServiceExt;
 use crate::context::{ConnInfo, Ctx};
 
 pub use acme::{ChallengeStore, challenges};
+/// The `/account/delete` body parser, for fuzzing (issue 12).
+pub use delete::parse_fields as parse_delete_fields;
 
 /// Largest request head we read (HTTP-27). hyper answers 431 above it.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -61,7 +65,13 @@ pub(crate) async fn serve_conn<S>(ctx: &Ctx, io: S, conn: ConnInfo, router: Rout
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // hyper-util's auto builder waits for the protocol preface without a timer, and hyper's
+    // header timer starts only with a request head: a client that connects and sends nothing
+    // would be held forever. So the first request must arrive within HEADER_TIMEOUT (HTTP-27).
+    let seen = Arc::new(AtomicBool::new(false));
+    let seen2 = seen.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        seen2.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(conn);
         let router = router.clone();
         async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
@@ -75,14 +85,26 @@ where
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
     let connection = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(connection);
-    tokio::select! {
-        res = connection.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(conn = conn.id, error = %e, "http connection ended");
+    let first = tokio::time::sleep(HEADER_TIMEOUT);
+    tokio::pin!(first);
+    let mut first_armed = true;
+    loop {
+        tokio::select! {
+            res = connection.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(conn = conn.id, error = %e, "http connection ended");
+                }
+                return;
             }
-            return;
+            _ = &mut first, if first_armed => {
+                if !seen.load(Ordering::Relaxed) {
+                    tracing::debug!(conn = conn.id, "no request within the header timeout");
+                    return;
+                }
+                first_armed = false;
+            }
+            _ = ctx.shutdown.cancelled() => break,
         }
-        _ = ctx.shutdown.cancelled() => {}
     }
     connection.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;

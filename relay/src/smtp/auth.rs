@@ -21,6 +21,8 @@ enum Answer {
     Text(Vec<u8>),
     Cancelled,
     Undecodable,
+    /// Over the 12288-octet AUTH line limit (SMTP-19): `500 5.5.2`, the exchange ends.
+    TooLong,
     Closed,
 }
 
@@ -83,7 +85,7 @@ impl Session {
         let line =
             match tokio::time::timeout(COMMAND_TIMEOUT, self.conn.read_line(AUTH_LINE_MAX)).await {
                 Ok(Ok(l)) => l,
-                Ok(Err(LineError::TooLong)) => return Answer::Undecodable,
+                Ok(Err(LineError::TooLong)) => return Answer::TooLong,
                 _ => return Answer::Closed,
             };
         let text = line.trim_ascii();
@@ -140,6 +142,7 @@ impl Session {
             Answer::Text(t) => Ok(t),
             Answer::Undecodable => Ok(Vec::new()),
             Answer::Cancelled => Err(self.reply(reply::auth_aborted()).await),
+            Answer::TooLong => Err(self.reply(reply::line_too_long()).await),
             Answer::Closed => Err(Outcome::Close),
         }
     }

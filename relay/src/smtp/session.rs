@@ -217,6 +217,12 @@ impl Session {
     }
 }
 
+/// Pure entry point for fuzzing (issue 12): parse one command line as `command` does and return
+/// the verb, or the exact refusal the session would send.
+pub fn parse_command(line: &[u8]) -> Result<&'static str, Reply> {
+    Request::parse(&mut line.iter()).map(|r| r.name()).map_err(parse_error)
+}
+
 fn parse_error(e: smtp_proto::Error) -> Reply {
     use smtp_proto::Error as E;
     match e {

@@ -830,3 +830,33 @@ pub fn offline_resolver(toml: String) -> String {
         format!("{toml}\n[delivery]\n{LINE}")
     }
 }
+
+// ---------------------------------------------------------------- robustness (issue 12)
+
+impl Relay {
+    /// Restart this relay with `RUST_LOG=<filter>` (the log privacy test runs at `trace`).
+    pub fn respawn_with_log(&mut self, filter: &str) {
+        self.stop();
+        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let log_path = self.dir.path().join(format!("relay-{n:04}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", filter)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn chatrelay");
+        self.child = Some(child);
+        self.log_path = log_path;
+        self.wait_ready();
+    }
+
+    /// Whether the process is still running (not exited or killed).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}

@@ -42,3 +42,9 @@ mod imap_sessions;
 mod ops_deploy;
 mod ops_reload;
 mod ops_install;
+
+mod robust_common;
+mod robust_relay;
+mod robust_logs;
+mod robust_crash;
+mod robust_abuse;
