@@ -132,9 +132,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Third-party crates whose debug output names peer or resolver addresses (PRIV-1). They stay at
+/// `warn` unless `RUST_LOG` names them explicitly.
+const QUIET_CRATES: &[&str] = &["hickory_proto", "hickory_resolver", "hickory_server", "hyper_util", "h2", "reqwest"];
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    for krate in QUIET_CRATES {
+        if !spec.contains(krate) {
+            spec.push_str(&format!(",{krate}=warn"));
+        }
+    }
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
