@@ -39,6 +39,9 @@ https = "127.0.0.1:$P443"
 metrics = "127.0.0.1:$PM"
 [tls]
 mode = "self-signed"
+[delivery]
+# Nothing listens here: remote deliveries defer at once and no DNS query leaves the machine.
+resolver = "127.0.0.1:9"
 TOML
 RUST_LOG="${SOAK_LOG:-info}" env -u SOAK_BIN "$BIN" serve --config "$OUT/chatrelay.toml" 2> "$OUT/relay.log" &
 RELAY=$!
