@@ -39,7 +39,10 @@ class Relay:
         listen = "\n".join(f'{n} = "{ip}:{p}"' for n, p in self.ports.items())
         self.config = tmp / "chatrelay.toml"
         self.config.write_text(
-            f'mail_domain = "{domain}"\ndata_dir = "{tmp / "data"}"\n{extra}\n'
+            f'mail_domain = "{domain}"\ndata_dir = "{tmp / "data"}"\n'
+            # A busy test machine must not close the registration gates (ACC-16).
+            'max_load_1m = 100000.0\nmin_available_memory = "1M"\nmin_free_disk_space = "1M"\n'
+            f'{extra}\n'
             f'[listen]\n{listen}\n[tls]\nmode = "self-signed"\n'
         )
         self.log = open(tmp / "relay.log", "wb")
@@ -108,7 +111,11 @@ class Relay:
 def relay(tmp_path):
     # A notify_url makes the relay advertise XDELTAPUSH, so clients register device tokens; the
     # URL points at a closed local port (no proxy is needed for these tests).
-    r = Relay(tmp_path / "relay", extra='[push]\nnotify_url = "http://127.0.0.1:9/notify"\n')
+    # The resolver points at a closed local port: no test ever sends a DNS query off the machine.
+    r = Relay(
+        tmp_path / "relay",
+        extra='[push]\nnotify_url = "http://127.0.0.1:9/notify"\n[delivery]\nresolver = "127.0.0.1:9"\n',
+    )
     yield r
     r.stop()
 

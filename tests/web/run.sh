@@ -46,6 +46,11 @@ for name in smtp submission submissions imap imaps http https; do P[$name]=$(fre
 cat > "$TMP/chatrelay.toml" <<TOML
 mail_domain = "chat.test"
 data_dir = "$TMP/data"
+max_load_1m = 100000.0
+min_available_memory = "1M"
+min_free_disk_space = "1M"
+[delivery]
+resolver = "127.0.0.1:9"
 [listen]
 smtp = "127.0.0.1:${P[smtp]}"
 submission = "127.0.0.1:${P[submission]}"
