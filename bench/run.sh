@@ -6,7 +6,7 @@
 #
 # Environment: BENCH_DIR (default ../shared/bench from the repository root: mailbench.py,
 # classic-stack/), CARGO_TARGET_DIR, OUT (results folder, default bench/results),
-# N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
+# SKIP_BUILD=1 (use the existing release binary), N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
 # Needs root for the classic stack (apt-get, /etc). Loopback only. Everything this script
 # starts is stopped on exit; the whole run is bounded by RUN_TIMEOUT seconds (default 3600).
 set -euo pipefail
@@ -54,8 +54,10 @@ wait_port() {  # port, tries of 10 ms
 }
 
 run_chatrelay() {
-  echo "## building chatrelay (release)"
-  (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p relay --bin chatrelay)
+  if [ -z "${SKIP_BUILD:-}" ]; then
+    echo "## building chatrelay (release)"
+    (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p relay --bin chatrelay)
+  fi
   BIN=$TARGET/release/chatrelay
   mkdir -p "$WORK/data"
   # relay.test so mailbench's defaults (bench%04d@relay.test) work; ports 20xxx next to the

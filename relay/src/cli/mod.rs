@@ -5,6 +5,7 @@ pub(crate) mod accounts;
 mod chatmail_ini;
 mod dns;
 mod init;
+mod malloc;
 pub(crate) mod queue;
 
 use std::path::{Path, PathBuf};
@@ -136,6 +137,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config } => {
+            malloc::reexec_with_tunables();
             let cfg = load_config(&config)?;
             let _ = CONFIG_PATH.set(config);
             runtime()?.block_on(serve(cfg))
