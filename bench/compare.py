@@ -166,9 +166,13 @@ def rows():
          "msg/s", True, "≥ 95% of P3", None),
         ("P3' 1 MB 4×25 accepted", lambda r: get(r, "p3_1m", "result", "accepted_msgs_per_s"), "msg/s", True,
          "≥ 300", lambda v: v >= 300),
-        ("P4 RSS per IDLE TLS conn (1,000)", lambda r: get(r, "fanout", "result", "rss_kib_per_conn"), "KiB",
-         False, "≤ 25 KiB", lambda v: v <= 25),
-        ("P4 PSS per IDLE TLS conn", lambda r: get(r, "fanout", "result", "pss_kib_per_conn"), "KiB", False, "", None),
+        # The first fanout opens 1,000 connections on a server that never had them (the second
+        # one reuses memory the first freed, so its delta understates).
+        ("P4 RSS per IDLE TLS conn (1,000, first open)", lambda r: get(r, "fanout_first", "result", "rss_kib_per_conn"),
+         "KiB", False, "≤ 25 KiB", lambda v: v <= 25),
+        ("P4 PSS per IDLE TLS conn (first open)", lambda r: get(r, "fanout_first", "result", "pss_kib_per_conn"), "KiB",
+         False, "", None),
+        ("P4 RSS per conn, second open", lambda r: get(r, "fanout", "result", "rss_kib_per_conn"), "KiB", False, "", None),
         (f"P4 RSS per conn after {HIBERNATE_WAIT:.0f} s", lambda r: get(r, "fanout", "result", "rss_kib_per_conn_after_wait"),
          "KiB", False, "", None),
         ("P4 time to open 1,000 (accounts exist)", lambda r: get(r, "fanout", "result", "open_s"), "s", False,
