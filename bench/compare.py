@@ -207,7 +207,7 @@ def table(a_path, b_path):
     for label, ex, unit, higher, target, check in rows():
         va, vb = ex(a), ex(b)
         ratio = "—"
-        if va and vb:
+        if va and vb and va > 0 and vb > 0:
             ratio = f"{(va / vb if higher else vb / va):.1f}×"
         met = ""
         if va is not None and check is not None:
