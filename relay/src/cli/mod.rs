@@ -6,6 +6,7 @@ mod chatmail_ini;
 mod dns;
 mod expire;
 mod init;
+mod malloc;
 pub(crate) mod queue;
 
 use std::path::{Path, PathBuf};
@@ -155,6 +156,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config } => {
+            malloc::reexec_with_tunables();
             let cfg = load_config(&config)?;
             let _ = CONFIG_PATH.set(config);
             runtime()?.block_on(serve(cfg))

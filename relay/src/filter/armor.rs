@@ -96,7 +96,13 @@ pub fn dearmor(input: &[u8], variant: Variant) -> Result<Vec<u8>, ArmorError> {
     }
     let mut b64 = Vec::with_capacity(body.len());
     for l in data {
-        b64.extend(l.iter().filter(|&&c| c != b'\r' && c != b'\n'));
+        // Lines normally hold no CR (split on LF, trailing CR stripped): copy them whole, and
+        // filter byte by byte only a line with a stray CR (the per-byte path was 13% of P3').
+        if l.contains(&b'\r') {
+            b64.extend(l.iter().filter(|&&c| c != b'\r'));
+        } else {
+            b64.extend_from_slice(l);
+        }
     }
     BASE64_STANDARD.decode(&b64).map_err(|_| ArmorError::Base64)
 }

@@ -18,7 +18,8 @@ mod idle;
 mod io;
 mod mailboxes;
 mod metadata;
-mod mime;
+// Public for relay/benches (FETCH encoding is measured there).
+pub mod mime;
 mod misc;
 mod quota;
 mod replies;

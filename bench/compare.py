@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Side-by-side workloads for bench/run.sh.
+
+  compare.py run NAME OUT.json [--cold-start-ms MS] -- MAILBENCH-SERVER-ARGS...
+      runs every workload of issue 11 against one server (through mb.py, i.e. the
+      unchanged shared mailbench.py), recording each figure, the wall time, the
+      CPU the Python client used and the CPU the server used during that step.
+  compare.py table CHATRELAY.json CLASSIC.json
+      prints one table: both figures, the ratio (how many times better chatrelay
+      is; > 1 means chatrelay wins) and the issue's target.
+
+Only the standard library. Every step has a time limit (STEP_TIMEOUT seconds).
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MB = [sys.executable, os.path.join(HERE, "mb.py")]
+STEP_TIMEOUT = int(os.environ.get("STEP_TIMEOUT", "600"))
+N_LAT = int(os.environ.get("N_LAT", "100"))
+N_RECONNECT = int(os.environ.get("N_RECONNECT", "100"))
+PREFILL = int(os.environ.get("PREFILL", "1000"))
+IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "1000"))
+HIBERNATE_WAIT = float(os.environ.get("HIBERNATE_WAIT", "35"))
+
+# (key, mailbench subcommand args, global args before the subcommand)
+def steps():
+    return [
+        ("rss_rest", [], ["rss"], ["--repeat", "3"]),
+        ("p2", ["--sender-base", "1", "--rcpt-base", "2"], ["latency", "-n", str(N_LAT), "--interval", "0.02"], []),
+        ("p2_reconnect", ["--sender-base", "1", "--rcpt-base", "5"],
+         ["latency", "-n", str(N_RECONNECT), "--interval", "0.02", "--smtp-reconnect"], []),
+        ("prefill_1", ["--sender-base", "3", "--rcpt-base", "4"], ["throughput", "-k", "1", "-m", str(PREFILL)], []),
+        ("p2_full", ["--sender-base", "3", "--rcpt-base", "4"], ["latency", "-n", str(N_LAT), "--interval", "0.02"], []),
+        ("p3", ["--sender-base", "11", "--rcpt-base", "21"], ["throughput", "-k", "8", "-m", "100"], []),
+        ("prefill_8", ["--sender-base", "11", "--rcpt-base", "21"], ["throughput", "-k", "8", "-m", str(PREFILL)], []),
+        ("p3_full", ["--sender-base", "11", "--rcpt-base", "21"], ["throughput", "-k", "8", "-m", "100"], []),
+        ("p3_1m", ["--sender-base", "31", "--rcpt-base", "41", "--msg-size", "1m"],
+         ["throughput", "-k", "4", "-m", "25"], []),
+        ("fanout_first", ["--sender-base", "1"],
+         ["fanout", "-c", str(IDLE_CONNS), "--idle-base", "101", "-n", "0", "--settle", "2"], []),
+        ("fanout", ["--sender-base", "1"],
+         ["fanout", "-c", str(IDLE_CONNS), "--idle-base", "101", "-n", "50", "--settle", "5",
+          "--hibernate-wait", str(HIBERNATE_WAIT)], []),
+        ("rss_after", [], ["rss"], ["--repeat", "3"]),
+    ]
+
+
+def proc_tree(roots):
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+            ppid = int(st[st.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    seen, todo = set(), list(roots)
+    while todo:
+        p = todo.pop()
+        if p not in seen:
+            seen.add(p)
+            todo.extend(children.get(p, []))
+    return seen
+
+
+def server_cpu_s(roots):
+    """utime+stime (+ reaped children) of the server tree, seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in proc_tree(roots):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+            fields = st[st.rindex(")") + 2:].split()
+            total += sum(int(x) for x in fields[11:15])
+        except (OSError, ValueError):
+            continue
+    return total / tick
+
+
+def server_roots(server_args):
+    roots = []
+    it = iter(server_args)
+    for a in it:
+        if a == "--server-pid":
+            roots.append(int(next(it)))
+        elif a == "--server-pidfile":
+            with open(next(it)) as f:
+                roots.append(int(f.read().split()[0]))
+    return roots
+
+
+def run(name, out, server_args, cold_start_ms):
+    results = {"name": name, "cold_start_ms": cold_start_ms, "steps": {}}
+    roots = server_roots(server_args)
+    for key, pre, sub, post in steps():
+        if key == "rss_after":
+            time.sleep(5)  # let the server settle after the load
+        with tempfile.NamedTemporaryFile("r", suffix=".json") as js:
+            argv = MB + server_args + pre + ["--json-out", js.name] + sub + post
+            # "--repeat" is a global option: move it in front of the subcommand.
+            if post:
+                argv = MB + server_args + pre + post + ["--json-out", js.name] + sub
+            print(f"### {name}: {key}: {' '.join(argv[2:])}", flush=True)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu0 = server_cpu_s(roots)
+            t0 = time.perf_counter()
+            try:
+                rc = subprocess.run(argv, timeout=STEP_TIMEOUT).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+            wall = time.perf_counter() - t0
+            cpu1 = server_cpu_s(roots)
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+            lines = [ln for ln in js.read().splitlines() if ln.strip()]
+        step = {"rc": rc, "wall_s": wall, "client_cpu_s": client, "server_cpu_s": cpu1 - cpu0}
+        if lines:
+            step["result"] = json.loads(lines[-1])["median"]
+        print(f"    rc={rc} wall={wall:.1f}s client CPU {client:.1f}s ({100 * client / wall:.0f}%),"
+              f" server CPU {cpu1 - cpu0:.1f}s ({100 * (cpu1 - cpu0) / wall:.0f}%)", flush=True)
+        results["steps"][key] = step
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def get(res, *path):
+    v = res.get("steps", {})
+    for p in path:
+        if not isinstance(v, dict) or p not in v:
+            return None
+        v = v[p]
+    return v
+
+
+def cpu_note(res, key):
+    s = res.get("steps", {}).get(key)
+    if not s or not s.get("wall_s"):
+        return ""
+    return f"{100 * s['client_cpu_s'] / s['wall_s']:.0f}/{100 * s['server_cpu_s'] / s['wall_s']:.0f}"
+
+
+# (label, extractor(results) -> number or None, unit, higher_is_better, target text, target check)
+def rows():
+    lat = lambda step, q: (lambda r: get(r, step, "result", "fetched_ms", q))
+    return [
+        ("P2 4 KB submit→EXISTS→FETCH p50", lat("p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
+        ("P2 p99", lat("p2", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
+        ("P2 (1,000 in mailbox) p50", lat("p2_full", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
+        ("P2 (1,000 in mailbox) p99", lat("p2_full", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
+        ("P2' new TLS+AUTH per msg p50", lat("p2_reconnect", "median"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
+        ("1,000 first logins (open IDLE)", lambda r: get(r, "fanout_first", "result", "open_s"), "s", False,
+         "≤ 3 s", lambda v: v <= 3),
+        ("P3 4 KB 8×100 accepted", lambda r: get(r, "p3", "result", "accepted_msgs_per_s"), "msg/s", True,
+         "≥ 2,800", lambda v: v >= 2800),
+        ("P3 4 KB 8×100, 1,100 in each mailbox", lambda r: get(r, "p3_full", "result", "accepted_msgs_per_s"),
+         "msg/s", True, "≥ 95% of P3", None),
+        ("P3' 1 MB 4×25 accepted", lambda r: get(r, "p3_1m", "result", "accepted_msgs_per_s"), "msg/s", True,
+         "≥ 300", lambda v: v >= 300),
+        # The first fanout opens 1,000 connections on a server that never had them (the second
+        # one reuses memory the first freed, so its delta understates).
+        ("P4 RSS per IDLE TLS conn (1,000, first open)", lambda r: get(r, "fanout_first", "result", "rss_kib_per_conn"),
+         "KiB", False, "≤ 25 KiB", lambda v: v <= 25),
+        ("P4 PSS per IDLE TLS conn (first open)", lambda r: get(r, "fanout_first", "result", "pss_kib_per_conn"), "KiB",
+         False, "", None),
+        ("P4 RSS per conn, second open", lambda r: get(r, "fanout", "result", "rss_kib_per_conn"), "KiB", False, "", None),
+        (f"P4 RSS per conn after {HIBERNATE_WAIT:.0f} s", lambda r: get(r, "fanout", "result", "rss_kib_per_conn_after_wait"),
+         "KiB", False, "", None),
+        ("P4 time to open 1,000 (accounts exist)", lambda r: get(r, "fanout", "result", "open_s"), "s", False,
+         "≤ 2 s", lambda v: v <= 2),
+        ("P4 delivery p99 with 1,000 idle", lambda r: get(r, "fanout", "result", "latency_under_load", "fetched_ms", "p99"),
+         "ms", False, "(≤ 10 ms at 10,000)", None),
+        ("P5 RSS at rest", lambda r: get(r, "rss_rest", "result", "rss_mib"), "MiB", False, "≤ 15 MiB",
+         lambda v: v <= 15),
+        ("P5 processes", lambda r: get(r, "rss_rest", "result", "procs"), "", False, "", None),
+        ("P5 RSS after the load", lambda r: get(r, "rss_after", "result", "rss_mib"), "MiB", False,
+         "≤ 1.2× at rest", None),
+        ("P5 cold start (exec → port open)", lambda r: r.get("cold_start_ms"), "ms", False, "≤ 200 ms",
+         lambda v: v <= 200),
+    ]
+
+
+def num(v):
+    if v is None:
+        return "—"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def table(a_path, b_path):
+    with open(a_path) as f:
+        a = json.load(f)
+    with open(b_path) as f:
+        b = json.load(f)
+    out = [f"| figure | {a['name']} | {b['name']} | ratio (×better) | target | met |",
+           "|---|---:|---:|---:|---|---|"]
+    for label, ex, unit, higher, target, check in rows():
+        va, vb = ex(a), ex(b)
+        ratio = "—"
+        if va and vb and va > 0 and vb > 0:
+            ratio = f"{(va / vb if higher else vb / va):.1f}×"
+        met = ""
+        if va is not None and check is not None:
+            met = "yes" if check(va) else "**no**"
+        if label.startswith("P3 4 KB 8×100, 1,100") and va and ex(a) is not None:
+            p3 = get(a, "p3", "result", "accepted_msgs_per_s")
+            if p3:
+                met = f"{'yes' if va >= 0.95 * p3 else '**no**'} ({100 * va / p3:.0f}%)"
+        if label.startswith("P5 RSS after") and va:
+            rest = get(a, "rss_rest", "result", "rss_mib")
+            if rest:
+                met = f"{'yes' if va <= 1.2 * rest else '**no**'} ({va / rest:.2f}×)"
+        u = f" {unit}" if unit else ""
+        out.append(f"| {label} | {num(va)}{u} | {num(vb)}{u} | {ratio} | {target} | {met} |")
+    out.append("")
+    out.append("Client/server CPU during the step, % of one core (2 cores total):")
+    out.append("")
+    out.append(f"| step | {a['name']} client/server % | {b['name']} client/server % |")
+    out.append("|---|---:|---:|")
+    for key in [s[0] for s in steps()]:
+        out.append(f"| {key} | {cpu_note(a, key)} | {cpu_note(b, key)} |")
+    print("\n".join(out))
+
+
+def main():
+    if len(sys.argv) >= 4 and sys.argv[1] == "run":
+        name, out = sys.argv[2], sys.argv[3]
+        rest = sys.argv[4:]
+        cold = None
+        if rest[:1] == ["--cold-start-ms"]:
+            cold = float(rest[1])
+            rest = rest[2:]
+        if rest[:1] == ["--"]:
+            rest = rest[1:]
+        run(name, out, rest, cold)
+    elif len(sys.argv) == 4 and sys.argv[1] == "table":
+        table(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

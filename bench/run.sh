@@ -1,0 +1,130 @@
+#!/bin/bash
+# Side-by-side benchmark: chatrelay vs the classic Postfix + Dovecot stack (issue 11).
+#
+#   bench/run.sh            build release, run every workload against both, print the table
+#   ONLY=chatrelay bench/run.sh    just chatrelay (ONLY=classic: just the classic stack)
+#
+# Environment: BENCH_DIR (default ../shared/bench from the repository root: mailbench.py,
+# classic-stack/), CARGO_TARGET_DIR, OUT (results folder, default bench/results),
+# SKIP_BUILD=1 (use the existing release binary), N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
+# Needs root for the classic stack (apt-get, /etc). Loopback only. Everything this script
+# starts is stopped on exit; the whole run is bounded by RUN_TIMEOUT seconds (default 3600).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-$REPO/../shared/bench}
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
+export BENCH_DIR
+OUT=${OUT:-$REPO/bench/results}
+ONLY=${ONLY:-}
+RUN_TIMEOUT=${RUN_TIMEOUT:-3600}
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+mkdir -p "$OUT"
+
+# Bound the whole run: a watchdog kills this script's process group after RUN_TIMEOUT.
+if [ -z "${BENCH_WATCHDOG:-}" ]; then
+  export BENCH_WATCHDOG=1
+  exec setsid timeout --foreground -k 10 "$RUN_TIMEOUT" "$0" "$@"
+fi
+
+WORK=$(mktemp -d /tmp/chatrelay-bench.XXXXXX)
+RELAY_PID=""
+CLASSIC_STARTED=""
+cleanup() {
+  if [ -n "$RELAY_PID" ] && kill -0 "$RELAY_PID" 2>/dev/null; then
+    kill -TERM "$RELAY_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$RELAY_PID" 2>/dev/null || true
+  fi
+  if [ -n "$CLASSIC_STARTED" ]; then "$BENCH_DIR/classic-stack/stop.sh" >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ulimit -n "$(ulimit -Hn)"
+echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r)"
+echo "# chatrelay $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+wait_port() {  # port, tries of 10 ms
+  for _ in $(seq 1 "${2:-1000}"); do
+    if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
+    sleep 0.01
+  done
+  echo "port $1 did not open" >&2; return 1
+}
+
+run_chatrelay() {
+  if [ -z "${SKIP_BUILD:-}" ]; then
+    echo "## building chatrelay (release)"
+    (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p relay --bin chatrelay)
+  fi
+  BIN=$TARGET/release/chatrelay
+  mkdir -p "$WORK/data"
+  # relay.test so mailbench's defaults (bench%04d@relay.test) work; ports 20xxx next to the
+  # classic stack's 10xxx; gates open and the send rate effectively unlimited for throughput.
+  cat > "$WORK/chatrelay.toml" <<EOF
+mail_domain = "relay.test"
+data_dir = "$WORK/data"
+max_load_1m = 100000.0
+min_available_memory = "1M"
+min_free_disk_space = "1M"
+max_user_send_per_minute = 10000000
+max_user_send_burst_size = 10000000
+max_imap_connections = 20000
+max_smtp_connections = 20000
+
+[listen]
+smtp = "127.0.0.1:20025"
+submission = "127.0.0.1:20587"
+submissions = "127.0.0.1:20465"
+imap = "127.0.0.1:20143"
+imaps = "127.0.0.1:20993"
+http = "127.0.0.1:20080"
+https = "127.0.0.1:20443"
+
+[tls]
+mode = "self-signed"
+
+[delivery]
+resolver = "127.0.0.1:9"
+
+[push]
+notify_url = ""
+EOF
+  local t0 t1
+  t0=$(date +%s%N)
+  RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$WORK/chatrelay.toml" >"$WORK/chatrelay.log" 2>&1 &
+  RELAY_PID=$!
+  wait_port 20993 2000
+  t1=$(date +%s%N)
+  wait_port 20587 100
+  local cold=$(( (t1 - t0) / 1000000 ))
+  echo "## chatrelay pid $RELAY_PID, cold start ${cold} ms (exec → IMAPS port accepting, first start incl. key generation)"
+  python3 "$REPO/bench/compare.py" run chatrelay "$OUT/chatrelay.json" --cold-start-ms "$cold" -- \
+    --smtp-port 20587 --imap-port 20993 --server-pid "$RELAY_PID"
+  kill -TERM "$RELAY_PID"
+  for _ in $(seq 1 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$RELAY_PID" 2>/dev/null; then echo "chatrelay did not stop on SIGTERM" >&2; fi
+  RELAY_PID=""
+}
+
+run_classic() {
+  echo "## starting the classic stack ($BENCH_DIR/classic-stack)"
+  CLASSIC_STARTED=1
+  "$BENCH_DIR/classic-stack/start.sh" >/dev/null
+  "$BENCH_DIR/classic-stack/reset.sh" >/dev/null   # empty maildirs, queue, logs; restarts
+  sleep 2
+  python3 "$REPO/bench/compare.py" run classic "$OUT/classic.json" -- \
+    --smtp-port 10587 --imap-port 10993 \
+    --server-pidfile /run/dovecot/master.pid --server-pidfile /var/spool/postfix/pid/master.pid
+  "$BENCH_DIR/classic-stack/stop.sh" >/dev/null
+  CLASSIC_STARTED=""
+}
+
+[ "$ONLY" = classic ] || run_chatrelay
+[ "$ONLY" = chatrelay ] || run_classic
+
+if [ -f "$OUT/chatrelay.json" ] && [ -f "$OUT/classic.json" ]; then
+  echo
+  python3 "$REPO/bench/compare.py" table "$OUT/chatrelay.json" "$OUT/classic.json" | tee "$OUT/table.md"
+fi
