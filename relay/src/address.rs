@@ -43,9 +43,7 @@ impl Address {
         if local.is_empty() || domain.is_empty() || local.len() > 64 {
             return Err(AddressError::At);
         }
-        let local_ok = local
-            .chars()
-            .all(|c| c.is_alphanumeric() || "._-+=".contains(c))
+        let local_ok = local.chars().all(|c| c.is_alphanumeric() || "._-+=".contains(c))
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..");

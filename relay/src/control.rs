@@ -27,16 +27,30 @@ use crate::context::Ctx;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Ping,
-    AccountDelete { address: String },
-    AccountBlock { address: String },
-    AccountAllowCleartext { address: String },
-    AccountDenyCleartext { address: String },
+    AccountDelete {
+        address: String,
+    },
+    AccountBlock {
+        address: String,
+    },
+    AccountAllowCleartext {
+        address: String,
+    },
+    AccountDenyCleartext {
+        address: String,
+    },
     /// Hook for `chatrelay expire` (retention): one expiry pass inside serve.
-    Expire { dry_run: bool },
+    Expire {
+        dry_run: bool,
+    },
     /// `chatrelay queue retry ID`: make the entry due now; the scheduler wakes at once.
-    QueueRetry { id: String },
+    QueueRetry {
+        id: String,
+    },
     /// `chatrelay queue drop ID`: remove the entry without a bounce.
-    QueueDrop { id: String },
+    QueueDrop {
+        id: String,
+    },
 }
 
 impl Request {
@@ -146,7 +160,8 @@ async fn session(ctx: Ctx, stream: UnixStream) {
                 Err(e) => Reply::err(format!("bad request: {e}")),
             }
         };
-        let mut line = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false,\"message\":\"internal\"}".to_vec());
+        let mut line =
+            serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false,\"message\":\"internal\"}".to_vec());
         line.push(b'\n');
         if w.write_all(&line).await.is_err() || buf.len() > MAX_LINE {
             return;
@@ -168,8 +183,12 @@ async fn handle(ctx: &Ctx, req: Request) -> Reply {
         }
         Request::AccountDelete { address } => apply_change(store, accounts, Change::Delete(address)).await,
         Request::AccountBlock { address } => apply_change(store, accounts, Change::Block(address)).await,
-        Request::AccountAllowCleartext { address } => apply_change(store, accounts, Change::AllowCleartext(address)).await,
-        Request::AccountDenyCleartext { address } => apply_change(store, accounts, Change::DenyCleartext(address)).await,
+        Request::AccountAllowCleartext { address } => {
+            apply_change(store, accounts, Change::AllowCleartext(address)).await
+        }
+        Request::AccountDenyCleartext { address } => {
+            apply_change(store, accounts, Change::DenyCleartext(address)).await
+        }
         Request::QueueRetry { id } => queue::apply(store, Queue::Retry(id)).await,
         Request::QueueDrop { id } => queue::apply(store, Queue::Drop(id)).await,
     };
@@ -209,6 +228,9 @@ mod tests {
         let q: Request = serde_json::from_str(r#"{"op":"queue_retry","id":"q7"}"#).expect("parse");
         assert_eq!(q, Request::QueueRetry { id: "q7".into() });
         assert!(serde_json::from_str::<Request>(r#"{"op":"rm_rf"}"#).is_err());
-        assert_eq!(serde_json::to_string(&Request::Expire { dry_run: true }).ok().as_deref(), Some(r#"{"op":"expire","dry_run":true}"#));
+        assert_eq!(
+            serde_json::to_string(&Request::Expire { dry_run: true }).ok().as_deref(),
+            Some(r#"{"op":"expire","dry_run":true}"#)
+        );
     }
 }

@@ -72,7 +72,11 @@ impl Metrics {
             tls_certificate_expiry_seconds: Gauge::default(),
         };
         r.register("chatrelay_smtp_messages", "Messages by listener, result and reason", m.smtp_messages.clone());
-        r.register("chatrelay_delivery_latency_seconds", "Acceptance to stored (local) or remote 2xx", m.delivery_latency.clone());
+        r.register(
+            "chatrelay_delivery_latency_seconds",
+            "Acceptance to stored (local) or remote 2xx",
+            m.delivery_latency.clone(),
+        );
         r.register("chatrelay_delivery_attempts", "Outbound delivery attempts", m.delivery_attempts.clone());
         r.register("chatrelay_queue_size", "Outbound queue entries", m.queue_size.clone());
         r.register("chatrelay_queue_oldest_seconds", "Age of the oldest queue entry", m.queue_oldest_seconds.clone());
@@ -87,12 +91,20 @@ impl Metrics {
         r.register("chatrelay_accounts", "Accounts", m.accounts.clone());
         r.register("chatrelay_accounts_created", "Accounts created", m.accounts_created.clone());
         r.register("chatrelay_accounts_deleted", "Accounts deleted by reason", m.accounts_deleted.clone());
-        r.register("chatrelay_registrations_refused", "New accounts refused by reason", m.registrations_refused.clone());
+        r.register(
+            "chatrelay_registrations_refused",
+            "New accounts refused by reason",
+            m.registrations_refused.clone(),
+        );
         r.register("chatrelay_login_failures", "Failed logins by protocol", m.login_failures.clone());
         r.register("chatrelay_expiry_removed", "Removed by the expiry pass, by reason", m.expiry_removed.clone());
         r.register("chatrelay_expiry_duration_seconds", "Duration of expiry passes", m.expiry_duration.clone());
         r.register("chatrelay_mta_sts_violations", "MTA-STS policy violations by mode", m.mta_sts_violations.clone());
-        r.register("chatrelay_tls_certificate_expiry_seconds", "Seconds until the served certificate expires", m.tls_certificate_expiry_seconds.clone());
+        r.register(
+            "chatrelay_tls_certificate_expiry_seconds",
+            "Seconds until the served certificate expires",
+            m.tls_certificate_expiry_seconds.clone(),
+        );
         Self { registry: Arc::new(r), ..m }
     }
 
@@ -104,9 +116,7 @@ impl Metrics {
     }
 
     pub fn smtp_message(&self, listener: &'static str, result: &'static str, reason: &'static str) {
-        self.smtp_messages
-            .get_or_create(&vec![("listener", listener), ("result", result), ("reason", reason)])
-            .inc();
+        self.smtp_messages.get_or_create(&vec![("listener", listener), ("result", result), ("reason", reason)]).inc();
     }
 
     pub fn login_failure(&self, protocol: &'static str) {

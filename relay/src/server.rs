@@ -252,7 +252,13 @@ pub fn reload(ctx: &Ctx) {
     }
 }
 
-async fn accept_loop(ctx: Ctx, service: Service, listener: TcpListener, limiter: Arc<ConnLimiter>, ids: Arc<AtomicU64>) {
+async fn accept_loop(
+    ctx: Ctx,
+    service: Service,
+    listener: TcpListener,
+    limiter: Arc<ConnLimiter>,
+    ids: Arc<AtomicU64>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,

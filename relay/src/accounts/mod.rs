@@ -125,11 +125,12 @@ impl Accounts {
         }
         let key = self.secret.keyed_hash(&[b"login", addr.as_bytes(), password.as_bytes()]);
         if !self.cache.hit(&key, acc.id, &acc.password_hash) {
-            let verdict = self.run_hash_job({
-                let (pw, stored) = (password.to_string(), acc.password_hash.clone());
-                move || password::verify(&pw, &stored)
-            })
-            .await?;
+            let verdict = self
+                .run_hash_job({
+                    let (pw, stored) = (password.to_string(), acc.password_hash.clone());
+                    move || password::verify(&pw, &stored)
+                })
+                .await?;
             match verdict {
                 password::Verified::Wrong => return Err(AuthError::Invalid),
                 password::Verified::OkNeedsRehash => {

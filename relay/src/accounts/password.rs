@@ -19,10 +19,7 @@ fn argon2() -> Result<Argon2<'static>, HashError> {
 /// A new argon2id PHC string with a random 16-byte salt.
 pub fn hash(password: &str) -> Result<String, HashError> {
     let salt: [u8; 16] = rand::random();
-    argon2()?
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| HashError::Hash)
+    argon2()?.hash_password_with_salt(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| HashError::Hash)
 }
 
 /// Result of checking a password against a stored hash.

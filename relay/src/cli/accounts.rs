@@ -78,7 +78,10 @@ pub fn run(config: &Path, cmd: AccountsCmd) -> Result<(), Failure> {
         return Ok(());
     }
     if !cfg.data_dir.join("chatrelay.db").exists() {
-        return Err(Failure::Runtime(format!("no database in {} (run `chatrelay init` or `serve` first)", cfg.data_dir.display())));
+        return Err(Failure::Runtime(format!(
+            "no database in {} (run `chatrelay init` or `serve` first)",
+            cfg.data_dir.display()
+        )));
     }
     runtime()?.block_on(async move {
         let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
@@ -130,10 +133,16 @@ async fn exec(store: &Store, accounts: &Arc<Accounts>, cmd: AccountsCmd) -> Resu
                 println!("mailbox\t{name}\tmessages={count}");
             }
         }
-        AccountsCmd::Delete { address } => println!("{}", apply_change(store, accounts, Change::Delete(address)).await?),
+        AccountsCmd::Delete { address } => {
+            println!("{}", apply_change(store, accounts, Change::Delete(address)).await?)
+        }
         AccountsCmd::Block { address } => println!("{}", apply_change(store, accounts, Change::Block(address)).await?),
-        AccountsCmd::AllowCleartext { address } => println!("{}", apply_change(store, accounts, Change::AllowCleartext(address)).await?),
-        AccountsCmd::DenyCleartext { address } => println!("{}", apply_change(store, accounts, Change::DenyCleartext(address)).await?),
+        AccountsCmd::AllowCleartext { address } => {
+            println!("{}", apply_change(store, accounts, Change::AllowCleartext(address)).await?)
+        }
+        AccountsCmd::DenyCleartext { address } => {
+            println!("{}", apply_change(store, accounts, Change::DenyCleartext(address)).await?)
+        }
     }
     Ok(())
 }

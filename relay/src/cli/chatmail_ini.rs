@@ -122,7 +122,10 @@ fn set(text: &mut String, table: &str, key: &str, val: &str) -> bool {
         }
         let is_key = t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='));
         // A commented-out `# key = ...` line is also a slot (dkim.key in the template).
-        let commented = t.strip_prefix("# ").and_then(|r| r.strip_prefix(key)).is_some_and(|rest| rest.trim_start().starts_with('='));
+        let commented = t
+            .strip_prefix("# ")
+            .and_then(|r| r.strip_prefix(key))
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
         if !done && current == table && (is_key || commented) {
             let comment = if is_key { line.find(" #").map(|i| &line[i..]).unwrap_or("\n") } else { "\n" };
             let assign = format!("{key} = {val}");
@@ -158,7 +161,14 @@ pub fn convert(ini: &str, origin: &str, template: &str) -> Result<Converted, Ini
                 let mode = match v.to_lowercase().as_str() {
                     "acme" | "" => "acme",
                     "self" => "self-signed",
-                    _ => return Err(IniError::Value(origin.into(), k.clone(), v.clone(), "expected \"acme\" or \"self\"")),
+                    _ => {
+                        return Err(IniError::Value(
+                            origin.into(),
+                            k.clone(),
+                            v.clone(),
+                            "expected \"acme\" or \"self\"",
+                        ));
+                    }
                 };
                 // tls_external_cert_and_key wins when both are given (chatmail/relay does the same).
                 if !params.contains_key("tls_external_cert_and_key") {
@@ -212,7 +222,9 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let e = convert("[params]\nmail_domain = c.example\nusername_min_length = nine\n", "x.ini", TEMPLATE).err().map(|e| e.to_string());
+        let e = convert("[params]\nmail_domain = c.example\nusername_min_length = nine\n", "x.ini", TEMPLATE)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("username_min_length")));
         assert!(convert("mail_domain = x\n", "x.ini", TEMPLATE).is_err());
     }

@@ -27,8 +27,14 @@ enum Want {
     /// The host the name should point at (MX exchange, CNAME target).
     Host(String),
     /// The TXT record starting with `prefix` must equal `text` (spaces ignored).
-    Txt { prefix: &'static str, text: String },
-    Srv { port: u16, target: String },
+    Txt {
+        prefix: &'static str,
+        text: String,
+    },
+    Srv {
+        port: u16,
+        target: String,
+    },
     /// `issue` CAA value.
     Caa(String),
     /// No value can be computed (e.g. no global address): always MISSING.
@@ -79,7 +85,8 @@ pub fn run(config: &Path, given: Vec<IpAddr>) -> Result<bool, Failure> {
     println!("; checking against DNS (resolver: {})", cfg.delivery.resolver);
     let all_ok = runtime()?.block_on(async {
         // An operator runs this by hand: answer within seconds even when DNS does not.
-        let resolver = crate::outbound::dns::build(&cfg.delivery.resolver, std::time::Duration::from_secs(3), false).map_err(Failure::runtime)?;
+        let resolver = crate::outbound::dns::build(&cfg.delivery.resolver, std::time::Duration::from_secs(3), false)
+            .map_err(Failure::runtime)?;
         let answers = futures::future::join_all(recs.iter().map(|r| records_at(&resolver, &r.name, r.rtype))).await;
         let mut ok = true;
         for (r, found) in recs.iter().zip(answers) {
@@ -98,13 +105,21 @@ pub fn run(config: &Path, given: Vec<IpAddr>) -> Result<bool, Failure> {
         }
         // OPS-10: reverse DNS is a hint only.
         for ip in &ips {
-            let names = records_at(&resolver, &hickory_resolver::proto::rr::Name::from(*ip).to_ascii(), RecordType::PTR).await;
-            let names: Vec<String> = names.unwrap_or_default().iter().filter_map(|r| match r {
-                RData::PTR(p) => Some(norm(&p.0.to_ascii())),
-                _ => None,
-            }).collect();
+            let names =
+                records_at(&resolver, &hickory_resolver::proto::rr::Name::from(*ip).to_ascii(), RecordType::PTR).await;
+            let names: Vec<String> = names
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| match r {
+                    RData::PTR(p) => Some(norm(&p.0.to_ascii())),
+                    _ => None,
+                })
+                .collect();
             if !names.iter().any(|n| n == &norm(d)) {
-                println!("; hint: reverse DNS (PTR) of {ip} should name {d}. (found: {})", if names.is_empty() { "none".into() } else { names.join(", ") });
+                println!(
+                    "; hint: reverse DNS (PTR) of {ip} should name {d}. (found: {})",
+                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                );
             }
         }
         Ok::<bool, Failure>(ok)
@@ -113,7 +128,11 @@ pub fn run(config: &Path, given: Vec<IpAddr>) -> Result<bool, Failure> {
 }
 
 /// The answers of type `rtype` at the absolute `name`; no records is an empty list, not an error.
-async fn records_at(resolver: &hickory_resolver::TokioResolver, name: &str, rtype: RecordType) -> Result<Vec<RData>, String> {
+async fn records_at(
+    resolver: &hickory_resolver::TokioResolver,
+    name: &str,
+    rtype: RecordType,
+) -> Result<Vec<RData>, String> {
     use crate::outbound::dns::{LookupFailure, classify};
     let fq = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
     match resolver.lookup(fq.as_str(), rtype).await {
@@ -133,7 +152,8 @@ fn squash(s: &str) -> String {
 
 /// TXT strings as zone-file character-strings of at most 255 characters each.
 fn txt_rdata(text: &str) -> String {
-    let chunks: Vec<String> = text.as_bytes().chunks(255).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+    let chunks: Vec<String> =
+        text.as_bytes().chunks(255).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
     chunks.join(" ")
 }
 
@@ -154,7 +174,12 @@ fn records(cfg: &Config, ips: &[IpAddr], dkim: &str, sts_id: &str, account_uri: 
     }
     out.push(rec(fq.clone(), RecordType::MX, format!("10 {fq}"), true, Want::Host(d.clone())));
     let selector = &cfg.dkim.selector;
-    out.push(txt(format!("{selector}._domainkey.{fq}"), "v=DKIM1", format!("v=DKIM1;k=rsa;p={dkim};s=email;t=s"), true));
+    out.push(txt(
+        format!("{selector}._domainkey.{fq}"),
+        "v=DKIM1",
+        format!("v=DKIM1;k=rsa;p={dkim};s=email;t=s"),
+        true,
+    ));
     // OPS-11: no MTA-STS in self-signed mode (a policy would make senders refuse our certificate).
     if cfg.tls.mode != TlsMode::SelfSigned {
         out.push(txt(format!("_mta-sts.{fq}"), "v=STSv1", format!("v=STSv1; id={sts_id}"), true));
@@ -164,7 +189,13 @@ fn records(cfg: &Config, ips: &[IpAddr], dkim: &str, sts_id: &str, account_uri: 
     out.push(txt(fq.clone(), "v=spf1", "v=spf1 a ~all".into(), false));
     out.push(txt(format!("_dmarc.{fq}"), "v=DMARC1", "v=DMARC1;p=reject;adkim=s;aspf=s".into(), false));
     for (svc, port) in [("_submission", 587), ("_submissions", 465), ("_imap", 143), ("_imaps", 993)] {
-        out.push(rec(format!("{svc}._tcp.{fq}"), RecordType::SRV, format!("0 1 {port} {fq}"), false, Want::Srv { port, target: d.clone() }));
+        out.push(rec(
+            format!("{svc}._tcp.{fq}"),
+            RecordType::SRV,
+            format!("0 1 {port} {fq}"),
+            false,
+            Want::Srv { port, target: d.clone() },
+        ));
     }
     if cfg.tls.mode == TlsMode::Acme {
         let value = match account_uri {
@@ -181,41 +212,67 @@ fn check(want: &Want, found: &[RData]) -> Status {
     match want {
         Want::Unknown => missing,
         Want::Ip(ip) => {
-            let got: Vec<IpAddr> = found.iter().filter_map(|r| match r {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            }).collect();
+            let got: Vec<IpAddr> = found
+                .iter()
+                .filter_map(|r| match r {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .collect();
             verdict(got.contains(ip), got.iter().map(|i| i.to_string()).collect())
         }
         Want::Host(host) => {
-            let got: Vec<String> = found.iter().filter_map(|r| match r {
-                RData::MX(mx) => Some(norm(&mx.exchange.to_ascii())),
-                RData::CNAME(c) => Some(norm(&c.0.to_ascii())),
-                _ => None,
-            }).collect();
+            let got: Vec<String> = found
+                .iter()
+                .filter_map(|r| match r {
+                    RData::MX(mx) => Some(norm(&mx.exchange.to_ascii())),
+                    RData::CNAME(c) => Some(norm(&c.0.to_ascii())),
+                    _ => None,
+                })
+                .collect();
             verdict(got.iter().any(|g| g == &norm(host)), got.iter().map(|g| format!("{g}.")).collect())
         }
         Want::Txt { prefix, text } => {
-            let got: Vec<String> = found.iter().filter_map(|r| match r {
-                RData::TXT(t) => Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>()),
-                _ => None,
-            }).filter(|t| t.trim_start().to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase())).collect();
+            let got: Vec<String> = found
+                .iter()
+                .filter_map(|r| match r {
+                    RData::TXT(t) => {
+                        Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>())
+                    }
+                    _ => None,
+                })
+                .filter(|t| t.trim_start().to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase()))
+                .collect();
             verdict(got.iter().any(|g| squash(g) == squash(text)), got.iter().map(|g| format!("\"{g}\"")).collect())
         }
         Want::Srv { port, target } => {
-            let got: Vec<(u16, String)> = found.iter().filter_map(|r| match r {
-                RData::SRV(s) => Some((s.port, norm(&s.target.to_ascii()))),
-                _ => None,
-            }).collect();
-            verdict(got.iter().any(|(p, t)| p == port && t == &norm(target)), got.iter().map(|(p, t)| format!("{p} {t}.")).collect())
+            let got: Vec<(u16, String)> = found
+                .iter()
+                .filter_map(|r| match r {
+                    RData::SRV(s) => Some((s.port, norm(&s.target.to_ascii()))),
+                    _ => None,
+                })
+                .collect();
+            verdict(
+                got.iter().any(|(p, t)| p == port && t == &norm(target)),
+                got.iter().map(|(p, t)| format!("{p} {t}.")).collect(),
+            )
         }
         Want::Caa(value) => {
-            let got: Vec<String> = found.iter().filter_map(|r| match r {
-                RData::CAA(c) if c.tag.eq_ignore_ascii_case("issue") => Some(String::from_utf8_lossy(&c.value).into_owned()),
-                _ => None,
-            }).collect();
-            verdict(got.iter().any(|g| squash(g).eq_ignore_ascii_case(&squash(value))), got.iter().map(|g| format!("\"{g}\"")).collect())
+            let got: Vec<String> = found
+                .iter()
+                .filter_map(|r| match r {
+                    RData::CAA(c) if c.tag.eq_ignore_ascii_case("issue") => {
+                        Some(String::from_utf8_lossy(&c.value).into_owned())
+                    }
+                    _ => None,
+                })
+                .collect();
+            verdict(
+                got.iter().any(|g| squash(g).eq_ignore_ascii_case(&squash(value))),
+                got.iter().map(|g| format!("\"{g}\"")).collect(),
+            )
         }
     }
 }
@@ -236,8 +293,9 @@ fn dkim_txt(cfg: &Config) -> Result<String, Failure> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
     let path = cfg.dkim.key.clone().unwrap_or_else(|| crate::outbound::dkim_key::default_path(&cfg.data_dir));
-    let pem = std::fs::read_to_string(&path)
-        .map_err(|e| Failure::Runtime(format!("DKIM key {}: {e} (run `chatrelay init` or `serve` first)", path.display())))?;
+    let pem = std::fs::read_to_string(&path).map_err(|e| {
+        Failure::Runtime(format!("DKIM key {}: {e} (run `chatrelay init` or `serve` first)", path.display()))
+    })?;
     let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem)
         .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(&pem))
         .map_err(|e| Failure::Runtime(format!("DKIM key {}: not an RSA private key: {e}", path.display())))?;
@@ -250,7 +308,8 @@ fn dkim_txt(cfg: &Config) -> Result<String, Failure> {
 fn mta_sts_id(cfg: &Config) -> String {
     use sha2::{Digest, Sha256};
     let path = cfg.data_dir.join("mta-sts.id");
-    let hash: String = Sha256::digest(mta_sts_policy(&cfg.mail_domain).as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String =
+        Sha256::digest(mta_sts_policy(&cfg.mail_domain).as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Some((id, h)) = text.trim().split_once(' ')
         && h == hash
@@ -268,7 +327,8 @@ fn mta_sts_id(cfg: &Config) -> String {
 
 /// Current UTC time as YYYYmmddHHMM.
 fn now_id() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
     let day = super::accounts::day(secs.div_euclid(86_400)).replace('-', "");
     let rem = secs.rem_euclid(86_400);
     format!("{day}{:02}{:02}", rem / 3600, rem % 3600 / 60)

@@ -13,7 +13,9 @@ const TEMPLATE: &str = include_str!("../../../config/chatrelay.toml");
 pub fn run(domain: Option<String>, config: &Path, from_ini: Option<&Path>) -> Result<(), Failure> {
     let text = match (domain, from_ini) {
         (Some(_), Some(_)) => {
-            return Err(Failure::Usage("give either DOMAIN or --from-chatmail-ini (the domain comes from the ini)".into()));
+            return Err(Failure::Usage(
+                "give either DOMAIN or --from-chatmail-ini (the domain comes from the ini)".into(),
+            ));
         }
         (None, None) => {
             return Err(Failure::Usage("init needs the mail domain, e.g. `chatrelay init chat.example.org`".into()));
@@ -29,7 +31,8 @@ pub fn run(domain: Option<String>, config: &Path, from_ini: Option<&Path>) -> Re
     if config.exists() {
         return Err(Failure::Runtime(format!("{} already exists; not overwriting it", config.display())));
     }
-    let cfg = crate::config::load_str(&text, &config.display().to_string()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let cfg =
+        crate::config::load_str(&text, &config.display().to_string()).map_err(|e| Failure::Usage(e.to_string()))?;
     let key_path = cfg.dkim.key.clone().unwrap_or_else(|| dkim_key::default_path(&cfg.data_dir));
     if key_path.exists() {
         return Err(Failure::Runtime(format!("{} already exists; not overwriting it", key_path.display())));

@@ -146,7 +146,8 @@ fn init_logging() {
         }
     }
     let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -180,7 +181,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn serve(cfg: Config) -> Result<(), Failure> {
     if cfg.dkim.key.is_none() {
-        crate::outbound::dkim_key::ensure(&crate::outbound::dkim_key::default_path(&cfg.data_dir)).map_err(Failure::runtime)?;
+        crate::outbound::dkim_key::ensure(&crate::outbound::dkim_key::default_path(&cfg.data_dir))
+            .map_err(Failure::runtime)?;
     }
     let (ctx, _lock) = crate::server::build_context(cfg).map_err(Failure::runtime)?;
     crate::server::run(ctx).await.map_err(Failure::runtime)

@@ -72,7 +72,11 @@ pub fn run(cfg: Config, action: QueueAction) -> Result<(), Failure> {
             QueueAction::List => {
                 let now = now_secs();
                 for e in store.list_queue().await.map_err(Failure::runtime)? {
-                    let next = if e.next_attempt <= now { "now".to_string() } else { format!("in {}", human(e.next_attempt - now)) };
+                    let next = if e.next_attempt <= now {
+                        "now".to_string()
+                    } else {
+                        format!("in {}", human(e.next_attempt - now))
+                    };
                     let sender = if e.sender.is_empty() { "<>" } else { e.sender.as_str() };
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",

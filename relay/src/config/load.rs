@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use figment::{Figment, Provider};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
+use figment::{Figment, Provider};
 
 use super::Config;
 
@@ -138,8 +138,11 @@ mod tests {
 
     #[test]
     fn defaults_and_values() {
-        let c = load_str("mail_domain = \"x.test\"\ndelete_mails_after = \"3s\"\n[listen]\nsmtp = \"127.0.0.1:2525\"\nimap = []\n", "t.toml")
-            .expect("valid");
+        let c = load_str(
+            "mail_domain = \"x.test\"\ndelete_mails_after = \"3s\"\n[listen]\nsmtp = \"127.0.0.1:2525\"\nimap = []\n",
+            "t.toml",
+        )
+        .expect("valid");
         assert_eq!(c.mail_domain, "x.test");
         assert_eq!(c.delete_mails_after.get().as_secs(), 3);
         assert_eq!(c.listen.smtp.len(), 1);

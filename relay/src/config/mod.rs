@@ -251,7 +251,9 @@ fn addr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Erro
     list.iter()
         .map(|s| {
             s.trim().parse::<SocketAddr>().map_err(|_| {
-                serde::de::Error::custom(format!("invalid listen address {s:?}: expected IP:PORT, e.g. \"[::]:25\" or \"127.0.0.1:2525\""))
+                serde::de::Error::custom(format!(
+                    "invalid listen address {s:?}: expected IP:PORT, e.g. \"[::]:25\" or \"127.0.0.1:2525\""
+                ))
             })
         })
         .collect()
@@ -285,7 +287,9 @@ impl Config {
         if self.max_smtp_connections < 5 || self.max_imap_connections < 5 {
             errs.push("max_smtp_connections and max_imap_connections must be at least 5".into());
         }
-        if self.tls.mode == TlsMode::Files && (self.tls.cert.as_os_str().is_empty() || self.tls.key.as_os_str().is_empty()) {
+        if self.tls.mode == TlsMode::Files
+            && (self.tls.cert.as_os_str().is_empty() || self.tls.key.as_os_str().is_empty())
+        {
             errs.push("tls.mode = \"files\" needs tls.cert and tls.key".into());
         }
         if self.delivery.resolver != "system" && self.delivery.resolver.parse::<SocketAddr>().is_err() {

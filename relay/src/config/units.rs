@@ -39,10 +39,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('B' | 'b') => (&t[..t.len() - 1], 1),
         _ => (t, 1),
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number with optional K, M or G"))?;
+    let n: u64 =
+        num.trim().parse().map_err(|_| format!("invalid size {s:?}: expected a number with optional K, M or G"))?;
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
 }
 

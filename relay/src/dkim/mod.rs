@@ -42,7 +42,8 @@ pub struct Dkim {
 
 impl Dkim {
     pub fn new(cfg: &Config) -> Self {
-        let auth = crate::outbound::dns::build(&cfg.delivery.resolver, Duration::from_secs(10), false).map(MessageAuthenticator);
+        let auth = crate::outbound::dns::build(&cfg.delivery.resolver, Duration::from_secs(10), false)
+            .map(MessageAuthenticator);
         if let Err(e) = &auth {
             tracing::error!(error = %e, "dkim: no DNS resolver; incoming mail will be deferred");
         }

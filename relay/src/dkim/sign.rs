@@ -78,7 +78,12 @@ impl Signer {
             .ok_or_else(|| SignError::Key(String::new(), "no private key in PEM".into()))?;
         let spki = spki_of(der.secret_der()).map_err(|e| SignError::Key(String::new(), e))?;
         let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| SignError::Key(String::new(), e.to_string()))?;
-        Ok(Self { key: SharedKey(Arc::new(key)), spki: Arc::new(spki), domain: domain.to_string(), selector: selector.to_string() })
+        Ok(Self {
+            key: SharedKey(Arc::new(key)),
+            spki: Arc::new(spki),
+            domain: domain.to_string(),
+            selector: selector.to_string(),
+        })
     }
 
     /// The `DKIM-Signature` header (with CRLF) to prepend to `message`.

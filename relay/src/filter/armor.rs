@@ -41,9 +41,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 /// True for an armor header line `Key: value` (the key has no spaces).
 fn is_header(line: &[u8]) -> bool {
     match line.iter().position(|&c| c == b':') {
-        Some(i) if i > 0 => {
-            line[..i].iter().all(|c| c.is_ascii_graphic()) && line.get(i + 1) == Some(&b' ')
-        }
+        Some(i) if i > 0 => line[..i].iter().all(|c| c.is_ascii_graphic()) && line.get(i + 1) == Some(&b' '),
         _ => false,
     }
 }
@@ -52,13 +50,8 @@ fn is_header(line: &[u8]) -> bool {
 pub fn dearmor(input: &[u8], variant: Variant) -> Result<Vec<u8>, ArmorError> {
     let body = trim_crlf_start(input);
     let body = body.strip_prefix(BEGIN).ok_or(ArmorError::NoBegin)?;
-    let body = body
-        .strip_prefix(b"\r\n")
-        .or_else(|| body.strip_prefix(b"\n"))
-        .ok_or(ArmorError::NoBegin)?;
-    let body = trim_crlf_end(body)
-        .strip_suffix(END)
-        .ok_or(ArmorError::NoEnd)?;
+    let body = body.strip_prefix(b"\r\n").or_else(|| body.strip_prefix(b"\n")).ok_or(ArmorError::NoBegin)?;
+    let body = trim_crlf_end(body).strip_suffix(END).ok_or(ArmorError::NoEnd)?;
     let mut lines: Vec<&[u8]> = body.split(|&c| c == b'\n').map(strip_cr).collect();
     // The last element is what followed the final LF before END: empty when well formed.
     if lines.last().is_some_and(|l| l.is_empty()) {
@@ -67,18 +60,12 @@ pub fn dearmor(input: &[u8], variant: Variant) -> Result<Vec<u8>, ArmorError> {
     // Armor headers: lines before the first empty line, when they look like headers.
     let mut start = 0;
     if lines.first().is_some_and(|l| is_header(l)) {
-        let blank = lines
-            .iter()
-            .position(|l| l.is_empty())
-            .ok_or(ArmorError::Base64)?;
+        let blank = lines.iter().position(|l| l.is_empty()).ok_or(ArmorError::Base64)?;
         for l in &lines[..blank] {
             if !is_header(l) {
                 return Err(ArmorError::Base64);
             }
-            if variant == Variant::Outgoing
-                && l.len() >= 8
-                && l[..8].eq_ignore_ascii_case(b"version:")
-            {
+            if variant == Variant::Outgoing && l.len() >= 8 && l[..8].eq_ignore_ascii_case(b"version:") {
                 return Err(ArmorError::VersionHeader);
             }
         }
@@ -114,22 +101,13 @@ mod tests {
     #[test]
     fn table() {
         let ok = "-----BEGIN PGP MESSAGE-----\r\n\r\nwV4D\r\nAAAA\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n";
-        assert_eq!(
-            dearmor(ok.as_bytes(), Variant::Outgoing),
-            Ok(vec![0xc1, 0x5e, 0x03, 0, 0, 0])
-        );
+        assert_eq!(dearmor(ok.as_bytes(), Variant::Outgoing), Ok(vec![0xc1, 0x5e, 0x03, 0, 0, 0]));
         let lf = ok.replace("\r\n", "\n");
         assert!(dearmor(format!("\n\n{lf}\n\n").as_bytes(), Variant::Outgoing).is_ok());
         let no_blank = "-----BEGIN PGP MESSAGE-----\r\nwV4D\r\n-----END PGP MESSAGE-----";
-        assert_eq!(
-            dearmor(no_blank.as_bytes(), Variant::Incoming),
-            Ok(vec![0xc1, 0x5e, 0x03])
-        );
+        assert_eq!(dearmor(no_blank.as_bytes(), Variant::Incoming), Ok(vec![0xc1, 0x5e, 0x03]));
         let ver = "-----BEGIN PGP MESSAGE-----\r\nVersion: X 1\r\nComment: hi\r\n\r\nwV4D\r\n-----END PGP MESSAGE-----";
-        assert_eq!(
-            dearmor(ver.as_bytes(), Variant::Outgoing),
-            Err(ArmorError::VersionHeader)
-        );
+        assert_eq!(dearmor(ver.as_bytes(), Variant::Outgoing), Err(ArmorError::VersionHeader));
         assert!(dearmor(ver.as_bytes(), Variant::Incoming).is_ok());
         let comment = ver.replace("Version: X 1\r\n", "");
         assert!(dearmor(comment.as_bytes(), Variant::Outgoing).is_ok());
@@ -139,21 +117,9 @@ mod tests {
                 "x\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nwV4D\r\n-----END PGP MESSAGE-----",
                 ArmorError::NoBegin,
             ),
-            (
-                "no end",
-                "-----BEGIN PGP MESSAGE-----\r\n\r\nwV4D\r\n",
-                ArmorError::NoEnd,
-            ),
-            (
-                "bad pad",
-                "-----BEGIN PGP MESSAGE-----\r\n\r\nwV4\r\n-----END PGP MESSAGE-----",
-                ArmorError::Base64,
-            ),
-            (
-                "bad char",
-                "-----BEGIN PGP MESSAGE-----\r\n\r\nwV*D\r\n-----END PGP MESSAGE-----",
-                ArmorError::Base64,
-            ),
+            ("no end", "-----BEGIN PGP MESSAGE-----\r\n\r\nwV4D\r\n", ArmorError::NoEnd),
+            ("bad pad", "-----BEGIN PGP MESSAGE-----\r\n\r\nwV4\r\n-----END PGP MESSAGE-----", ArmorError::Base64),
+            ("bad char", "-----BEGIN PGP MESSAGE-----\r\n\r\nwV*D\r\n-----END PGP MESSAGE-----", ArmorError::Base64),
             (
                 "signature",
                 "-----BEGIN PGP SIGNATURE-----\r\n\r\nwV4D\r\n-----END PGP SIGNATURE-----",
@@ -161,11 +127,7 @@ mod tests {
             ),
         ];
         for (name, input, want) in bad {
-            assert_eq!(
-                dearmor(input.as_bytes(), Variant::Incoming),
-                Err(want),
-                "{name}"
-            );
+            assert_eq!(dearmor(input.as_bytes(), Variant::Incoming), Err(want), "{name}");
         }
     }
 }

@@ -13,10 +13,7 @@ fn header<'m>(msg: &'m Message<'_>, name: &'static str) -> Option<&'m str> {
 
 /// FLT-21.
 fn secure_join(msg: &Message<'_>) -> bool {
-    if !matches!(
-        header(msg, "Secure-Join"),
-        Some("vc-request" | "vg-request")
-    ) {
+    if !matches!(header(msg, "Secure-Join"), Some("vc-request" | "vg-request")) {
         return false;
     }
     if !msg.root_part().is_multipart() {
@@ -31,9 +28,7 @@ fn secure_join(msg: &Message<'_>) -> bool {
     if part.is_multipart() || !is_type(part, "text", "plain") {
         return false;
     }
-    let body = String::from_utf8_lossy(part.contents())
-        .trim()
-        .to_lowercase();
+    let body = String::from_utf8_lossy(part.contents()).trim().to_lowercase();
     body == "secure-join: vc-request" || body == "secure-join: vg-request"
 }
 

@@ -18,8 +18,7 @@ pub enum ShapeError {
 /// `type/subtype` of a part, compared case-insensitively; None without a Content-Type.
 pub fn is_type(part: &MessagePart<'_>, ty: &str, sub: &str) -> bool {
     part.content_type().is_some_and(|ct| {
-        ct.ctype().eq_ignore_ascii_case(ty)
-            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case(sub))
+        ct.ctype().eq_ignore_ascii_case(ty) && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case(sub))
     })
 }
 
@@ -42,9 +41,7 @@ pub fn pgp_payload<'m>(msg: &'m Message<'_>) -> Result<&'m [u8], ShapeError> {
     if control.is_multipart() || payload.is_multipart() {
         return Err(ShapeError::Parts);
     }
-    if !is_type(control, "application", "pgp-encrypted")
-        || control.contents().trim_ascii() != b"Version: 1"
-    {
+    if !is_type(control, "application", "pgp-encrypted") || control.contents().trim_ascii() != b"Version: 1" {
         return Err(ShapeError::Control);
     }
     if !is_type(payload, "application", "octet-stream") {

@@ -105,10 +105,7 @@ mod tests {
         };
         let base = b"Content-Type: multipart/encrypted; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nwV4D\r\n-----END PGP MESSAGE-----\r\n--b--\r\n";
         let rcpts = vec!["a@b.c".to_string()];
-        let env = Envelope {
-            mail_from: "a@b.c",
-            rcpts: &rcpts,
-        };
+        let env = Envelope { mail_from: "a@b.c", rcpts: &rcpts };
         for round in 0..3000 {
             let mut d = base.to_vec();
             for _ in 0..(next() % 6 + 1) {

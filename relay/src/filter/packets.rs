@@ -40,11 +40,7 @@ fn byte(data: &[u8], i: usize) -> Result<u8, WalkError> {
 /// Advance `pos` by `n` body bytes, refusing to run past the end.
 fn skip(data: &[u8], pos: usize, n: usize) -> Result<usize, WalkError> {
     let end = pos.checked_add(n).ok_or(WalkError::Truncated)?;
-    if end > data.len() {
-        Err(WalkError::Truncated)
-    } else {
-        Ok(end)
-    }
+    if end > data.len() { Err(WalkError::Truncated) } else { Ok(end) }
 }
 
 /// Read the packet starting at `pos` (FLT-14, FLT-15, FLT-16).
@@ -87,28 +83,19 @@ pub fn next_packet(data: &[u8], pos: usize) -> Result<Packet, WalkError> {
         let o1 = byte(data, p)?;
         match o1 {
             0..=191 => {
-                return Ok(Packet {
-                    tag,
-                    end: skip(data, p + 1, o1 as usize)?,
-                });
+                return Ok(Packet { tag, end: skip(data, p + 1, o1 as usize)? });
             }
             192..=223 => {
                 let o2 = byte(data, p + 1)? as usize;
                 let n = ((o1 as usize - 192) << 8) + o2 + 192;
-                return Ok(Packet {
-                    tag,
-                    end: skip(data, p + 2, n)?,
-                });
+                return Ok(Packet { tag, end: skip(data, p + 2, n)? });
             }
             255 => {
                 let mut n = 0usize;
                 for k in 1..=4 {
                     n = n << 8 | byte(data, p + k)? as usize;
                 }
-                return Ok(Packet {
-                    tag,
-                    end: skip(data, p + 5, n)?,
-                });
+                return Ok(Packet { tag, end: skip(data, p + 5, n)? });
             }
             224..=254 => {
                 let chunk = 1usize << (o1 & 0x1f);
@@ -169,83 +156,26 @@ mod tests {
             ("seipd alone", se.clone(), Ok(())),
             ("empty", vec![], Err(WalkError::Empty)),
             ("literal", new_hdr(11, 5), Err(WalkError::Unexpected(11))),
-            (
-                "compressed",
-                cat(&[&pk, &new_hdr(8, 5)]),
-                Err(WalkError::Unexpected(8)),
-            ),
-            (
-                "aead",
-                cat(&[&pk, &new_hdr(20, 5)]),
-                Err(WalkError::Unexpected(20)),
-            ),
-            (
-                "sed",
-                cat(&[&pk, &new_hdr(9, 5)]),
-                Err(WalkError::Unexpected(9)),
-            ),
+            ("compressed", cat(&[&pk, &new_hdr(8, 5)]), Err(WalkError::Unexpected(8))),
+            ("aead", cat(&[&pk, &new_hdr(20, 5)]), Err(WalkError::Unexpected(20))),
+            ("sed", cat(&[&pk, &new_hdr(9, 5)]), Err(WalkError::Unexpected(9))),
             ("signature", new_hdr(2, 5), Err(WalkError::Unexpected(2))),
             ("two seipd", cat(&[&se, &se]), Err(WalkError::Trailing)),
-            (
-                "trailing",
-                cat(&[&pk, &se, &[0x00]]),
-                Err(WalkError::Trailing),
-            ),
+            ("trailing", cat(&[&pk, &se, &[0x00]]), Err(WalkError::Trailing)),
             ("only pkesk", pk.clone(), Err(WalkError::NoSeipd)),
             ("bit7 clear", vec![0x41, 0], Err(WalkError::NotAHeader)),
-            (
-                "truncated body",
-                vec![0xd2, 10, 1, 2],
-                Err(WalkError::Truncated),
-            ),
-            (
-                "truncated len",
-                vec![0xd2, 255, 0],
-                Err(WalkError::Truncated),
-            ),
+            ("truncated body", vec![0xd2, 10, 1, 2], Err(WalkError::Truncated)),
+            ("truncated len", vec![0xd2, 255, 0], Err(WalkError::Truncated)),
             // Old format (tags up to 15 only, so SEIPD is always new format): PKESK with 1-, 2-
             // and 4-octet lengths; an indeterminate length runs to the end.
-            (
-                "old",
-                cat(&[
-                    &[0x84, 1, 9],
-                    &[0x85, 0, 2, 1, 2],
-                    &[0x86, 0, 0, 0, 1, 7],
-                    &[0xd2, 3, 1, 2, 3],
-                ]),
-                Ok(()),
-            ),
-            (
-                "old indeterminate",
-                vec![0x87, 9, 9, 9],
-                Err(WalkError::NoSeipd),
-            ),
-            (
-                "old literal",
-                vec![0xac, 1, 0],
-                Err(WalkError::Unexpected(11)),
-            ),
+            ("old", cat(&[&[0x84, 1, 9], &[0x85, 0, 2, 1, 2], &[0x86, 0, 0, 0, 1, 7], &[0xd2, 3, 1, 2, 3]]), Ok(())),
+            ("old indeterminate", vec![0x87, 9, 9, 9], Err(WalkError::NoSeipd)),
+            ("old literal", vec![0xac, 1, 0], Err(WalkError::Unexpected(11))),
             // Partial: 224+9 => 512-octet chunk, 224+1 => 2-octet chunk, then a final length.
-            (
-                "partial",
-                [&[0xd2, 0xe9][..], &[7; 512], &[0xe1, 7, 7, 2, 8, 8]].concat(),
-                Ok(()),
-            ),
-            (
-                "partial truncated",
-                [&[0xd2, 0xe9][..], &[7; 500]].concat(),
-                Err(WalkError::Truncated),
-            ),
-            (
-                "partial small first chunk",
-                vec![0xd2, 0xe1, 7, 7, 2, 8, 8],
-                Err(WalkError::BadPartial),
-            ),
-            (
-                "partial pkesk",
-                [&[0xc1, 0xe9][..], &[7; 512], &[0]].concat(),
-                Err(WalkError::BadPartial),
-            ),
+            ("partial", [&[0xd2, 0xe9][..], &[7; 512], &[0xe1, 7, 7, 2, 8, 8]].concat(), Ok(())),
+            ("partial truncated", [&[0xd2, 0xe9][..], &[7; 500]].concat(), Err(WalkError::Truncated)),
+            ("partial small first chunk", vec![0xd2, 0xe1, 7, 7, 2, 8, 8], Err(WalkError::BadPartial)),
+            ("partial pkesk", [&[0xc1, 0xe9][..], &[7; 512], &[0]].concat(), Err(WalkError::BadPartial)),
         ];
         for (name, data, want) in cases {
             assert_eq!(walk(&data), want, "{name}");

@@ -104,10 +104,16 @@ fn json_reply(o: Outcome) -> Response {
     match o {
         Outcome::Deleted => json(StatusCode::OK, j!({"deleted": true})),
         Outcome::Invalid => json(StatusCode::UNAUTHORIZED, j!({"reason": "invalid address or password"})),
-        Outcome::Throttled(w) => retry_after(json(StatusCode::TOO_MANY_REQUESTS, j!({"reason": "too many attempts"})), w),
-        Outcome::BadRequest => json(StatusCode::BAD_REQUEST, j!({"reason": "expected email and password as JSON or form fields"})),
+        Outcome::Throttled(w) => {
+            retry_after(json(StatusCode::TOO_MANY_REQUESTS, j!({"reason": "too many attempts"})), w)
+        }
+        Outcome::BadRequest => {
+            json(StatusCode::BAD_REQUEST, j!({"reason": "expected email and password as JSON or form fields"}))
+        }
         Outcome::TooLarge => json(StatusCode::PAYLOAD_TOO_LARGE, j!({"reason": "request too large"})),
-        Outcome::Failed => json(StatusCode::INTERNAL_SERVER_ERROR, j!({"reason": "temporarily unavailable, try again later"})),
+        Outcome::Failed => {
+            json(StatusCode::INTERNAL_SERVER_ERROR, j!({"reason": "temporarily unavailable, try again later"}))
+        }
     }
 }
 

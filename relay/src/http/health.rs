@@ -20,8 +20,12 @@ pub(crate) async fn healthz(State(ctx): State<Ctx>) -> Response {
     // "Has space": room for at least one more message of the largest allowed size.
     let need = cfg.max_message_size.bytes();
     match disk_free(&cfg.data_dir) {
-        Some(free) if free < need => return text(StatusCode::SERVICE_UNAVAILABLE, "disk: data directory is full\n".into()),
-        None => return text(StatusCode::SERVICE_UNAVAILABLE, "disk: cannot read free space of the data directory\n".into()),
+        Some(free) if free < need => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "disk: data directory is full\n".into());
+        }
+        None => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "disk: cannot read free space of the data directory\n".into());
+        }
         Some(_) => {}
     }
     text(StatusCode::OK, "ok\n".into())
@@ -35,9 +39,6 @@ pub(crate) async fn metrics(State(ctx): State<Ctx>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count accounts"),
     }
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        ctx.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], ctx.metrics.render())
         .into_response()
 }

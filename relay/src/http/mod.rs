@@ -77,11 +77,7 @@ where
         async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
     });
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEADER_BYTES);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
     let connection = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(connection);
@@ -109,4 +105,3 @@ where
     connection.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
 }
-

@@ -48,9 +48,15 @@ fn envelope(headers: &HeaderMap, max_rcpts: usize) -> Option<Envelope> {
 }
 
 /// The axum handler `routes.rs` mounts.
-pub async fn handler(State(ctx): State<Ctx>, Extension(conn): Extension<ConnInfo>, headers: HeaderMap, body: Body) -> Response {
+pub async fn handler(
+    State(ctx): State<Ctx>,
+    Extension(conn): Extension<ConnInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = ctx.config.get().max_message_size.0;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let (status, text) = if declared.is_some_and(|n| n > limit) {
         too_big(&ctx)
     } else {

@@ -51,11 +51,7 @@ fn qr_svg(text: &str) -> Option<String> {
         .light_color(svg::Color("#ffffff"))
         .build();
     let start = svg.find("<svg")?;
-    Some(svg[start..].replacen(
-        "<svg ",
-        "<svg class=\"qr\" role=\"img\" aria-label=\"QR code of the link below\" ",
-        1,
-    ))
+    Some(svg[start..].replacen("<svg ", "<svg class=\"qr\" role=\"img\" aria-label=\"QR code of the link below\" ", 1))
 }
 
 /// `GET /`.
@@ -69,8 +65,10 @@ messages, keeps them briefly and then forgets them. You get an address here with
 personal data.</p>"
     );
     if cfg.registration == Registration::Closed {
-        let body = format!("{intro}<div class=\"card\"><p><strong>Registration is closed.</strong> \
-This relay does not accept new accounts right now. Existing accounts keep working.</p></div>");
+        let body = format!(
+            "{intro}<div class=\"card\"><p><strong>Registration is closed.</strong> \
+This relay does not accept new accounts right now. Existing accounts keep working.</p></div>"
+        );
         return respond(StatusCode::OK, page(&cfg.mail_domain, "Chatmail relay", &body));
     }
     let self_signed = cfg.tls.mode == TlsMode::SelfSigned;
@@ -79,7 +77,14 @@ This relay does not accept new accounts right now. Existing accounts keep workin
             Ok(c) => dclogin_url(&cfg, &c, &request_host(&cfg, &headers, &uri)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot generate credentials");
-                return respond(StatusCode::SERVICE_UNAVAILABLE, page(&cfg.mail_domain, "Unavailable", "<h1>Temporarily unavailable</h1><p>Please try again later.</p>"));
+                return respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    page(
+                        &cfg.mail_domain,
+                        "Unavailable",
+                        "<h1>Temporarily unavailable</h1><p>Please try again later.</p>",
+                    ),
+                );
             }
         }
     } else {

@@ -23,7 +23,11 @@ fn contacts(c: &Config) -> String {
         .filter(|(_, v)| !v.trim().is_empty())
         .map(|(k, v)| format!("<tr><th scope=\"row\">{k}</th><td>{}</td></tr>", esc(v.trim()).replace('\n', "<br>")))
         .collect();
-    if items.is_empty() { String::new() } else { format!("<h2>Who is responsible</h2><table><tbody>{items}</tbody></table>") }
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("<h2>Who is responsible</h2><table><tbody>{items}</tbody></table>")
+    }
 }
 
 fn data_table(c: &Config) -> String {
@@ -32,21 +36,49 @@ fn data_table(c: &Config) -> String {
     let inactive = period(c.delete_inactive_users_after.get());
     let queue = period(c.delivery.queue_lifetime.get());
     let rows: [(&str, String, String); 10] = [
-        ("Account", "address, password hash (argon2id), creation day, last-login day, cleartext-allowed flag".into(),
-            format!("until deleted by you or the operator, or {inactive} after the last login")),
-        ("Messages", "end-to-end encrypted messages as received, with flags and arrival time".into(),
-            format!("at most {mails}; seen messages over {} at most {large}; oldest first when the mailbox passes 75 % of {}; usually deleted by your device right after download",
-                size(c.large_message_size.bytes()), size(c.max_mailbox_size.bytes()))),
-        ("Push tokens", "opaque tokens encrypted for the notification proxy".into(),
-            "90 days after your device last set them, or until the proxy reports them invalid".into()),
+        (
+            "Account",
+            "address, password hash (argon2id), creation day, last-login day, cleartext-allowed flag".into(),
+            format!("until deleted by you or the operator, or {inactive} after the last login"),
+        ),
+        (
+            "Messages",
+            "end-to-end encrypted messages as received, with flags and arrival time".into(),
+            format!(
+                "at most {mails}; seen messages over {} at most {large}; oldest first when the mailbox passes 75 % of {}; usually deleted by your device right after download",
+                size(c.large_message_size.bytes()),
+                size(c.max_mailbox_size.bytes())
+            ),
+        ),
+        (
+            "Push tokens",
+            "opaque tokens encrypted for the notification proxy".into(),
+            "90 days after your device last set them, or until the proxy reports them invalid".into(),
+        ),
         ("Pending push notifications", "account reference and token".into(), "at most 5 hours".into()),
         ("Outgoing queue", "encrypted message, sender, recipients".into(), format!("until delivered, at most {queue}")),
-        ("Tombstones", "keyed hash of a deleted address, nothing else".into(), "forever, so the address is never reused".into()),
+        (
+            "Tombstones",
+            "keyed hash of a deleted address, nothing else".into(),
+            "forever, so the address is never reused".into(),
+        ),
         ("MTA-STS cache", "policies of remote mail domains".into(), "until their max_age".into()),
-        ("Keys", "DKIM key, TLS key and certificate, ACME account key, keyed-hash secret".into(), "until the operator removes them".into()),
-        ("Memory only", "rate-limit and connection counters keyed by IP address; password-verification cache keyed by a keyed hash".into(),
-            "seconds to minutes; the cache at most 1 hour".into()),
-        ("Logs", "service events, never IP addresses or message contents".into(), "3 days in RAM with the recommended settings".into()),
+        (
+            "Keys",
+            "DKIM key, TLS key and certificate, ACME account key, keyed-hash secret".into(),
+            "until the operator removes them".into(),
+        ),
+        (
+            "Memory only",
+            "rate-limit and connection counters keyed by IP address; password-verification cache keyed by a keyed hash"
+                .into(),
+            "seconds to minutes; the cache at most 1 hour".into(),
+        ),
+        (
+            "Logs",
+            "service events, never IP addresses or message contents".into(),
+            "3 days in RAM with the recommended settings".into(),
+        ),
     ];
     let body: String = rows
         .iter()

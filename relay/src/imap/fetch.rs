@@ -31,7 +31,13 @@ pub fn imap_date(ts: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!("\"{d:02}-{}-{y:04} {:02}:{:02}:{:02} +0000\"", MON[(m - 1) as usize], secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "\"{d:02}-{}-{y:04} {:02}:{:02}:{:02} +0000\"",
+        MON[(m - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn is_header_only(n: &MessageDataItemName<'_>) -> bool {
@@ -40,7 +46,12 @@ fn is_header_only(n: &MessageDataItemName<'_>) -> bool {
         n,
         N::Envelope
             | N::Rfc822Header
-            | N::BodyExt { section: Some(Section::Header(None) | Section::HeaderFields(None, _) | Section::HeaderFieldsNot(None, _)), .. }
+            | N::BodyExt {
+                section: Some(
+                    Section::Header(None) | Section::HeaderFields(None, _) | Section::HeaderFieldsNot(None, _)
+                ),
+                ..
+            }
     )
 }
 
@@ -54,8 +65,12 @@ fn needs_content(n: &MessageDataItemName<'_>) -> bool {
 }
 
 fn section_label(s: &Option<Section<'_>>) -> String {
-    let path = |p: &imap_codec::imap_types::fetch::Part| p.0.as_ref().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".");
-    let pre = |p: &Option<imap_codec::imap_types::fetch::Part>| p.as_ref().map(|p| format!("{}.", path(p))).unwrap_or_default();
+    let path = |p: &imap_codec::imap_types::fetch::Part| {
+        p.0.as_ref().iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".")
+    };
+    let pre = |p: &Option<imap_codec::imap_types::fetch::Part>| {
+        p.as_ref().map(|p| format!("{}.", path(p))).unwrap_or_default()
+    };
     let names = |l: &[imap_codec::imap_types::core::AString<'_>]| {
         l.iter().map(|a| String::from_utf8_lossy(a.as_ref()).to_ascii_uppercase()).collect::<Vec<_>>().join(" ")
     };
@@ -85,7 +100,8 @@ fn section_bytes(raw: &[u8], s: &Option<Section<'_>>) -> Vec<u8> {
         Some((part.start, part.body, part.end))
     };
     let filter = |hdr: &[u8], names: &[imap_codec::imap_types::core::AString<'_>], keep: bool| {
-        let want: Vec<String> = names.iter().map(|a| String::from_utf8_lossy(a.as_ref()).to_ascii_lowercase()).collect();
+        let want: Vec<String> =
+            names.iter().map(|a| String::from_utf8_lossy(a.as_ref()).to_ascii_lowercase()).collect();
         let mut out = Vec::new();
         for (name, r) in mime::fields(hdr) {
             if want.contains(&name) == keep {
@@ -99,8 +115,12 @@ fn section_bytes(raw: &[u8], s: &Option<Section<'_>>) -> Vec<u8> {
         None => raw.to_vec(),
         Some(Section::Header(p)) => msg_of(p).map(|(a, b, _)| raw[a..b].to_vec()).unwrap_or_default(),
         Some(Section::Text(p)) => msg_of(p).map(|(_, b, e)| raw[b..e].to_vec()).unwrap_or_default(),
-        Some(Section::HeaderFields(p, l)) => msg_of(p).map(|(a, b, _)| filter(&raw[a..b], l.as_ref(), true)).unwrap_or_default(),
-        Some(Section::HeaderFieldsNot(p, l)) => msg_of(p).map(|(a, b, _)| filter(&raw[a..b], l.as_ref(), false)).unwrap_or_default(),
+        Some(Section::HeaderFields(p, l)) => {
+            msg_of(p).map(|(a, b, _)| filter(&raw[a..b], l.as_ref(), true)).unwrap_or_default()
+        }
+        Some(Section::HeaderFieldsNot(p, l)) => {
+            msg_of(p).map(|(a, b, _)| filter(&raw[a..b], l.as_ref(), false)).unwrap_or_default()
+        }
         Some(Section::Part(p)) => {
             let path: Vec<u32> = p.0.as_ref().iter().map(|n| n.get()).collect();
             root.find(&path).map(|x| raw[x.body..x.end].to_vec()).unwrap_or_default()
@@ -119,7 +139,9 @@ fn literal(out: &mut Vec<u8>, data: &[u8]) {
 
 pub async fn fetch(s: &mut Session, set: &SequenceSet, items: MacroOrMessageDataItemNames<'_>, uid: bool) -> Reply {
     let names: Vec<MessageDataItemName<'_>> = match items {
-        MacroOrMessageDataItemNames::Macro(m) => m.expand().into_iter().map(imap_codec::imap_types::IntoStatic::into_static).collect(),
+        MacroOrMessageDataItemNames::Macro(m) => {
+            m.expand().into_iter().map(imap_codec::imap_types::IntoStatic::into_static).collect()
+        }
         MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
     };
     if names.iter().any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
@@ -135,7 +157,14 @@ pub async fn fetch(s: &mut Session, set: &SequenceSet, items: MacroOrMessageData
     };
     // Non-PEEK body fetches set \Seen (RFC 3501 6.4.5).
     let sets_seen = !sel.read_only
-        && names.iter().any(|n| matches!(n, MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text | MessageDataItemName::BodyExt { peek: false, .. }));
+        && names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Text
+                    | MessageDataItemName::BodyExt { peek: false, .. }
+            )
+        });
     let mut seen_now: Vec<u32> = Vec::new();
     if sets_seen {
         let unseen: Vec<u32> = metas.iter().filter(|m| !m.flags.has(Flags::SEEN)).map(|m| m.uid).collect();
@@ -157,9 +186,17 @@ pub async fn fetch(s: &mut Session, set: &SequenceSet, items: MacroOrMessageData
             Some(sel) => (sel.msgs[i].flags, sel.msgs[i].kw.clone(), sel.msgs[i].recent),
             None => continue,
         };
-        if write_one(s, i + 1, &m, &names, uid, flags_string(flags, kw.as_deref(), recent), !want_flags && seen_now.contains(&m.uid))
-            .await
-            .is_err()
+        if write_one(
+            s,
+            i + 1,
+            &m,
+            &names,
+            uid,
+            flags_string(flags, kw.as_deref(), recent),
+            !want_flags && seen_now.contains(&m.uid),
+        )
+        .await
+        .is_err()
         {
             return Reply::Close;
         }
@@ -221,9 +258,13 @@ async fn write_one(
             N::Flags => out.extend_from_slice(format!("FLAGS {flags}").as_bytes()),
             N::InternalDate => out.extend_from_slice(format!("INTERNALDATE {}", imap_date(m.internal_date)).as_bytes()),
             N::Rfc822Size => out.extend_from_slice(format!("RFC822.SIZE {}", m.size).as_bytes()),
-            N::Envelope => out.extend_from_slice(format!("ENVELOPE {}", mime::envelope(&raw[..mime::split(&raw)])).as_bytes()),
+            N::Envelope => {
+                out.extend_from_slice(format!("ENVELOPE {}", mime::envelope(&raw[..mime::split(&raw)])).as_bytes())
+            }
             N::Body => out.extend_from_slice(format!("BODY {}", mime::parse(&raw).structure(&raw, false)).as_bytes()),
-            N::BodyStructure => out.extend_from_slice(format!("BODYSTRUCTURE {}", mime::parse(&raw).structure(&raw, true)).as_bytes()),
+            N::BodyStructure => {
+                out.extend_from_slice(format!("BODYSTRUCTURE {}", mime::parse(&raw).structure(&raw, true)).as_bytes())
+            }
             N::Rfc822 | N::BodyExt { section: None, partial: None, .. } if stream_whole => {
                 let label = if matches!(n, N::Rfc822) { "RFC822".to_string() } else { "BODY[]".to_string() };
                 streams.push((parts.len(), label));

@@ -170,7 +170,13 @@ pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemNam
 }
 
 /// APPEND: stored as given, no filter, no push (IMAP-21); quota checked (IMAP-23).
-pub async fn append(s: &mut Session, m: &Mailbox<'_>, flags: &[Flag<'_>], date: Option<DateTime>, msg: LiteralOrLiteral8<'_>) -> Reply {
+pub async fn append(
+    s: &mut Session,
+    m: &Mailbox<'_>,
+    flags: &[Flag<'_>],
+    date: Option<DateTime>,
+    msg: LiteralOrLiteral8<'_>,
+) -> Reply {
     let Some(name) = name_of(m) else { return Reply::Done(r::NO_NAME.into()) };
     let acc = account(s);
     let info = match s.ctx.store.mailbox(acc, &name).await {

@@ -178,7 +178,9 @@ pub async fn set(s: &mut Session, m: &Mailbox<'_>, values: &[EntryValue<'_>]) ->
         let name = String::from_utf8_lossy(ev.entry.as_ref()).to_ascii_lowercase();
         let val = value_bytes(&ev.value);
         if name != TOKEN_ENTRY {
-            return Reply::Done(if name.starts_with("/private/") { r::META_NOPRIVATE } else { r::META_PERMISSION }.into());
+            return Reply::Done(
+                if name.starts_with("/private/") { r::META_NOPRIVATE } else { r::META_PERMISSION }.into(),
+            );
         }
         if let Some(v) = val {
             if v.len() > MAX_VALUE {

@@ -115,7 +115,10 @@ fn parse_range(raw: &[u8], start: usize, end: usize, depth: u32) -> Part {
     }
     if p.ctype == "multipart" {
         if let Some(b) = p.params.iter().find(|(k, _)| k == "boundary").map(|(_, v)| format!("--{v}")) {
-            p.children = split_multipart(raw, body, end, b.as_bytes()).into_iter().map(|(s, e)| parse_range(raw, s, e, depth + 1)).collect();
+            p.children = split_multipart(raw, body, end, b.as_bytes())
+                .into_iter()
+                .map(|(s, e)| parse_range(raw, s, e, depth + 1))
+                .collect();
         }
     } else if p.ctype == "message" && p.subtype == "rfc822" {
         p.inner = Some(Box::new(parse_range(raw, body, end, depth + 1)));
@@ -177,7 +180,8 @@ impl Part {
         if self.params.is_empty() {
             return "NIL".into();
         }
-        let v: Vec<String> = self.params.iter().map(|(k, v)| format!("{} {}", q(&k.to_ascii_uppercase()), q(v))).collect();
+        let v: Vec<String> =
+            self.params.iter().map(|(k, v)| format!("{} {}", q(&k.to_ascii_uppercase()), q(v))).collect();
         format!("({})", v.join(" "))
     }
 
@@ -201,7 +205,8 @@ impl Part {
         let header = &raw[self.start..self.body];
         let id = field_value(header, "content-id");
         let desc = field_value(header, "content-description");
-        let enc = field_value(header, "content-transfer-encoding").unwrap_or_else(|| "7BIT".into()).to_ascii_uppercase();
+        let enc =
+            field_value(header, "content-transfer-encoding").unwrap_or_else(|| "7BIT".into()).to_ascii_uppercase();
         let size = self.end - self.body;
         let mut s = format!(
             "({} {} {} {} {} {} {}",
@@ -226,7 +231,13 @@ impl Part {
                 let params = if p.is_empty() {
                     "NIL".to_string()
                 } else {
-                    format!("({})", p.iter().map(|(k, v)| format!("{} {}", q(&k.to_ascii_uppercase()), q(v))).collect::<Vec<_>>().join(" "))
+                    format!(
+                        "({})",
+                        p.iter()
+                            .map(|(k, v)| format!("{} {}", q(&k.to_ascii_uppercase()), q(v)))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
                 };
                 format!("({} {params})", q(&d.to_ascii_uppercase()))
             });

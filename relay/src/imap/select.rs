@@ -32,7 +32,10 @@ pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> 
     if let Some(i) = sel.msgs.iter().position(|m| m.flags & Flags::SEEN == 0) {
         out.push_str(&format!("* OK [UNSEEN {}] First unseen.\r\n", i + 1));
     }
-    out.push_str(&format!("* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {uidnext}] Predicted next UID\r\n", sel.uidvalidity));
+    out.push_str(&format!(
+        "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {uidnext}] Predicted next UID\r\n",
+        sel.uidvalidity
+    ));
     s.untagged(&out);
     s.sel = Some(sel);
     Reply::Done(if read_only { r::OK_EXAMINE } else { r::OK_SELECT }.into())
@@ -69,7 +72,8 @@ pub async fn expunge(s: &mut Session, only: Option<&SequenceSet>) -> Reply {
         Some(set) => sel.resolve(set, true),
         None => (0..sel.msgs.len()).collect(),
     };
-    let uids: Vec<u32> = idx.into_iter().map(|i| &sel.msgs[i]).filter(|m| m.flags & Flags::DELETED != 0).map(|m| m.uid).collect();
+    let uids: Vec<u32> =
+        idx.into_iter().map(|i| &sel.msgs[i]).filter(|m| m.flags & Flags::DELETED != 0).map(|m| m.uid).collect();
     if !uids.is_empty() && s.ctx.store.expunge(acc, sel.id, uids).await.is_err() {
         return Reply::Done(r::NO_TEMP.into());
     }

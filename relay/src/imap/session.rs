@@ -99,10 +99,43 @@ fn raw_word(buf: &[u8], n: usize) -> String {
 }
 
 const KNOWN: &[&str] = &[
-    "CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "SELECT", "EXAMINE", "CREATE", "DELETE",
-    "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE",
-    "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "COMPRESS", "GETQUOTA", "GETQUOTAROOT",
-    "SETQUOTA", "ID", "NAMESPACE", "GETMETADATA", "SETMETADATA",
+    "CAPABILITY",
+    "NOOP",
+    "LOGOUT",
+    "STARTTLS",
+    "AUTHENTICATE",
+    "LOGIN",
+    "SELECT",
+    "EXAMINE",
+    "CREATE",
+    "DELETE",
+    "RENAME",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "LIST",
+    "LSUB",
+    "STATUS",
+    "APPEND",
+    "CHECK",
+    "CLOSE",
+    "UNSELECT",
+    "EXPUNGE",
+    "SEARCH",
+    "FETCH",
+    "STORE",
+    "COPY",
+    "MOVE",
+    "UID",
+    "IDLE",
+    "ENABLE",
+    "COMPRESS",
+    "GETQUOTA",
+    "GETQUOTAROOT",
+    "SETQUOTA",
+    "ID",
+    "NAMESPACE",
+    "GETMETADATA",
+    "SETMETADATA",
 ];
 
 impl Session {
@@ -226,16 +259,15 @@ impl Session {
             Err(_) => {
                 let tag = raw_tag(buf);
                 let word = raw_word(buf, 1);
-                let text = if word.is_empty() || !KNOWN.contains(&word.as_str()) { r::BAD_UNKNOWN } else { r::BAD_SYNTAX };
+                let text =
+                    if word.is_empty() || !KNOWN.contains(&word.as_str()) { r::BAD_UNKNOWN } else { r::BAD_SYNTAX };
                 self.untagged(&format!("{tag} {text}\r\n"));
                 return true;
             }
         };
         let tag = cmd.tag.as_ref().to_string();
-        let allow_expunge = !matches!(
-            cmd.body,
-            CommandBody::Fetch { .. } | CommandBody::Store { .. } | CommandBody::Search { .. }
-        );
+        let allow_expunge =
+            !matches!(cmd.body, CommandBody::Fetch { .. } | CommandBody::Store { .. } | CommandBody::Search { .. });
         let reply = self.dispatch(&tag, cmd).await;
         match reply {
             Reply::Done(text) => {
@@ -308,15 +340,25 @@ impl Session {
             B::Rename { from, to } => super::mailboxes::rename(self, &from, &to).await,
             B::Subscribe { mailbox } => super::mailboxes::subscribe(self, &mailbox, true).await,
             B::Unsubscribe { mailbox } => super::mailboxes::subscribe(self, &mailbox, false).await,
-            B::List { reference, mailbox_wildcard } => super::mailboxes::list(self, &reference, &mailbox_wildcard, false).await,
-            B::Lsub { reference, mailbox_wildcard } => super::mailboxes::list(self, &reference, &mailbox_wildcard, true).await,
+            B::List { reference, mailbox_wildcard } => {
+                super::mailboxes::list(self, &reference, &mailbox_wildcard, false).await
+            }
+            B::Lsub { reference, mailbox_wildcard } => {
+                super::mailboxes::list(self, &reference, &mailbox_wildcard, true).await
+            }
             B::Status { mailbox, item_names } => super::mailboxes::status(self, &mailbox, &item_names).await,
-            B::Append { mailbox, flags, date, message } => super::mailboxes::append(self, &mailbox, &flags, date, message).await,
+            B::Append { mailbox, flags, date, message } => {
+                super::mailboxes::append(self, &mailbox, &flags, date, message).await
+            }
             B::GetQuota { root } => super::quota::get_quota(self, root.as_ref()).await,
             B::GetQuotaRoot { mailbox } => super::quota::get_quota_root(self, &mailbox).await,
             B::SetQuota { .. } => Reply::Done(r::NO_SETQUOTA.into()),
-            B::GetMetadata { options, mailbox, entries } => super::metadata::get(self, &options, &mailbox, entries.as_ref()).await,
-            B::SetMetadata { mailbox, entry_values } => super::metadata::set(self, &mailbox, entry_values.as_ref()).await,
+            B::GetMetadata { options, mailbox, entries } => {
+                super::metadata::get(self, &options, &mailbox, entries.as_ref()).await
+            }
+            B::SetMetadata { mailbox, entry_values } => {
+                super::metadata::set(self, &mailbox, entry_values.as_ref()).await
+            }
             _ if self.sel.is_none() => Reply::Done(r::BAD_STATE_SELECTED.into()),
             B::Close => super::select::close(self, true).await,
             B::Unselect => super::select::close(self, false).await,
@@ -328,9 +370,15 @@ impl Session {
             B::Store { sequence_set, kind, response, flags, uid, .. } => {
                 super::store::store(self, &sequence_set, kind, response, &flags, uid).await
             }
-            B::Search { charset, criteria, uid } => super::search::search(self, charset.as_ref(), criteria.as_ref(), uid).await,
-            B::Copy { sequence_set, mailbox, uid } => super::copy_move::copy_move(self, &sequence_set, &mailbox, uid, false).await,
-            B::Move { sequence_set, mailbox, uid } => super::copy_move::copy_move(self, &sequence_set, &mailbox, uid, true).await,
+            B::Search { charset, criteria, uid } => {
+                super::search::search(self, charset.as_ref(), criteria.as_ref(), uid).await
+            }
+            B::Copy { sequence_set, mailbox, uid } => {
+                super::copy_move::copy_move(self, &sequence_set, &mailbox, uid, false).await
+            }
+            B::Move { sequence_set, mailbox, uid } => {
+                super::copy_move::copy_move(self, &sequence_set, &mailbox, uid, true).await
+            }
             _ => Reply::Done(r::BAD_UNKNOWN.into()),
         }
     }

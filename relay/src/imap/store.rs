@@ -27,7 +27,14 @@ pub fn flag_bits(flags: &[Flag<'_>]) -> (u32, Vec<String>) {
     (bits, kws)
 }
 
-pub async fn store(s: &mut Session, set: &SequenceSet, kind: StoreType, resp: StoreResponse, flags: &[Flag<'_>], uid: bool) -> Reply {
+pub async fn store(
+    s: &mut Session,
+    set: &SequenceSet,
+    kind: StoreType,
+    resp: StoreResponse,
+    flags: &[Flag<'_>],
+    uid: bool,
+) -> Reply {
     let Some(acc) = s.account.as_ref().map(|a| a.id) else { return Reply::Done(r::BAD_STATE_AUTH.into()) };
     let Some(sel) = s.sel.as_mut() else { return Reply::Done(r::BAD_STATE_SELECTED.into()) };
     if sel.read_only {

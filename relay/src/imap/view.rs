@@ -83,10 +83,7 @@ impl Selected {
     pub async fn open(store: &Store, id: MailboxId, read_only: bool) -> Result<(Self, u32), StoreError> {
         let info = store.mailbox_by_id(id).await?.ok_or(StoreError::NotFound)?;
         let rows = store.messages(id).await?;
-        let msgs = rows
-            .iter()
-            .map(|m| ViewMsg::from_meta(m, !read_only && claim_recent(id, m.uid)))
-            .collect();
+        let msgs = rows.iter().map(|m| ViewMsg::from_meta(m, !read_only && claim_recent(id, m.uid))).collect();
         let uidnext = info.uidnext;
         let msgs: Vec<ViewMsg> = msgs;
         let n_recent = msgs.iter().filter(|m| m.recent).count();
@@ -178,7 +175,13 @@ impl Selected {
                     if v.flags != m.flags.0 || v.kw.as_deref() != kw {
                         v.flags = m.flags.0;
                         v.kw = kw.map(Into::into);
-                        let _ = write!(out, "* {} FETCH (UID {} FLAGS {})\r\n", i + 1, m.uid, flags_string(v.flags, v.kw.as_deref(), v.recent));
+                        let _ = write!(
+                            out,
+                            "* {} FETCH (UID {} FLAGS {})\r\n",
+                            i + 1,
+                            m.uid,
+                            flags_string(v.flags, v.kw.as_deref(), v.recent)
+                        );
                     }
                 }
                 Err(i) if i == self.msgs.len() => {
@@ -220,7 +223,8 @@ mod tests {
         let mut results = Vec::new();
         for target in [1usize, 1000] {
             let have = store.messages(inbox.id).await.expect("rows").len();
-            let jobs = (have..target).map(|_| store.append(acc.id, inbox.id, blob.clone(), 17, 0, 0, Vec::new(), u64::MAX));
+            let jobs =
+                (have..target).map(|_| store.append(acc.id, inbox.id, blob.clone(), 17, 0, 0, Vec::new(), u64::MAX));
             for r in futures::future::join_all(jobs).await {
                 r.expect("append");
             }

@@ -74,8 +74,12 @@ impl Transport {
         let all = |r: RcptResult| rcpts.iter().map(|x| (x.clone(), r.clone())).collect::<Vec<_>>();
         let mut hosts = match mx::resolve(&self.resolver, domain).await {
             Ok(h) => h,
-            Err(MxError::Permanent(t)) => return AttemptResult { rcpts: all(RcptResult::Permanent(t)), transport: "smtp" },
-            Err(MxError::Temporary(t)) => return AttemptResult { rcpts: all(RcptResult::Temporary(t)), transport: "smtp" },
+            Err(MxError::Permanent(t)) => {
+                return AttemptResult { rcpts: all(RcptResult::Permanent(t)), transport: "smtp" };
+            }
+            Err(MxError::Temporary(t)) => {
+                return AttemptResult { rcpts: all(RcptResult::Temporary(t)), transport: "smtp" };
+            }
         };
         // DLV-30, DLV-31, DLV-33: an MTA-STS policy limits hosts and certificates for both transports.
         let policy = mta_sts::policy_for(self, &ctx.store, cfg.delivery.https_port, domain).await;
@@ -88,7 +92,10 @@ impl Transport {
             if enforce {
                 hosts.retain(|h| p.allows(&h.name));
                 if hosts.is_empty() {
-                    return AttemptResult { rcpts: all(RcptResult::Temporary(reply::mta_sts_no_mx(domain))), transport: "smtp" };
+                    return AttemptResult {
+                        rcpts: all(RcptResult::Temporary(reply::mta_sts_no_mx(domain))),
+                        transport: "smtp",
+                    };
                 }
             }
         }
@@ -154,6 +161,9 @@ impl Transport {
                 }
             }
         }
-        AttemptResult { rcpts: all(RcptResult::Temporary(reply::all_hosts_failed(&last.0, &last.1))), transport: "smtp" }
+        AttemptResult {
+            rcpts: all(RcptResult::Temporary(reply::all_hosts_failed(&last.0, &last.1))),
+            transport: "smtp",
+        }
     }
 }

@@ -34,14 +34,22 @@ fn header_section(message: &[u8]) -> &[u8] {
 }
 
 /// Build the DSN for `failed` (recipient, last reply) of `entry`.
-pub fn build(mail_domain: &str, entry: &QueueEntry, failed: &[(String, String)], original: &[u8]) -> Result<Vec<u8>, BounceError> {
+pub fn build(
+    mail_domain: &str,
+    entry: &QueueEntry,
+    failed: &[(String, String)],
+    original: &[u8],
+) -> Result<Vec<u8>, BounceError> {
     let mut human = String::from(
         "This is the mail delivery system. Your message could not be delivered to the following recipients:\r\n\r\n",
     );
     for (r, reply) in failed {
         human.push_str(&format!("  <{r}>: {reply}\r\n"));
     }
-    let mut status = format!("Reporting-MTA: dns; {mail_domain}\r\nArrival-Date: {}\r\n", httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(entry.created_at.max(0) as u64)));
+    let mut status = format!(
+        "Reporting-MTA: dns; {mail_domain}\r\nArrival-Date: {}\r\n",
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(entry.created_at.max(0) as u64))
+    );
     for (r, reply) in failed {
         let code = reply.get(..3).unwrap_or("500");
         let enhanced = reply
@@ -58,7 +66,8 @@ pub fn build(mail_domain: &str, entry: &QueueEntry, failed: &[(String, String)],
     let headers = String::from_utf8_lossy(header_section(original)).into_owned();
     let enc = |s: &str| if s.is_ascii() { "7bit" } else { "8bit" };
     let parts = vec![
-        MimePart::new(ContentType::new("text/plain").attribute("charset", "utf-8"), human.clone()).transfer_encoding(enc(&human)),
+        MimePart::new(ContentType::new("text/plain").attribute("charset", "utf-8"), human.clone())
+            .transfer_encoding(enc(&human)),
         MimePart::new(ContentType::new("message/delivery-status"), status.clone()).transfer_encoding(enc(&status)),
         MimePart::new(ContentType::new("text/rfc822-headers"), headers.clone()).transfer_encoding(enc(&headers)),
     ];
@@ -80,7 +89,12 @@ pub fn build(mail_domain: &str, entry: &QueueEntry, failed: &[(String, String)],
 }
 
 /// Bounce `failed` recipients of `entry` to its local sender.
-pub async fn send(ctx: &Ctx, entry: &QueueEntry, failed: &[(String, String)], original: &[u8]) -> Result<(), BounceError> {
+pub async fn send(
+    ctx: &Ctx,
+    entry: &QueueEntry,
+    failed: &[(String, String)],
+    original: &[u8],
+) -> Result<(), BounceError> {
     if entry.sender.is_empty() {
         return Err(BounceError::NoSender);
     }

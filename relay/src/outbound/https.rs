@@ -105,7 +105,9 @@ fn parse_response(resp: &[u8]) -> Option<(u16, String)> {
     let status_line = lines.next()?;
     let status: u16 = status_line.split_whitespace().nth(1)?.parse().ok()?;
     let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"))
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+        })
     });
     let raw = &resp[end + 4..];
     let body = if chunked { dechunk(raw) } else { raw.to_vec() };
@@ -136,7 +138,10 @@ mod tests {
     fn dlv20_mapping() {
         assert!(matches!(classify(200, "250 OK"), HttpsOutcome::Final(RcptResult::Delivered(_))));
         assert!(matches!(classify(400, "550 5.1.1 no"), HttpsOutcome::Final(RcptResult::Permanent(_))));
-        assert!(matches!(classify(413, "552 Message exceeds maximum size"), HttpsOutcome::Final(RcptResult::Permanent(_))));
+        assert!(matches!(
+            classify(413, "552 Message exceeds maximum size"),
+            HttpsOutcome::Final(RcptResult::Permanent(_))
+        ));
         assert!(matches!(classify(400, "451 4.3.0 Local error"), HttpsOutcome::Final(RcptResult::Temporary(_))));
         assert!(matches!(classify(400, "bad"), HttpsOutcome::NoHttps(_)));
         assert!(matches!(classify(404, "550 x"), HttpsOutcome::NoHttps(_)));

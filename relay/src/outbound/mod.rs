@@ -180,7 +180,11 @@ pub async fn process(ctx: &Ctx, transport: &Arc<Transport>, entry: QueueEntry) {
         Vec::new()
     } else if expired {
         // DLV-6: give up with the last error.
-        let last = if entry.last_error.is_empty() { "421 4.4.7 Delivery time expired".to_string() } else { entry.last_error.clone() };
+        let last = if entry.last_error.is_empty() {
+            "421 4.4.7 Delivery time expired".to_string()
+        } else {
+            entry.last_error.clone()
+        };
         pending.iter().map(|r| (r.clone(), RcptResult::Permanent(last.clone()))).collect()
     } else {
         match sign(ctx, &original).await {
@@ -192,7 +196,10 @@ pub async fn process(ctx: &Ctx, transport: &Arc<Transport>, entry: QueueEntry) {
                         RcptResult::Permanent(_) => "bounced",
                         RcptResult::Temporary(_) => "deferred",
                     };
-                    ctx.metrics.delivery_attempts.get_or_create(&vec![("transport", r.transport), ("result", result)]).inc();
+                    ctx.metrics
+                        .delivery_attempts
+                        .get_or_create(&vec![("transport", r.transport), ("result", result)])
+                        .inc();
                 }
                 r.rcpts
             }
@@ -251,7 +258,18 @@ mod tests {
 
     #[test]
     fn dlv5_schedule_with_jitter() {
-        for (attempts, base) in [(0u32, 60i64), (1, 300), (2, 900), (3, 1800), (4, 3600), (5, 7200), (6, 14_400), (7, 28_800), (8, 28_800), (50, 28_800)] {
+        for (attempts, base) in [
+            (0u32, 60i64),
+            (1, 300),
+            (2, 900),
+            (3, 1800),
+            (4, 3600),
+            (5, 7200),
+            (6, 14_400),
+            (7, 28_800),
+            (8, 28_800),
+            (50, 28_800),
+        ] {
             for _ in 0..20 {
                 let d = retry_delay(attempts);
                 assert!(d >= base && d <= base + base / 10, "attempt {attempts}: {d}");

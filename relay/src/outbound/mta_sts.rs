@@ -79,7 +79,10 @@ fn txt_id(record: &str) -> Option<String> {
     if parts.next()? != "v=STSv1" {
         return None;
     }
-    parts.find_map(|p| p.strip_prefix("id=")).map(str::to_string).filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
+    parts
+        .find_map(|p| p.strip_prefix("id="))
+        .map(str::to_string)
+        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 fn unexpired(c: &CachedPolicy, now: i64) -> bool {
@@ -99,7 +102,9 @@ pub async fn policy_for(t: &Transport, store: &Store, https_port: u16, domain: &
     let txt_name = format!("_mta-sts.{}.", domain.trim_end_matches('.'));
     let id = match t.resolver.txt_lookup(txt_name.as_str()).await {
         Ok(l) => l.answers().iter().find_map(|r| match &r.data {
-            RData::TXT(txt) => txt_id(&txt.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>()),
+            RData::TXT(txt) => {
+                txt_id(&txt.txt_data.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<String>())
+            }
             _ => None,
         }),
         Err(_) => None,
@@ -133,7 +138,14 @@ async fn fetch(t: &Transport, port: u16, domain: &str) -> Result<String, String>
     let head = format!("GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let mut last = String::from("no address");
     for ip in addrs {
-        let req = super::https::request(SocketAddr::new(ip, port), &host, t.tls.verified_https.clone(), head.as_bytes(), &[], MAX_POLICY);
+        let req = super::https::request(
+            SocketAddr::new(ip, port),
+            &host,
+            t.tls.verified_https.clone(),
+            head.as_bytes(),
+            &[],
+            MAX_POLICY,
+        );
         match tokio::time::timeout(FETCH_TIMEOUT, req).await {
             Ok(Ok((200, body))) => return Ok(body),
             Ok(Ok((status, _))) => last = format!("HTTP status {status}"),
@@ -150,7 +162,11 @@ mod tests {
 
     #[test]
     fn policy_parse_and_match() {
-        let p = Policy::parse("version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 86400\r\n", "x1").expect("policy");
+        let p = Policy::parse(
+            "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 86400\r\n",
+            "x1",
+        )
+        .expect("policy");
         assert_eq!(p.mode, Mode::Enforce);
         assert!(p.allows("mail.example.com") && p.allows("MAIL.example.com."));
         assert!(p.allows("mx1.example.net") && !p.allows("a.b.example.net") && !p.allows("example.net"));

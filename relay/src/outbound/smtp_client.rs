@@ -44,12 +44,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
-            let n = timeout(limit, (&mut self.io).take(4096).read_line(&mut line)).await.map_err(|_| HostError::Timeout)??;
+            let n = timeout(limit, (&mut self.io).take(4096).read_line(&mut line))
+                .await
+                .map_err(|_| HostError::Timeout)??;
             if n == 0 {
                 return Err(HostError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
             let line = line.trim_end().to_string();
-            let code = line.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| HostError::Protocol(line.clone()))?;
+            let code =
+                line.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| HostError::Protocol(line.clone()))?;
             let last = line.as_bytes().get(3) != Some(&b'-');
             lines.push(line);
             if last {
@@ -91,7 +94,10 @@ pub struct SmtpJob<'a> {
 
 /// Deliver to one address of one host. `Err` means the host failed before giving replies.
 pub async fn deliver(job: SmtpJob<'_>) -> Result<Vec<(String, RcptResult)>, HostError> {
-    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(job.addr)).await.map_err(|_| HostError::Timeout)?.map_err(HostError::Connect)?;
+    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(job.addr))
+        .await
+        .map_err(|_| HostError::Timeout)?
+        .map_err(HostError::Connect)?;
     let mut c = Conn { io: BufReader::new(tcp) };
     let (code, lines) = c.reply(COMMAND_TIMEOUT).await?;
     if code != 220 {
@@ -122,7 +128,10 @@ pub async fn deliver(job: SmtpJob<'_>) -> Result<Vec<(String, RcptResult)>, Host
     transaction(&mut c, &job).await
 }
 
-async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, job: &SmtpJob<'_>) -> Result<Vec<(String, RcptResult)>, HostError> {
+async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
+    job: &SmtpJob<'_>,
+) -> Result<Vec<(String, RcptResult)>, HostError> {
     let all = |r: RcptResult| job.rcpts.iter().map(|x| (x.clone(), r.clone())).collect::<Vec<_>>();
     let (code, lines) = c.cmd(&format!("MAIL FROM:<{}>", job.sender)).await?;
     if code / 100 != 2 {

@@ -82,12 +82,11 @@ impl Session {
         if self.conn.send(&Reply::new(334, "", prompt)).await.is_err() {
             return Answer::Closed;
         }
-        let line =
-            match tokio::time::timeout(COMMAND_TIMEOUT, self.conn.read_line(AUTH_LINE_MAX)).await {
-                Ok(Ok(l)) => l,
-                Ok(Err(LineError::TooLong)) => return Answer::TooLong,
-                _ => return Answer::Closed,
-            };
+        let line = match tokio::time::timeout(COMMAND_TIMEOUT, self.conn.read_line(AUTH_LINE_MAX)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(LineError::TooLong)) => return Answer::TooLong,
+            _ => return Answer::Closed,
+        };
         let text = line.trim_ascii();
         if text == b"*" {
             return Answer::Cancelled;
@@ -97,23 +96,15 @@ impl Session {
 
     /// Ok(None): bad credentials shape (counts as a failure). Err: the session outcome.
     async fn plain(&mut self, initial: String) -> Result<Option<(String, String)>, Outcome> {
-        let answer = if initial.is_empty() {
-            self.challenge("").await
-        } else {
-            decode(initial.as_bytes())
-        };
+        let answer = if initial.is_empty() { self.challenge("").await } else { decode(initial.as_bytes()) };
         let raw = self.answer_bytes(answer).await?;
         let mut parts = raw.split(|&b| b == 0);
-        let (Some(authz), Some(user), Some(pw), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(authz), Some(user), Some(pw), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Ok(None);
         };
-        let (Ok(authz), Ok(user), Ok(pw)) = (
-            std::str::from_utf8(authz),
-            std::str::from_utf8(user),
-            std::str::from_utf8(pw),
-        ) else {
+        let (Ok(authz), Ok(user), Ok(pw)) =
+            (std::str::from_utf8(authz), std::str::from_utf8(user), std::str::from_utf8(pw))
+        else {
             return Ok(None);
         };
         if !authz.is_empty() && !authz.eq_ignore_ascii_case(user) {
@@ -123,11 +114,7 @@ impl Session {
     }
 
     async fn login(&mut self, initial: String) -> Result<Option<(String, String)>, Outcome> {
-        let answer = if initial.is_empty() {
-            self.challenge("VXNlcm5hbWU6").await
-        } else {
-            decode(initial.as_bytes())
-        };
+        let answer = if initial.is_empty() { self.challenge("VXNlcm5hbWU6").await } else { decode(initial.as_bytes()) };
         let user = self.answer_bytes(answer).await?;
         let answer = self.challenge("UGFzc3dvcmQ6").await;
         let pw = self.answer_bytes(answer).await?;

@@ -43,13 +43,7 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(limit: u64) -> Self {
-        Self {
-            after_crlf: true,
-            at_start: true,
-            out: Vec::new(),
-            size: 0,
-            limit,
-        }
+        Self { after_crlf: true, at_start: true, out: Vec::new(), size: 0, limit }
     }
 
     fn emit(&mut self, bytes: &[u8]) {
@@ -101,11 +95,7 @@ impl Decoder {
     }
 
     pub fn finish(self) -> Body {
-        if self.size > self.limit {
-            Body::TooLarge
-        } else {
-            Body::Complete(self.out)
-        }
+        if self.size > self.limit { Body::TooLarge } else { Body::Complete(self.out) }
     }
 }
 
@@ -120,9 +110,7 @@ pub async fn read(conn: &mut Conn, limit: u64) -> Result<Body, DataError> {
             return Ok(dec.finish());
         }
         let idle = (Instant::now() + IDLE).min(deadline);
-        timeout_at(idle, conn.fill())
-            .await
-            .map_err(|_| DataError::Timeout)??;
+        timeout_at(idle, conn.fill()).await.map_err(|_| DataError::Timeout)??;
     }
 }
 
@@ -154,22 +142,13 @@ mod tests {
         assert_eq!(b.as_deref(), Some(&b"a\r\n.b\r\n"[..]));
         assert_eq!(rest, b"NOOP\r\n");
         // Smuggling shapes: bare LF around the dot never ends the data.
-        for s in [
-            &b"a\n.\nb\r\n"[..],
-            b"a\r\n.\nb\r\n",
-            b"a\n.\r\nb\r\n",
-            b"a\r.\r\nb\r\n",
-        ] {
+        for s in [&b"a\n.\nb\r\n"[..], b"a\r\n.\nb\r\n", b"a\n.\r\nb\r\n", b"a\r.\r\nb\r\n"] {
             let (_, done, _) = run(&[s], 100);
             assert!(!done, "{:?}", String::from_utf8_lossy(s));
         }
         let (b, done, _) = run(&[b"a\nb\n", b"\r\n.\r\n"], 100);
         assert!(done);
-        assert_eq!(
-            b.as_deref(),
-            Some(&b"a\r\nb\r\n\r\n"[..]),
-            "bare LF stored as CRLF"
-        );
+        assert_eq!(b.as_deref(), Some(&b"a\r\nb\r\n\r\n"[..]), "bare LF stored as CRLF");
     }
 
     #[test]
@@ -178,11 +157,7 @@ mod tests {
         for cut in 0..msg.len() {
             let (b, done, _) = run(&[&msg[..cut], &msg[cut..]], 1000);
             assert!(done, "cut {cut}");
-            assert_eq!(
-                b.as_deref(),
-                Some(&b"Subject: x\r\n\r\nhidden\r\nline\r\nend\r\n"[..]),
-                "cut {cut}"
-            );
+            assert_eq!(b.as_deref(), Some(&b"Subject: x\r\n\r\nhidden\r\nline\r\nend\r\n"[..]), "cut {cut}");
         }
     }
 

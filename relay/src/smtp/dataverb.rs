@@ -13,9 +13,7 @@ impl Session {
             return self.reply(reply::bad_sequence()).await;
         };
         if tx.rcpts.is_empty() {
-            return self
-                .reply(Reply::new(554, "5.5.1", "Error: no valid recipients"))
-                .await;
+            return self.reply(Reply::new(554, "5.5.1", "Error: no valid recipients")).await;
         }
         if let Outcome::Close = self.reply(reply::data_go()).await {
             return Outcome::Close;
@@ -28,9 +26,7 @@ impl Session {
         let bytes = match body {
             Ok(Body::Complete(b)) => b,
             Ok(Body::TooLarge) => {
-                self.ctx
-                    .metrics
-                    .smtp_message(self.metric_listener(), "rejected", "size");
+                self.ctx.metrics.smtp_message(self.metric_listener(), "rejected", "size");
                 return self.reply(reply::too_large()).await;
             }
             Err(DataError::Timeout) => {
@@ -42,33 +38,21 @@ impl Session {
         let result = match (&self.kind, &self.auth) {
             (Kind::Mx, _) => {
                 let rcpts: Vec<_> = tx.rcpts.iter().filter_map(|r| r.local.clone()).collect();
-                ingress::accept(
-                    &self.ctx,
-                    &tx.mail_from,
-                    &rcpts,
-                    &bytes,
-                    self.conn_info.peer,
-                )
-                .await
+                ingress::accept(&self.ctx, &tx.mail_from, &rcpts, &bytes, self.conn_info.peer).await
             }
             (_, Some(login)) => submit::accept(&self.ctx, login, &tx, &bytes).await,
             (_, None) => Err(reply::auth_required()),
         };
         match result {
             Ok(id) => {
-                self.ctx
-                    .metrics
-                    .smtp_message(self.metric_listener(), "accepted", "");
+                self.ctx.metrics.smtp_message(self.metric_listener(), "accepted", "");
                 tracing::debug!(conn = self.conn_info.id, queue_id = %id, size = bytes.len(), "message accepted");
                 self.reply(reply::queued(&id)).await
             }
             Err(r) => {
-                self.ctx
-                    .metrics
-                    .smtp_message(self.metric_listener(), "rejected", reply::metric_reason(&r));
+                self.ctx.metrics.smtp_message(self.metric_listener(), "rejected", reply::metric_reason(&r));
                 self.reply(r).await
             }
         }
     }
 }
-

@@ -23,10 +23,7 @@ fn fields(head: &[u8]) -> Vec<&[u8]> {
     let mut start = 0;
     let mut i = 0;
     while i < head.len() {
-        let end = head[i..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(head.len(), |p| i + p + 1);
+        let end = head[i..].iter().position(|&b| b == b'\n').map_or(head.len(), |p| i + p + 1);
         let cont = matches!(head.get(end), Some(b' ' | b'\t'));
         if !cont {
             out.push(&head[start..end]);
@@ -70,21 +67,10 @@ mod tests {
     fn cleans_only_top_level() {
         let msg = b"Received: from x\r\n\tby y\r\nFrom: a@b.c\r\nSubject: secret\r\n stuff\r\nUser-Agent: DC\r\nx-mailer: m\r\n\r\nReceived: in body\r\nSubject: body\r\n";
         let got = clean(msg, SUBMISSION_DROP, true);
-        assert_eq!(
-            got,
-            b"From: a@b.c\r\nSubject: [...]\r\n\r\nReceived: in body\r\nSubject: body\r\n".to_vec()
-        );
-        let stored = clean(
-            b"DKIM-Signature: v=1;\r\n b=x\r\nTo: z@y\r\n\r\nbody",
-            STORAGE_DROP,
-            false,
-        );
+        assert_eq!(got, b"From: a@b.c\r\nSubject: [...]\r\n\r\nReceived: in body\r\nSubject: body\r\n".to_vec());
+        let stored = clean(b"DKIM-Signature: v=1;\r\n b=x\r\nTo: z@y\r\n\r\nbody", STORAGE_DROP, false);
         assert_eq!(stored, b"To: z@y\r\n\r\nbody".to_vec());
-        assert_eq!(
-            clean(b"To: z@y\r\n\r\nx", SUBMISSION_DROP, true),
-            b"To: z@y\r\n\r\nx".to_vec(),
-            "no Subject added"
-        );
+        assert_eq!(clean(b"To: z@y\r\n\r\nx", SUBMISSION_DROP, true), b"To: z@y\r\n\r\nx".to_vec(), "no Subject added");
     }
 
     #[test]
@@ -96,9 +82,7 @@ mod tests {
             x ^= x << 17;
             let len = (x % 40) as usize;
             let alpha = b"\r\n :Subject\tReceived";
-            let d: Vec<u8> = (0..len)
-                .map(|i| alpha[(x as usize >> (i % 50)) % alpha.len()])
-                .collect();
+            let d: Vec<u8> = (0..len).map(|i| alpha[(x as usize >> (i % 50)) % alpha.len()]).collect();
             let _ = clean(&d, SUBMISSION_DROP, true);
         }
     }

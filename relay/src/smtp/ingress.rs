@@ -39,11 +39,7 @@ pub async fn check_recipient(ctx: &Ctx, addr: &str) -> Result<Recipient, Reply> 
         }
     };
     check_quota(ctx, &acc).await?;
-    Ok(Recipient {
-        address: acc.address.clone(),
-        account: acc.id,
-        cleartext: acc.cleartext,
-    })
+    Ok(Recipient { address: acc.address.clone(), account: acc.id, cleartext: acc.cleartext })
 }
 
 /// RET-8/RET-10: refuse when usage has reached `max_mailbox_size`. The retention work adds the
@@ -64,37 +60,17 @@ pub fn queue_id() -> String {
 
 /// End of DATA on ingress (SMTP-41): parse, From, encryption, DKIM, then store for every
 /// recipient in one durable transaction. Returns the queue id for the 250 reply.
-pub async fn accept(
-    ctx: &Ctx,
-    sender: &str,
-    rcpts: &[Recipient],
-    bytes: &[u8],
-    peer: IpAddr,
-) -> Result<String, Reply> {
+pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: &[u8], peer: IpAddr) -> Result<String, Reply> {
     if rcpts.is_empty() {
         return Err(Reply::new(554, "5.5.1", "Error: no valid recipients"));
     }
     let from_domain = {
         let msg = message::parse(bytes)?;
-        let from = if sender.is_empty() {
-            message::from_address(&msg)?
-        } else {
-            message::check_from(&msg, sender)?
-        };
+        let from = if sender.is_empty() { message::from_address(&msg)? } else { message::check_from(&msg, sender)? };
         let addrs: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
-        let verdict = filter::check(
-            &msg,
-            Variant::Incoming,
-            &Envelope {
-                mail_from: sender,
-                rcpts: &addrs,
-            },
-        );
+        let verdict = filter::check(&msg, Variant::Incoming, &Envelope { mail_from: sender, rcpts: &addrs });
         if !verdict.accepted() && !rcpts.iter().all(|r| r.cleartext) {
-            tracing::debug!(
-                ?verdict,
-                "incoming message refused by the encryption filter"
-            );
+            tracing::debug!(?verdict, "incoming message refused by the encryption filter");
             return Err(reply::encryption_needed());
         }
         from.domain().to_string()
@@ -106,16 +82,7 @@ pub async fn accept(
         DkimVerdict::TempFail => return Err(reply::dkim_tempfail()),
     }
     let stored = headers::clean(bytes, STORAGE_DROP, false);
-    store(
-        ctx,
-        sender,
-        None,
-        rcpts.iter().map(|r| r.account).collect(),
-        stored,
-        Vec::new(),
-        None,
-    )
-    .await
+    store(ctx, sender, None, rcpts.iter().map(|r| r.account).collect(), stored, Vec::new(), None).await
 }
 
 /// Write the blobs and deliver in one transaction (SMTP-48, SMTP-49). Shared with submission.
@@ -136,10 +103,7 @@ pub async fn store(
         None
     } else {
         let size = local_bytes.len() as u64;
-        Some((
-            ctx.store.put_blob(local_bytes.into()).await.map_err(fail)?,
-            size,
-        ))
+        Some((ctx.store.put_blob(local_bytes.into()).await.map_err(fail)?, size))
     };
     let remote_blob = match remote_bytes {
         Some(b) if !remote.is_empty() => match ctx.store.put_blob(b.into()).await {
@@ -154,15 +118,7 @@ pub async fn store(
         _ => None,
     };
     let push = ctx.config.get().push_enabled();
-    let d = Delivery {
-        sender: sender.to_string(),
-        sender_account,
-        local,
-        local_blob,
-        remote,
-        remote_blob,
-        push,
-    };
+    let d = Delivery { sender: sender.to_string(), sender_account, local, local_blob, remote, remote_blob, push };
     ctx.store.deliver(d).await.map_err(fail)?;
     Ok(queue_id())
 }

@@ -33,11 +33,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: MaybeTls) -> Self {
-        Self {
-            stream,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
-        }
+        Self { stream, buf: Vec::with_capacity(READ_CHUNK), pos: 0 }
     }
 
     pub fn is_tls(&self) -> bool {

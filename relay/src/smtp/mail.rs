@@ -38,20 +38,11 @@ impl Session {
         };
         let deferred = self.submission_refusal(&from.address, &mail_from, &cfg);
         tracing::debug!(conn = self.conn_info.id, from = %mail_from, "mail from");
-        self.state = State::Mail(Transaction {
-            mail_from,
-            rcpts: Vec::new(),
-            deferred,
-        });
+        self.state = State::Mail(Transaction { mail_from, rcpts: Vec::new(), deferred });
         self.reply(reply::mail_ok()).await
     }
 
-    fn submission_refusal(
-        &self,
-        given: &str,
-        mail_from: &str,
-        cfg: &crate::config::Config,
-    ) -> Option<Reply> {
+    fn submission_refusal(&self, given: &str, mail_from: &str, cfg: &crate::config::Config) -> Option<Reply> {
         let login = self.auth.as_ref()?;
         if self.kind == Kind::Mx {
             return None;
@@ -60,12 +51,7 @@ impl Session {
             return Some(reply::not_owned(given, &login.address));
         }
         let limiter = RateLimiter::global();
-        match limiter.check(
-            mail_from,
-            cfg.max_user_send_per_minute,
-            cfg.max_user_send_burst_size,
-            Instant::now(),
-        ) {
+        match limiter.check(mail_from, cfg.max_user_send_per_minute, cfg.max_user_send_burst_size, Instant::now()) {
             Ok(()) => None,
             Err(secs) => Some(reply::rate_limited(mail_from, secs)),
         }

@@ -19,11 +19,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Reply> {
 pub fn from_address(msg: &Message<'_>) -> Result<Address, Reply> {
     let raw = msg.header_raw("From").map(str::trim).unwrap_or("");
     let bad = || reply::bad_from_header(raw);
-    let mut addrs = msg
-        .from()
-        .map(|a| a.iter().collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter();
+    let mut addrs = msg.from().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default().into_iter();
     let (Some(one), None) = (addrs.next(), addrs.next()) else {
         return Err(bad());
     };
@@ -46,16 +42,9 @@ mod tests {
 
     #[test]
     fn from_rules() {
-        let m = |s: &'static str| {
-            MessageParser::default()
-                .parse(s.as_bytes())
-                .expect("parses")
-        };
+        let m = |s: &'static str| MessageParser::default().parse(s.as_bytes()).expect("parses");
         let ok = m("From: Alice <Alice@X.org>\r\nSubject: a\r\n\r\nhi\r\n");
-        assert_eq!(
-            check_from(&ok, "alice@x.org").map(|a| a.to_string()),
-            Ok("alice@x.org".into())
-        );
+        assert_eq!(check_from(&ok, "alice@x.org").map(|a| a.to_string()), Ok("alice@x.org".into()));
         let other = m("From: bob@x.org\r\n\r\nhi\r\n");
         assert_eq!(
             check_from(&other, "alice@x.org").map_err(|r| r.to_string()),

@@ -51,11 +51,7 @@ pub enum Kind {
 
 pub async fn serve(ctx: Ctx, stream: MaybeTls, kind: Kind, conn: ConnInfo) {
     let session = session::Session::new(ctx.clone(), kind, conn, io::Conn::new(stream));
-    let gauge = ctx
-        .metrics
-        .smtp_connections
-        .get_or_create(&vec![("listener", session.listener())])
-        .clone();
+    let gauge = ctx.metrics.smtp_connections.get_or_create(&vec![("listener", session.listener())]).clone();
     gauge.inc();
     session.run().await;
     gauge.dec();

@@ -16,9 +16,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new() -> Self {
-        Self {
-            tat: Mutex::new(HashMap::new()),
-        }
+        Self { tat: Mutex::new(HashMap::new()) }
     }
 
     /// The process-wide limiter for submission.
@@ -29,13 +27,7 @@ impl RateLimiter {
 
     /// Count one message for `sender` at `now`. `Err(seconds)` to wait when over the limit; a
     /// refused attempt costs nothing.
-    pub fn check(
-        &self,
-        sender: &str,
-        per_minute: u32,
-        burst: u32,
-        now: Instant,
-    ) -> Result<(), u64> {
+    pub fn check(&self, sender: &str, per_minute: u32, burst: u32, now: Instant) -> Result<(), u64> {
         let interval = Duration::from_secs(60) / per_minute.max(1);
         let window = interval * burst.max(1);
         let mut map = match self.tat.lock() {
@@ -75,27 +67,15 @@ mod tests {
         let l = RateLimiter::new();
         let t0 = Instant::now();
         for i in 0..10 {
-            assert_eq!(
-                l.check("a@x", 60, 10, t0),
-                Ok(()),
-                "message {i} of the burst"
-            );
+            assert_eq!(l.check("a@x", 60, 10, t0), Ok(()), "message {i} of the burst");
         }
         assert_eq!(l.check("a@x", 60, 10, t0), Err(1));
-        assert_eq!(
-            l.check("b@x", 60, 10, t0),
-            Ok(()),
-            "other senders are independent"
-        );
+        assert_eq!(l.check("b@x", 60, 10, t0), Ok(()), "other senders are independent");
         assert_eq!(l.check("a@x", 60, 10, t0 + Duration::from_secs(1)), Ok(()));
         assert!(l.check("a@x", 60, 10, t0 + Duration::from_secs(1)).is_err());
         let later = t0 + Duration::from_secs(60);
         for _ in 0..10 {
-            assert_eq!(
-                l.check("a@x", 60, 10, later),
-                Ok(()),
-                "quiet period restores the burst"
-            );
+            assert_eq!(l.check("a@x", 60, 10, later), Ok(()), "quiet period restores the burst");
         }
     }
 }

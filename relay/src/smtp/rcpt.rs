@@ -28,17 +28,11 @@ impl Session {
         }
         let rcpt = if local {
             match ingress::check_recipient(&self.ctx, addr.as_str()).await {
-                Ok(r) => Rcpt {
-                    address: addr.as_str().to_string(),
-                    local: Some(r),
-                },
+                Ok(r) => Rcpt { address: addr.as_str().to_string(), local: Some(r) },
                 Err(r) => return self.reply(r).await,
             }
         } else {
-            Rcpt {
-                address: addr.as_str().to_string(),
-                local: None,
-            }
+            Rcpt { address: addr.as_str().to_string(), local: None }
         };
         tracing::debug!(conn = self.conn_info.id, rcpt = %rcpt.address, "rcpt to");
         if let State::Mail(tx) = &mut self.state

@@ -14,11 +14,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(code: u16, esc: &'static str, text: impl Into<String>) -> Self {
-        Self {
-            code,
-            esc,
-            text: text.into(),
-        }
+        Self { code, esc, text: text.into() }
     }
     /// 4xx and 5xx count towards the error limit (SMTP-24).
     pub fn is_error(&self) -> bool {
@@ -84,11 +80,7 @@ pub fn auth_required() -> Reply {
     Reply::new(530, "5.7.0", "Authentication required")
 }
 pub fn auth_needs_tls() -> Reply {
-    Reply::new(
-        538,
-        "5.7.11",
-        "Encryption required for requested authentication mechanism",
-    )
+    Reply::new(538, "5.7.11", "Encryption required for requested authentication mechanism")
 }
 pub fn auth_not_enabled() -> Reply {
     Reply::new(503, "5.5.1", "Error: authentication not enabled")
@@ -146,18 +138,10 @@ pub fn account_deleted() -> Reply {
     Reply::new(421, "4.7.0", "Account deleted")
 }
 pub fn not_owned(addr: &str, login: &str) -> Reply {
-    Reply::new(
-        553,
-        "5.7.1",
-        format!("<{addr}>: Sender address rejected: not owned by user {login}"),
-    )
+    Reply::new(553, "5.7.1", format!("<{addr}>: Sender address rejected: not owned by user {login}"))
 }
 pub fn rate_limited(addr: &str, secs: u64) -> Reply {
-    Reply::new(
-        450,
-        "4.7.1",
-        format!(": Too much mail from {addr}, retry in {secs} seconds"),
-    )
+    Reply::new(450, "4.7.1", format!(": Too much mail from {addr}, retry in {secs} seconds"))
 }
 pub fn too_many_rcpts() -> Reply {
     Reply::new(452, "4.5.3", "Error: too many recipients")
@@ -166,11 +150,7 @@ pub fn relay_denied(addr: &str) -> Reply {
     Reply::new(554, "5.7.1", format!("<{addr}>: Relay access denied"))
 }
 pub fn user_unknown(addr: &str) -> Reply {
-    Reply::new(
-        550,
-        "5.1.1",
-        format!("<{addr}>: Recipient address rejected: User unknown"),
-    )
+    Reply::new(550, "5.1.1", format!("<{addr}>: Recipient address rejected: User unknown"))
 }
 pub fn mailbox_full(addr: &str) -> Reply {
     Reply::new(452, "4.2.2", format!("<{addr}>: Mailbox full"))
@@ -228,19 +208,9 @@ mod tests {
 
     #[test]
     fn exact_texts() {
-        assert_eq!(
-            rate_limited("a@b.c", 3).to_string(),
-            "450 4.7.1: Too much mail from a@b.c, retry in 3 seconds"
-        );
-        assert_eq!(
-            encryption_needed().to_string(),
-            "523 Encryption Needed: Invalid Unencrypted Mail"
-        );
+        assert_eq!(rate_limited("a@b.c", 3).to_string(), "450 4.7.1: Too much mail from a@b.c, retry in 3 seconds");
+        assert_eq!(encryption_needed().to_string(), "523 Encryption Needed: Invalid Unencrypted Mail");
         assert_eq!(queued("x").to_string(), "250 2.0.0 OK: queued as x");
-        assert_eq!(
-            user_unknown("a@b").wire(),
-            "550 5.1.1 <a@b>: Recipient address rejected: User unknown\r\n"
-        );
+        assert_eq!(user_unknown("a@b").wire(), "550 5.1.1 <a@b>: Recipient address rejected: User unknown\r\n");
     }
 }
-

@@ -72,17 +72,7 @@ enum Event {
 
 impl Session {
     pub fn new(ctx: Ctx, kind: Kind, conn_info: ConnInfo, conn: Conn) -> Self {
-        Self {
-            ctx,
-            kind,
-            conn_info,
-            conn,
-            state: State::Fresh,
-            auth: None,
-            auth_failures: 0,
-            errors: 0,
-            gone: None,
-        }
+        Self { ctx, kind, conn_info, conn, state: State::Fresh, auth: None, auth_failures: 0, errors: 0, gone: None }
     }
 
     pub fn listener(&self) -> &'static str {
@@ -154,12 +144,10 @@ impl Session {
         loop {
             let line = match self.next_event().await {
                 Event::Line(Ok(l)) => l,
-                Event::Line(Err(LineError::TooLong)) => {
-                    match self.reply(reply::line_too_long()).await {
-                        Outcome::Continue => continue,
-                        Outcome::Close => break,
-                    }
-                }
+                Event::Line(Err(LineError::TooLong)) => match self.reply(reply::line_too_long()).await {
+                    Outcome::Continue => continue,
+                    Outcome::Close => break,
+                },
                 Event::Line(Err(_)) => break,
                 Event::Timeout => {
                     let _ = self.conn.send(&reply::timeout(&self.domain())).await;
@@ -191,10 +179,7 @@ impl Session {
             Request::Ehlo { host } => self.ehlo(&host, true).await,
             Request::Helo { host } => self.ehlo(&host, false).await,
             Request::StartTls => self.starttls().await,
-            Request::Auth {
-                mechanism,
-                initial_response,
-            } => self.auth(mechanism, initial_response.into_owned()).await,
+            Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response.into_owned()).await,
             Request::Mail { from } => self.mail(from).await,
             Request::Rcpt { to } => self.rcpt(&to.address).await,
             Request::Data => self.data().await,
@@ -230,9 +215,7 @@ fn parse_error(e: smtp_proto::Error) -> Reply {
         E::InvalidSenderAddress => reply::bad_sender_syntax(),
         E::InvalidRecipientAddress => reply::bad_rcpt_syntax(),
         E::SyntaxError { syntax } => reply::syntax(syntax),
-        E::InvalidParameter { param } => {
-            Reply::new(501, "5.5.4", format!("Invalid parameter {param}"))
-        }
+        E::InvalidParameter { param } => Reply::new(501, "5.5.4", format!("Invalid parameter {param}")),
         E::UnsupportedParameter { .. } => Reply::new(555, "5.5.4", "Unsupported parameter"),
         E::ResponseTooLong => reply::line_too_long(),
         E::NeedsMoreData { .. } | E::InvalidResponse { .. } => reply::syntax("command line"),

@@ -18,11 +18,7 @@ impl Session {
         if let Outcome::Close = self.reply(reply::ready_tls()).await {
             return Outcome::Close;
         }
-        let profile = if self.kind == Kind::Mx {
-            Profile::Mx
-        } else {
-            Profile::Strict
-        };
+        let profile = if self.kind == Kind::Mx { Profile::Mx } else { Profile::Strict };
         let acceptor = self.ctx.tls.acceptor(profile).clone();
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.conn.upgrade(&acceptor)).await {
             Ok(Ok(())) => {

@@ -14,65 +14,26 @@ use crate::context::Ctx;
 use crate::filter::{self, Envelope, Variant};
 use crate::store::{Account, RemoteBatch};
 
-pub async fn accept(
-    ctx: &Ctx,
-    login: &Account,
-    tx: &Transaction,
-    bytes: &[u8],
-) -> Result<String, Reply> {
+pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: &[u8]) -> Result<String, Reply> {
     {
         let msg = message::parse(bytes)?;
         message::check_from(&msg, &tx.mail_from)?;
         let addrs: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
-        let verdict = filter::check(
-            &msg,
-            Variant::Outgoing,
-            &Envelope {
-                mail_from: &tx.mail_from,
-                rcpts: &addrs,
-            },
-        );
+        let verdict = filter::check(&msg, Variant::Outgoing, &Envelope { mail_from: &tx.mail_from, rcpts: &addrs });
         if !verdict.accepted() {
-            tracing::debug!(
-                ?verdict,
-                "outgoing message refused by the encryption filter"
-            );
+            tracing::debug!(?verdict, "outgoing message refused by the encryption filter");
             return Err(reply::encryption_needed());
         }
     }
     let submitted = headers::clean(bytes, SUBMISSION_DROP, true);
-    let local: Vec<_> = tx
-        .rcpts
-        .iter()
-        .filter_map(|r| r.local.as_ref().map(|l| l.account))
-        .collect();
+    let local: Vec<_> = tx.rcpts.iter().filter_map(|r| r.local.as_ref().map(|l| l.account)).collect();
     let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in tx.rcpts.iter().filter(|r| r.local.is_none()) {
-        let domain = r
-            .address
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_string())
-            .unwrap_or_default();
+        let domain = r.address.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
         by_domain.entry(domain).or_default().push(r.address.clone());
     }
-    let remote: Vec<RemoteBatch> = by_domain
-        .into_iter()
-        .map(|(domain, rcpts)| RemoteBatch { domain, rcpts })
-        .collect();
-    let local_bytes = if local.is_empty() {
-        Vec::new()
-    } else {
-        headers::clean(&submitted, STORAGE_DROP, false)
-    };
+    let remote: Vec<RemoteBatch> = by_domain.into_iter().map(|(domain, rcpts)| RemoteBatch { domain, rcpts }).collect();
+    let local_bytes = if local.is_empty() { Vec::new() } else { headers::clean(&submitted, STORAGE_DROP, false) };
     let remote_bytes = (!remote.is_empty()).then_some(submitted);
-    ingress::store(
-        ctx,
-        &tx.mail_from,
-        Some(login.id),
-        local,
-        local_bytes,
-        remote,
-        remote_bytes,
-    )
-    .await
+    ingress::store(ctx, &tx.mail_from, Some(login.id), local, local_bytes, remote, remote_bytes).await
 }

@@ -105,10 +105,7 @@ pub(crate) fn delete_in_tx(tx: &mut Tx<'_>, id: AccountId, tombstone: &[u8]) -> 
             blobs.push(BlobId(r?));
         }
     }
-    tx.execute(
-        "DELETE FROM expunged WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?1)",
-        [id],
-    )?;
+    tx.execute("DELETE FROM expunged WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?1)", [id])?;
     tx.execute("DELETE FROM queue WHERE sender_account = ?1", [id])?;
     tx.execute("DELETE FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?1)", [id])?;
     let n = tx.execute("DELETE FROM accounts WHERE id = ?1", [id])?;
@@ -138,7 +135,12 @@ impl Store {
     }
 
     /// Create an account with an empty INBOX, unless it exists or is tombstoned (ACC-12, ACC-14).
-    pub async fn create_account(&self, address: &str, password_hash: String, tombstone: Vec<u8>) -> Result<CreateOutcome> {
+    pub async fn create_account(
+        &self,
+        address: &str,
+        password_hash: String,
+        tombstone: Vec<u8>,
+    ) -> Result<CreateOutcome> {
         let address = address.to_string();
         self.write(move |tx| {
             if is_tombstoned(tx, &tombstone)? {
@@ -154,7 +156,10 @@ impl Store {
             )?;
             let id = tx.last_insert_rowid();
             let uv = next_uidvalidity(tx)?;
-            tx.execute("INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES(?1, 'INBOX', ?2)", params![id, uv])?;
+            tx.execute(
+                "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES(?1, 'INBOX', ?2)",
+                params![id, uv],
+            )?;
             let acc = by_id(tx, id)?.ok_or(StoreError::NotFound)?;
             Ok(CreateOutcome::Created(acc))
         })
@@ -178,7 +183,10 @@ impl Store {
         }
         let id = account.id;
         self.write(move |tx| {
-            tx.execute("UPDATE accounts SET last_login_day = ?2 WHERE id = ?1 AND last_login_day < ?2", params![id, day])?;
+            tx.execute(
+                "UPDATE accounts SET last_login_day = ?2 WHERE id = ?1 AND last_login_day < ?2",
+                params![id, day],
+            )?;
             Ok(())
         })
         .await
@@ -234,7 +242,6 @@ impl Store {
     }
 
     pub async fn account_count(&self) -> Result<u64> {
-        self.read(|c| Ok(c.query_row("SELECT count(*) FROM accounts", [], |r| r.get::<_, i64>(0))?.max(0) as u64))
-            .await
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM accounts", [], |r| r.get::<_, i64>(0))?.max(0) as u64)).await
     }
 }

@@ -39,7 +39,10 @@ pub enum MailboxEvent {
 
 #[derive(Debug, Clone)]
 pub enum StoreEvent {
-    Mailbox { account: AccountId, event: MailboxEvent },
+    Mailbox {
+        account: AccountId,
+        event: MailboxEvent,
+    },
     Stored(MessageStored),
     /// New work in the outbound queue.
     QueueChanged,
@@ -94,11 +97,10 @@ impl Events {
 
     pub fn subscribe(&self, account: AccountId) -> Subscription {
         let rx = match self.inner.accounts.lock() {
-            Ok(mut map) => map
-                .entry(account)
-                .or_insert_with(|| broadcast::channel(PER_ACCOUNT_CAPACITY).0)
-                .subscribe(),
-            Err(p) => p.into_inner().entry(account).or_insert_with(|| broadcast::channel(PER_ACCOUNT_CAPACITY).0).subscribe(),
+            Ok(mut map) => map.entry(account).or_insert_with(|| broadcast::channel(PER_ACCOUNT_CAPACITY).0).subscribe(),
+            Err(p) => {
+                p.into_inner().entry(account).or_insert_with(|| broadcast::channel(PER_ACCOUNT_CAPACITY).0).subscribe()
+            }
         };
         Subscription { rx, account, events: self.clone() }
     }

@@ -129,7 +129,12 @@ pub(crate) fn insert_message(
 
 /// Remove messages by UID: rows deleted, expunge records written, usage reduced, files released
 /// after commit, sessions told. Returns the UIDs actually removed.
-pub(crate) fn remove_messages(tx: &mut Tx<'_>, account: AccountId, mailbox: MailboxId, uids: &[u32]) -> Result<Vec<u32>> {
+pub(crate) fn remove_messages(
+    tx: &mut Tx<'_>,
+    account: AccountId,
+    mailbox: MailboxId,
+    uids: &[u32],
+) -> Result<Vec<u32>> {
     if uids.is_empty() {
         return Ok(Vec::new());
     }
@@ -142,8 +147,10 @@ pub(crate) fn remove_messages(tx: &mut Tx<'_>, account: AccountId, mailbox: Mail
     let mut freed: i64 = 0;
     let mut released = Vec::new();
     {
-        let mut del = tx.prepare_cached("DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2 RETURNING blob, size")?;
-        let mut rec = tx.prepare_cached("INSERT OR REPLACE INTO expunged(mailbox_id, uid, modseq) VALUES(?1, ?2, ?3)")?;
+        let mut del =
+            tx.prepare_cached("DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2 RETURNING blob, size")?;
+        let mut rec =
+            tx.prepare_cached("INSERT OR REPLACE INTO expunged(mailbox_id, uid, modseq) VALUES(?1, ?2, ?3)")?;
         for &uid in uids {
             let row: Option<(String, i64)> =
                 del.query_row(params![mailbox, uid], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
@@ -177,7 +184,8 @@ impl Store {
 
     pub async fn list_mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(&format!("SELECT {MBOX_COLS} FROM mailboxes WHERE account_id = ?1 ORDER BY name"))?;
+            let mut st =
+                c.prepare_cached(&format!("SELECT {MBOX_COLS} FROM mailboxes WHERE account_id = ?1 ORDER BY name"))?;
             let rows = st.query_map([account], row_to_mailbox)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -187,7 +195,8 @@ impl Store {
     /// All messages of a mailbox in UID order (the session's view on SELECT).
     pub async fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 ORDER BY uid"))?;
+            let mut st =
+                c.prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 ORDER BY uid"))?;
             let rows = st.query_map([mailbox], row_to_message)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -205,8 +214,10 @@ impl Store {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid"
             ))?;
-            let changed = st.query_map(params![mailbox, modseq], row_to_message)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st = c.prepare_cached("SELECT uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid")?;
+            let changed =
+                st.query_map(params![mailbox, modseq], row_to_message)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st =
+                c.prepare_cached("SELECT uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid")?;
             let gone = st
                 .query_map(params![mailbox, modseq], |r| r.get::<_, i64>(0).map(|u| u as u32))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

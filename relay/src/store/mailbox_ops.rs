@@ -7,7 +7,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::accounts::AccountId;
 use super::blobs::BlobId;
 use super::events::{MailboxEvent, StoreEvent};
-use super::mailbox::{Flags, MSG_COLS, MailboxId, MailboxInfo, MessageMeta, insert_message, mailbox_by_id, mailbox_by_name, remove_messages, row_to_message};
+use super::mailbox::{
+    Flags, MSG_COLS, MailboxId, MailboxInfo, MessageMeta, insert_message, mailbox_by_id, mailbox_by_name,
+    remove_messages, row_to_message,
+};
 use super::writer::Tx;
 use super::{Result, Store, StoreError};
 
@@ -103,12 +106,16 @@ impl Store {
             if mailbox_by_name(tx, account, &name)?.is_some() {
                 return Err(StoreError::Exists);
             }
-            let n: i64 = tx.query_row("SELECT count(*) FROM mailboxes WHERE account_id = ?1", [account], |r| r.get(0))?;
+            let n: i64 =
+                tx.query_row("SELECT count(*) FROM mailboxes WHERE account_id = ?1", [account], |r| r.get(0))?;
             if n >= MAX_MAILBOXES {
                 return Err(StoreError::Limit("mailboxes"));
             }
             let uv = super::accounts::next_uidvalidity(tx)?;
-            tx.execute("INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES(?1, ?2, ?3)", params![account, name, uv])?;
+            tx.execute(
+                "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES(?1, ?2, ?3)",
+                params![account, name, uv],
+            )?;
             let m = mailbox_by_id(tx, tx.last_insert_rowid())?.ok_or(StoreError::NotFound)?;
             tx.publish(StoreEvent::Mailbox { account, event: MailboxEvent::MailboxesChanged });
             Ok(m)
@@ -143,16 +150,23 @@ impl Store {
             }
             if from == "INBOX" {
                 let uv = super::accounts::next_uidvalidity(tx)?;
-                tx.execute("INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES(?1, ?2, ?3)", params![account, to, uv])?;
+                tx.execute(
+                    "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES(?1, ?2, ?3)",
+                    params![account, to, uv],
+                )?;
                 let dst = tx.last_insert_rowid();
                 let uids: Vec<u32> = {
                     let mut st = tx.prepare_cached("SELECT uid FROM messages WHERE mailbox_id = ?1 ORDER BY uid")?;
-                    st.query_map([src.id], |r| r.get::<_, i64>(0).map(|u| u as u32))?.collect::<rusqlite::Result<_>>()?
+                    st.query_map([src.id], |r| r.get::<_, i64>(0).map(|u| u as u32))?
+                        .collect::<rusqlite::Result<_>>()?
                 };
                 copy_rows(tx, src.id, &uids, dst)?;
                 remove_messages(tx, account, src.id, &uids)?;
             } else {
-                tx.execute("UPDATE mailboxes SET name = ?3 WHERE account_id = ?1 AND name = ?2", params![account, from, to])?;
+                tx.execute(
+                    "UPDATE mailboxes SET name = ?3 WHERE account_id = ?1 AND name = ?2",
+                    params![account, from, to],
+                )?;
                 tx.execute(
                     "UPDATE mailboxes SET name = ?3 || substr(name, length(?2) + 1)
                      WHERE account_id = ?1 AND substr(name, 1, length(?2) + 1) = ?2 || '/'",
@@ -212,8 +226,10 @@ impl Store {
                 if nf == m.flags.0 && nk == m.keywords {
                     continue;
                 }
-                tx.prepare_cached("UPDATE messages SET flags = ?3, keywords = ?4, modseq = ?5 WHERE mailbox_id = ?1 AND uid = ?2")?
-                    .execute(params![mailbox, uid, nf as i64, nk, modseq])?;
+                tx.prepare_cached(
+                    "UPDATE messages SET flags = ?3, keywords = ?4, modseq = ?5 WHERE mailbox_id = ?1 AND uid = ?2",
+                )?
+                .execute(params![mailbox, uid, nf as i64, nk, modseq])?;
                 m.flags = Flags(nf);
                 m.keywords = nk;
                 m.modseq = modseq;
@@ -295,7 +311,8 @@ impl Store {
     /// Rows for the given UIDs (FETCH/SEARCH); UIDs no longer present are skipped (IMAP-27).
     pub async fn messages_by_uids(&self, mailbox: MailboxId, uids: Vec<u32>) -> Result<Vec<MessageMeta>> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 AND uid = ?2"))?;
+            let mut st =
+                c.prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 AND uid = ?2"))?;
             let mut out = Vec::with_capacity(uids.len());
             for uid in uids {
                 if let Some(m) = st.query_row(params![mailbox, uid], row_to_message).optional()? {

@@ -31,8 +31,8 @@ pub use blobs::{BlobId, BlobWriter};
 pub use deliver::{Delivery, DeliveryReceipt, RemoteBatch};
 pub use events::{Events, MailboxEvent, MessageStored, Subscription};
 pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
-pub use mta_sts::CachedPolicy;
 pub use mailbox_ops::{FlagOp, MAX_KEYWORDS, MAX_MAILBOXES};
+pub use mta_sts::CachedPolicy;
 pub use push::{JobDone, PushJob};
 pub use queue::{AttemptOutcome, QueueEntry, QueueRcpt};
 /// Recipient states of a queue entry.
@@ -102,9 +102,7 @@ impl Store {
         schema::migrate(&mut conn, &db_path)?;
         let events = Events::new();
         let writer = writer::Writer::spawn(conn, events.clone())?;
-        Ok(Self {
-            inner: Arc::new(Inner { db_path, blob_dir, writer, readers: Mutex::new(Vec::new()), events }),
-        })
+        Ok(Self { inner: Arc::new(Inner { db_path, blob_dir, writer, readers: Mutex::new(Vec::new()), events }) })
     }
 
     pub fn events(&self) -> &Events {
@@ -163,7 +161,6 @@ impl Store {
         })
         .await
     }
-
 }
 
 impl Inner {
@@ -185,18 +182,12 @@ impl Inner {
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Days since the Unix epoch, UTC (last-login granularity, ACC-24).

@@ -17,9 +17,18 @@ impl Store {
     pub async fn mta_sts_get(&self, domain: &str) -> Result<Option<CachedPolicy>> {
         let domain = domain.to_ascii_lowercase();
         self.read(move |c| {
-            Ok(c.query_row("SELECT policy_id, policy, fetched_at, max_age FROM mta_sts WHERE domain = ?1", [domain], |r| {
-                Ok(CachedPolicy { policy_id: r.get(0)?, policy: r.get(1)?, fetched_at: r.get(2)?, max_age: r.get(3)? })
-            })
+            Ok(c.query_row(
+                "SELECT policy_id, policy, fetched_at, max_age FROM mta_sts WHERE domain = ?1",
+                [domain],
+                |r| {
+                    Ok(CachedPolicy {
+                        policy_id: r.get(0)?,
+                        policy: r.get(1)?,
+                        fetched_at: r.get(2)?,
+                        max_age: r.get(3)?,
+                    })
+                },
+            )
             .optional()?)
         })
         .await

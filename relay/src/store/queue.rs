@@ -70,7 +70,8 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueEntry> {
 }
 
 fn load_rcpts(c: &rusqlite::Connection, e: &mut QueueEntry) -> Result<()> {
-    let mut st = c.prepare_cached("SELECT rcpt, state, last_reply FROM queue_rcpts WHERE queue_id = ?1 ORDER BY rcpt")?;
+    let mut st =
+        c.prepare_cached("SELECT rcpt, state, last_reply FROM queue_rcpts WHERE queue_id = ?1 ORDER BY rcpt")?;
     let rows = st.query_map([&e.id], |r| Ok(QueueRcpt { rcpt: r.get(0)?, state: r.get(1)?, last_reply: r.get(2)? }))?;
     e.rcpts = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(())
@@ -105,7 +106,13 @@ impl Store {
     /// Entries due at `now` (Unix seconds), oldest first, at most `limit`, leaving out the ids in
     /// `skip_ids` (attempts in flight) and the domains in `skip_domains` (at their concurrency
     /// limit), so a busy domain never hides other domains' entries (DLV-8).
-    pub async fn due_queue(&self, now: i64, limit: usize, skip_ids: Vec<String>, skip_domains: Vec<String>) -> Result<Vec<QueueEntry>> {
+    pub async fn due_queue(
+        &self,
+        now: i64,
+        limit: usize,
+        skip_ids: Vec<String>,
+        skip_domains: Vec<String>,
+    ) -> Result<Vec<QueueEntry>> {
         let (ids, domains) = (json_list(&skip_ids), json_list(&skip_domains));
         self.read(move |c| {
             query_entries(

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
-    RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, ChallengeType, Identifier, NewAccount, NewOrder,
+    OrderStatus, RetryPolicy,
 };
 
 use crate::config::{Config, TlsMode};
@@ -217,7 +217,8 @@ async fn obtain(ctx: &Ctx, s: &Settings) -> Result<SystemTime, AcmeError> {
     write_private(&s.cert(), chain_pem.as_bytes())?;
     write_private(&s.dir.join("names"), s.names.join("\n").as_bytes())?;
     let ck = super::load_pem_pair(&s.cert(), &s.key()).map_err(|e| AcmeError::Cert(e.to_string()))?;
-    let expiry = ck.cert.first().and_then(|c| not_after(c.as_ref())).ok_or_else(|| AcmeError::Cert("no validity".into()))?;
+    let expiry =
+        ck.cert.first().and_then(|c| not_after(c.as_ref())).ok_or_else(|| AcmeError::Cert("no validity".into()))?;
     ctx.tls.certs().set(ck);
     Ok(expiry)
 }
@@ -250,7 +251,10 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
-type Client = hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, BodyWrapper<Bytes>>;
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    BodyWrapper<Bytes>,
+>;
 
 /// HTTPS client for the ACME API: the verifying client TLS of outbound delivery (ring, web PKI
 /// roots plus `delivery.extra_root_certs`).
@@ -258,11 +262,7 @@ fn http_client(extra_roots: &str) -> Result<Client, AcmeError> {
     let tls = crate::outbound::tls::ClientTls::new(extra_roots).map_err(|e| AcmeError::Roots(extra_roots.into(), e))?;
     let mut cfg = (*tls.verified_https).clone();
     cfg.alpn_protocols.clear(); // hyper-rustls sets ALPN itself (and panics if it is preset)
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(cfg)
-        .https_only()
-        .enable_http1()
-        .build();
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_only().enable_http1().build();
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
 }
 

@@ -69,7 +69,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-fn build(certs: &Arc<CertStore>, versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
+fn build(
+    certs: &Arc<CertStore>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)?
         .with_no_client_auth()

@@ -104,7 +104,8 @@ impl TestDns {
 
     /// A TXT record; long values are split into 255-byte strings.
     pub fn txt(&self, name: &str, value: &str) {
-        let parts: Vec<String> = value.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        let parts: Vec<String> =
+            value.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
         self.add(name, RecordType::TXT, RData::TXT(TXT::new(parts)));
     }
 

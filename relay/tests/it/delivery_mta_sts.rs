@@ -62,7 +62,10 @@ impl PolicyServer {
                     let host = req.lines().find_map(|l| l.strip_prefix("Host: ")).unwrap_or("").trim().to_string();
                     let body = p.lock().unwrap().get(&host).cloned();
                     let resp = match body {
-                        Some(b) => format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{b}", b.len()),
+                        Some(b) => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{b}",
+                            b.len()
+                        ),
                         None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
                     };
                     let _ = s.write_all(resp.as_bytes()).await;
@@ -121,7 +124,11 @@ async fn mta_sts_enforce_testing_and_cache() {
     let enqueue = |d: &'static str| {
         let ctx = ctx.clone();
         async move {
-            let blob = ctx.store.put_blob(bytes::Bytes::from(format!("From: <{sender}>\r\nTo: <u@{d}>\r\n\r\nx\r\n"))).await.unwrap();
+            let blob = ctx
+                .store
+                .put_blob(bytes::Bytes::from(format!("From: <{sender}>\r\nTo: <u@{d}>\r\n\r\nx\r\n")))
+                .await
+                .unwrap();
             ctx.store
                 .deliver(Delivery {
                     sender: sender.into(),
@@ -145,7 +152,11 @@ async fn mta_sts_enforce_testing_and_cache() {
     .await;
     let q = ctx.store.list_queue().await.unwrap();
     let err = |d: &str| q.iter().find(|e| e.domain == d).map(|e| e.last_error.clone()).unwrap_or_default();
-    assert!(err("p.test").starts_with("421 4.4.1 Failed to connect to any mail server; last attempt to mx.bad.test: TLS"), "{}", err("p.test"));
+    assert!(
+        err("p.test").starts_with("421 4.4.1 Failed to connect to any mail server; last attempt to mx.bad.test: TLS"),
+        "{}",
+        err("p.test")
+    );
     assert_eq!(err("r.test"), "421 4.7.5 MTA-STS policy allows no usable MX for r.test", "DLV-30");
     assert_eq!(good.messages().len(), 1, "q.test delivered over verified TLS");
     let to_bad: Vec<_> = bad.messages().iter().flat_map(|m| m.rcpts.clone()).collect();
@@ -170,7 +181,10 @@ async fn mta_sts_enforce_testing_and_cache() {
         ctx.store.queue_entry(&id).await.unwrap().is_some_and(|e| e.attempts == 1)
     })
     .await;
-    assert_eq!(ctx.store.queue_entry(&id).await.unwrap().unwrap().last_error, "421 4.7.5 MTA-STS policy allows no usable MX for r.test");
+    assert_eq!(
+        ctx.store.queue_entry(&id).await.unwrap().unwrap().last_error,
+        "421 4.7.5 MTA-STS policy allows no usable MX for r.test"
+    );
     ctx.shutdown.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
 }

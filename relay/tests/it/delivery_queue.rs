@@ -34,7 +34,10 @@ async fn queue_delivers_defers_and_bounces() {
             sender: sender.into(),
             sender_account: Some(acc),
             remote: vec![
-                RemoteBatch { domain: "_s.test".into(), rcpts: vec!["ok@_s.test".into(), "bounce@_s.test".into(), "later@_s.test".into()] },
+                RemoteBatch {
+                    domain: "_s.test".into(),
+                    rcpts: vec!["ok@_s.test".into(), "bounce@_s.test".into(), "later@_s.test".into()],
+                },
                 RemoteBatch { domain: "_null.test".into(), rcpts: vec!["x@_null.test".into()] },
             ],
             remote_blob: Some(blob),
@@ -57,7 +60,17 @@ async fn queue_delivers_defers_and_bounces() {
 
     let bounces: Vec<String> = inbox(&ctx, acc).await.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
     let b_s = bounces.iter().find(|b| b.contains("bounce@_s.test")).expect("bounce for the 550");
-    for needle in ["MAILER-DAEMON@_a.test", "Auto-Submitted: auto-replied", "multipart/report", "report-type=\"delivery-status\"", "message/delivery-status", "text/rfc822-headers", "550 5.1.1", "Status: 5.1.1", "DKIM-Signature:"] {
+    for needle in [
+        "MAILER-DAEMON@_a.test",
+        "Auto-Submitted: auto-replied",
+        "multipart/report",
+        "report-type=\"delivery-status\"",
+        "message/delivery-status",
+        "text/rfc822-headers",
+        "550 5.1.1",
+        "Status: 5.1.1",
+        "DKIM-Signature:",
+    ] {
         assert!(b_s.contains(needle), "bounce lacks {needle}:\n{b_s}");
     }
     assert!(!b_s.contains("later@_s.test"), "deferred recipient is not bounced");
@@ -78,7 +91,10 @@ async fn queue_delivers_defers_and_bounces() {
     // `queue retry` makes it due now; the scheduler tries at once (4xx again → attempts 2, +5 m).
     assert!(ctx.store.queue_retry_now(&e.id).await.unwrap());
     let id = e.id.clone();
-    wait_for("second attempt", 20, || async { ctx.store.queue_entry(&id).await.unwrap().is_some_and(|e| e.attempts == 2) }).await;
+    wait_for("second attempt", 20, || async {
+        ctx.store.queue_entry(&id).await.unwrap().is_some_and(|e| e.attempts == 2)
+    })
+    .await;
     let e = ctx.store.queue_entry(&id).await.unwrap().unwrap();
     assert!((300..=340).contains(&(e.next_attempt - relay::store::now_secs())), "second retry in ~5 m");
     assert!(ctx.store.queue_drop(&id).await.unwrap());
@@ -121,7 +137,12 @@ async fn queue_lifetime_bounces_and_empty_sender_never_bounces() {
         .unwrap();
     let task = tokio::spawn(relay::outbound::run(ctx.clone()));
     wait_for("first attempt deferred", 20, || async {
-        ctx.store.list_queue().await.unwrap().iter().any(|e| e.attempts == 1 && e.last_error == "421 4.4.3 DNS resolution failed for _down.test")
+        ctx.store
+            .list_queue()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.attempts == 1 && e.last_error == "421 4.4.3 DNS resolution failed for _down.test")
     })
     .await;
     wait_for("lifetime bounce (DLV-6)", 20, || async { inbox(&ctx, acc).await.len() == 1 }).await;
@@ -152,13 +173,25 @@ async fn dlv8_four_per_domain_and_busy_domain_does_not_block_others() {
         let blob = ctx.store.put_blob(m.clone().into()).await.unwrap();
         let rcpts = vec![format!("u{i}@_slow.test")];
         ctx.store
-            .deliver(Delivery { sender: sender.into(), sender_account: Some(acc), remote: vec![RemoteBatch { domain: "_slow.test".into(), rcpts }], remote_blob: Some(blob), ..Default::default() })
+            .deliver(Delivery {
+                sender: sender.into(),
+                sender_account: Some(acc),
+                remote: vec![RemoteBatch { domain: "_slow.test".into(), rcpts }],
+                remote_blob: Some(blob),
+                ..Default::default()
+            })
             .await
             .unwrap();
     }
     let blob = ctx.store.put_blob(m.clone().into()).await.unwrap();
     ctx.store
-        .deliver(Delivery { sender: sender.into(), sender_account: Some(acc), remote: vec![RemoteBatch { domain: "_fast.test".into(), rcpts: vec!["v@_fast.test".into()] }], remote_blob: Some(blob), ..Default::default() })
+        .deliver(Delivery {
+            sender: sender.into(),
+            sender_account: Some(acc),
+            remote: vec![RemoteBatch { domain: "_fast.test".into(), rcpts: vec!["v@_fast.test".into()] }],
+            remote_blob: Some(blob),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let started = Instant::now();
@@ -167,7 +200,11 @@ async fn dlv8_four_per_domain_and_busy_domain_does_not_block_others() {
     let slow_done = slow.messages().len();
     assert!(slow_done < 10, "the fast domain did not wait for the slow one ({slow_done} slow done)");
     wait_for("slow domain drained", 30, || async { slow.messages().len() == 10 }).await;
-    println!("10 slow deliveries in {:?}, max parallel {}", started.elapsed(), slow.max_active.load(std::sync::atomic::Ordering::SeqCst));
+    println!(
+        "10 slow deliveries in {:?}, max parallel {}",
+        started.elapsed(),
+        slow.max_active.load(std::sync::atomic::Ordering::SeqCst)
+    );
     assert_eq!(slow.max_active.load(std::sync::atomic::Ordering::SeqCst), 4, "DLV-8: 4 per domain");
     wait_for("queue empty", 10, || async { ctx.store.list_queue().await.unwrap().is_empty() }).await;
     ctx.shutdown.cancel();

@@ -40,7 +40,12 @@ async fn pair(a_https_port: Option<u16>) -> Pair {
         dns.mx(d, 10, host);
         dns.a(host, ip.parse().unwrap());
     }
-    let a = Relay::start_with_ports("_a.test", "127.0.0.2", ports, &extra(&dns, &ports, a_https_port.unwrap_or(ports.https)));
+    let a = Relay::start_with_ports(
+        "_a.test",
+        "127.0.0.2",
+        ports,
+        &extra(&dns, &ports, a_https_port.unwrap_or(ports.https)),
+    );
     let b = Relay::start_with_ports("_b.test", "127.0.0.3", ports, &extra(&dns, &ports, ports.https));
     for r in [&a, &b] {
         let s = relay::dkim::Signer::load(&r.data_dir().join("dkim.pem"), &r.domain, "dkim").unwrap();
@@ -68,7 +73,10 @@ async fn inbox(r: &Relay, addr: &str) -> Vec<String> {
 
 async fn create(r: &Relay, addr: &str) {
     let store = Store::open(&r.data_dir()).unwrap();
-    assert!(matches!(store.create_account(addr, "x".into(), addr.as_bytes().to_vec()).await.unwrap(), CreateOutcome::Created(_)));
+    assert!(matches!(
+        store.create_account(addr, "x".into(), addr.as_bytes().to_vec()).await.unwrap(),
+        CreateOutcome::Created(_)
+    ));
 }
 
 async fn wait_inbox(r: &Relay, addr: &str, n: usize, secs: u64) -> Vec<String> {

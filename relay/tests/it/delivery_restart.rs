@@ -64,7 +64,10 @@ async fn queued_message_survives_kill9_and_is_delivered_after_restart() {
     a.spawn();
     // The MX is down: the first attempt (made at once, DLV-3) is deferred.
     wait_until("deferred first attempt", 20, || {
-        queue_lines(&a).iter().any(|l| l.contains("\t1\tin ") && l.contains("421 4.4.1 Failed to connect to any mail server; last attempt to mx.s.test"))
+        queue_lines(&a).iter().any(|l| {
+            l.contains("\t1\tin ")
+                && l.contains("421 4.4.1 Failed to connect to any mail server; last attempt to mx.s.test")
+        })
     })
     .await;
     let line = queue_lines(&a).remove(0);
@@ -93,7 +96,11 @@ async fn queued_message_survives_kill9_and_is_delivered_after_restart() {
     assert_eq!(got.rcpts, ["rcpt@_s.test"]);
     assert_eq!(got.mail_from, sender);
     assert!(String::from_utf8_lossy(&got.data).ends_with(&message), "body unchanged after the signature");
-    let cfg = relay::config::load_str(&format!("mail_domain = \"_x.test\"\n[delivery]\nresolver = \"{}\"\n", dns.resolver()), "t").unwrap();
+    let cfg = relay::config::load_str(
+        &format!("mail_domain = \"_x.test\"\n[delivery]\nresolver = \"{}\"\n", dns.resolver()),
+        "t",
+    )
+    .unwrap();
     assert_eq!(Dkim::new(&cfg).verify(&got.data, "_a.test", "127.0.0.2".parse().unwrap()).await, DkimVerdict::Pass);
     wait_until("queue empty", 10, || queue_lines(&a).is_empty()).await;
     assert!(a.log().contains("250 OK (SMTP)"), "delivery result logged");

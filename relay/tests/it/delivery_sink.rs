@@ -62,7 +62,12 @@ impl Sink {
         Self::start_with_tls(addr, true, acceptor_for(chain, key_pkcs8), None).await
     }
 
-    async fn start_with_tls(addr: &str, starttls: bool, acceptor: tokio_rustls::TlsAcceptor, delay: Option<Duration>) -> Self {
+    async fn start_with_tls(
+        addr: &str,
+        starttls: bool,
+        acceptor: tokio_rustls::TlsAcceptor,
+        delay: Option<Duration>,
+    ) -> Self {
         let listener = TcpListener::bind(addr).await.expect("sink bind");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -124,7 +129,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO ") {
             *ehlo = line[5..].to_string();
-            if offer_tls && !secure { "250-sink.test\r\n250-PIPELINING\r\n250 STARTTLS".into() } else { "250-sink.test\r\n250 8BITMIME".into() }
+            if offer_tls && !secure {
+                "250-sink.test\r\n250-PIPELINING\r\n250 STARTTLS".into()
+            } else {
+                "250-sink.test\r\n250 8BITMIME".into()
+            }
         } else if upper == "STARTTLS" && offer_tls && !secure {
             io.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n").await.ok()?;
             return Some(true);
@@ -159,7 +168,12 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
             }
-            rec.lock().ok()?.push(Received { mail_from: mail_from.clone(), rcpts: rcpts.clone(), data, ehlo: ehlo.clone() });
+            rec.lock().ok()?.push(Received {
+                mail_from: mail_from.clone(),
+                rcpts: rcpts.clone(),
+                data,
+                ehlo: ehlo.clone(),
+            });
             "250 2.0.0 Ok: queued".into()
         } else if upper == "QUIT" {
             let _ = io.get_mut().write_all(b"221 2.0.0 Bye\r\n").await;

@@ -106,7 +106,20 @@ async fn dkim_sign_verify_round_trip_and_failures() {
     // once though absent; present non-oversigned headers once; absent non-oversigned not at all.
     let h = h_tag(&signed);
     let count = |n: &str| h.iter().filter(|x| *x == n).count();
-    for (n, c) in [("from", 2), ("to", 2), ("subject", 2), ("date", 2), ("content-type", 2), ("reply-to", 1), ("cc", 1), ("autocrypt", 1), ("message-id", 1), ("mime-version", 1), ("in-reply-to", 0), ("chat-version", 0)] {
+    for (n, c) in [
+        ("from", 2),
+        ("to", 2),
+        ("subject", 2),
+        ("date", 2),
+        ("content-type", 2),
+        ("reply-to", 1),
+        ("cc", 1),
+        ("autocrypt", 1),
+        ("message-id", 1),
+        ("mime-version", 1),
+        ("in-reply-to", 0),
+        ("chat-version", 0),
+    ] {
         assert_eq!(count(n), c, "{n} in h={h:?}");
     }
 
@@ -126,7 +139,11 @@ async fn dkim_sign_verify_round_trip_and_failures() {
     let signer2 = publish_key(&dns, "_a.test", &key2);
     let signed2 = signer2.sign(&m).unwrap();
     assert_eq!(dkim.verify(&signed2, "_a.test", PEER).await, DkimVerdict::Invalid, "old key still cached");
-    assert_eq!(dkim.verify(&signed2, "_a.test", PEER).await, DkimVerdict::Pass, "stale key was dropped, new one fetched");
+    assert_eq!(
+        dkim.verify(&signed2, "_a.test", PEER).await,
+        DkimVerdict::Pass,
+        "stale key was dropped, new one fetched"
+    );
     assert!(dkim.cached_keys() <= relay::dkim::cache::CAPACITY);
 
     // SMTP-42: a temporary DNS failure while fetching the key.
@@ -154,18 +171,35 @@ async fn mx_resolution_dlv10_to_17() {
     dns.a("mx1.m.test", "127.0.0.7".parse().unwrap());
     dns.a("mx1.m.test", "::1".parse().unwrap());
     let hosts = mx::resolve(&r, "_m.test").await.unwrap();
-    assert_eq!(hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["mx1.m.test", "mx2.m.test"], "DLV-11 by preference");
+    assert_eq!(
+        hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["mx1.m.test", "mx2.m.test"],
+        "DLV-11 by preference"
+    );
     let addrs = mx::addresses(&r, &hosts[0]).await.unwrap();
     assert_eq!(addrs, ["::1".parse::<IpAddr>().unwrap(), "127.0.0.7".parse().unwrap()], "AAAA before A");
     assert!(mx::addresses(&r, &hosts[1]).await.is_err(), "mx2 has no address");
 
     dns.null_mx("_null.test");
-    assert_eq!(mx::resolve(&r, "_null.test").await, Err(MxError::Permanent("556 5.1.10 Permanent failure: Recipient address has null MX".into())));
-    assert_eq!(mx::resolve(&r, "nx.test").await, Err(MxError::Permanent("512 5.1.2 Domain nx.test does not exist".into())));
+    assert_eq!(
+        mx::resolve(&r, "_null.test").await,
+        Err(MxError::Permanent("556 5.1.10 Permanent failure: Recipient address has null MX".into()))
+    );
+    assert_eq!(
+        mx::resolve(&r, "nx.test").await,
+        Err(MxError::Permanent("512 5.1.2 Domain nx.test does not exist".into()))
+    );
     dns.exists("_i.test");
-    assert_eq!(mx::resolve(&r, "_i.test").await, Ok(vec![MxHost { name: "_i.test".into(), addrs: vec![] }]), "DLV-14 implicit MX");
+    assert_eq!(
+        mx::resolve(&r, "_i.test").await,
+        Ok(vec![MxHost { name: "_i.test".into(), addrs: vec![] }]),
+        "DLV-14 implicit MX"
+    );
     dns.servfail("_s.test");
-    assert_eq!(mx::resolve(&r, "_s.test").await, Err(MxError::Temporary("421 4.4.3 DNS resolution failed for _s.test".into())));
+    assert_eq!(
+        mx::resolve(&r, "_s.test").await,
+        Err(MxError::Temporary("421 4.4.3 DNS resolution failed for _s.test".into()))
+    );
     let lit = mx::resolve(&r, "[127.0.0.5]").await.unwrap();
     assert_eq!(lit[0].addrs, ["127.0.0.5".parse::<IpAddr>().unwrap()], "DLV-16");
     let lit6 = mx::resolve(&r, "[IPv6:::1]").await.unwrap();
@@ -176,7 +210,12 @@ async fn mx_resolution_dlv10_to_17() {
 async fn smtp_client_per_rcpt_replies_and_starttls_required() {
     let sink = Sink::start("127.0.0.1:0", true).await;
     let tls = relay::outbound::tls::ClientTls::new("").unwrap();
-    let rcpts = vec!["ok@_s.test".to_string(), "bounce@_s.test".to_string(), "later@_s.test".to_string(), "ok2@_s.test".to_string()];
+    let rcpts = vec![
+        "ok@_s.test".to_string(),
+        "bounce@_s.test".to_string(),
+        "later@_s.test".to_string(),
+        "ok2@_s.test".to_string(),
+    ];
     let m = msg("x@_a.test", "ok@_s.test");
     let job = |cfg: Arc<rustls::ClientConfig>, addr| relay::outbound::smtp_client::SmtpJob {
         addr,
@@ -208,7 +247,6 @@ async fn smtp_client_per_rcpt_replies_and_starttls_required() {
     assert!(plain.messages().is_empty(), "DLV-23 never plaintext");
 }
 
-
 fn headers(from: &str, to: &[&str]) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.append("x-mail-from", from.parse().unwrap());
@@ -237,15 +275,27 @@ async fn mxdeliv_handler_checks_in_port25_order() {
         async move { relay::http::mxdeliv::handle(ctx, conn, &h, body.into()).await }
     };
 
-    assert_eq!(call(headers(from, &[]), signed.clone()).await, (400, "501 5.5.4 Missing or invalid envelope headers".into()));
-    assert_eq!(call(headers(from, &["x@_c.test"]), signed.clone()).await, (400, "554 5.7.1 <x@_c.test>: Relay access denied".into()));
+    assert_eq!(
+        call(headers(from, &[]), signed.clone()).await,
+        (400, "501 5.5.4 Missing or invalid envelope headers".into())
+    );
+    assert_eq!(
+        call(headers(from, &["x@_c.test"]), signed.clone()).await,
+        (400, "554 5.7.1 <x@_c.test>: Relay access denied".into())
+    );
     assert_eq!(
         call(headers(from, &["nobody123@_b.test"]), signed.clone()).await,
         (400, "550 5.1.1 <nobody123@_b.test>: Recipient address rejected: User unknown".into())
     );
-    assert_eq!(call(headers("other@_a.test", &[rcpt]), signed.clone()).await, (400, format!("500 Invalid FROM {from} for other@_a.test")));
+    assert_eq!(
+        call(headers("other@_a.test", &[rcpt]), signed.clone()).await,
+        (400, format!("500 Invalid FROM {from} for other@_a.test"))
+    );
     let plain = signer.sign(&msg(from, rcpt)).unwrap();
-    assert_eq!(call(headers(from, &[rcpt]), plain).await, (400, "523 Encryption Needed: Invalid Unencrypted Mail".into()));
+    assert_eq!(
+        call(headers(from, &[rcpt]), plain).await,
+        (400, "523 Encryption Needed: Invalid Unencrypted Mail".into())
+    );
     let broken = String::from_utf8_lossy(&signed).replace("Subject: [...]", "Subject: [..]").into_bytes();
     assert_eq!(call(headers(from, &[rcpt]), broken).await, (400, "554 5.7.1 No valid DKIM signature found".into()));
     assert_eq!(call(headers(from, &[rcpt]), eml.clone()).await, (400, "554 5.7.1 No DKIM signature found".into()));

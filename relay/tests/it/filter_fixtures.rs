@@ -29,29 +29,13 @@ fn verdict(name: &str, variant: Variant, rcpts: &[&str]) -> filter::Verdict {
     let eml = fixtures::load(name);
     let rcpts: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
     let from = if name == "mailer-daemon" { "" } else { FROM };
-    filter::check_bytes(
-        eml.as_bytes(),
-        variant,
-        &Envelope {
-            mail_from: from,
-            rcpts: &rcpts,
-        },
-    )
+    filter::check_bytes(eml.as_bytes(), variant, &Envelope { mail_from: from, rcpts: &rcpts })
 }
 
 #[test]
 fn every_fixture_gets_its_verdict() {
-    let generated: Vec<&str> = fixtures::generate()
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .collect();
-    assert_eq!(
-        generated.len(),
-        TABLE.len(),
-        "the generator makes every fixture of the table"
-    );
+    let generated: Vec<&str> = fixtures::generate().iter().map(|(n, _)| *n).collect::<Vec<_>>().into_iter().collect();
+    assert_eq!(generated.len(), TABLE.len(), "the generator makes every fixture of the table");
     for (name, out, inc) in TABLE {
         let rcpt = if *name == "asm" { FROM } else { TO };
         let o = verdict(name, Variant::Outgoing, &[rcpt]);
@@ -70,122 +54,59 @@ fn generated_fixtures_match_fresh_generation() {
         let rcpt = if name == "asm" { FROM } else { TO };
         let rcpts = vec![rcpt.to_string()];
         let from = if name == "mailer-daemon" { "" } else { FROM };
-        let env = Envelope {
-            mail_from: from,
-            rcpts: &rcpts,
-        };
-        assert_eq!(
-            filter::check_bytes(eml.as_bytes(), Variant::Outgoing, &env).accepted(),
-            *out,
-            "{name} outgoing"
-        );
-        assert_eq!(
-            filter::check_bytes(eml.as_bytes(), Variant::Incoming, &env).accepted(),
-            *inc,
-            "{name} incoming"
-        );
+        let env = Envelope { mail_from: from, rcpts: &rcpts };
+        assert_eq!(filter::check_bytes(eml.as_bytes(), Variant::Outgoing, &env).accepted(), *out, "{name} outgoing");
+        assert_eq!(filter::check_bytes(eml.as_bytes(), Variant::Incoming, &env).accepted(), *inc, "{name} incoming");
     }
 }
 
 #[test]
 fn asm_only_to_self() {
     assert!(verdict("asm", Variant::Outgoing, &[FROM]).accepted());
-    assert!(
-        !verdict("asm", Variant::Outgoing, &[TO]).accepted(),
-        "ASM to someone else"
-    );
-    assert!(
-        !verdict("asm", Variant::Outgoing, &[FROM, TO]).accepted(),
-        "ASM to two recipients"
-    );
-    let wrong_subject =
-        fixtures::load("asm").replace("Autocrypt Setup Message", "Autocrypt Setup Message!");
+    assert!(!verdict("asm", Variant::Outgoing, &[TO]).accepted(), "ASM to someone else");
+    assert!(!verdict("asm", Variant::Outgoing, &[FROM, TO]).accepted(), "ASM to two recipients");
+    let wrong_subject = fixtures::load("asm").replace("Autocrypt Setup Message", "Autocrypt Setup Message!");
     let rcpts = vec![FROM.to_string()];
-    let env = Envelope {
-        mail_from: FROM,
-        rcpts: &rcpts,
-    };
+    let env = Envelope { mail_from: FROM, rcpts: &rcpts };
     assert!(!filter::check_bytes(wrong_subject.as_bytes(), Variant::Outgoing, &env).accepted());
 }
 
 #[test]
 fn exceptions_only_in_exact_shape() {
     let rcpts = vec![TO.to_string()];
-    let env = Envelope {
-        mail_from: FROM,
-        rcpts: &rcpts,
-    };
+    let env = Envelope { mail_from: FROM, rcpts: &rcpts };
     let out = |s: &str| filter::check_bytes(s.as_bytes(), Variant::Outgoing, &env).accepted();
     let inc = |s: &str| filter::check_bytes(s.as_bytes(), Variant::Incoming, &env).accepted();
     let vc = fixtures::load("securejoin-vc");
     assert!(out(&vc) && inc(&vc));
     // The header comes before the body text, so `replacen(.., 1)` touches only the header.
     assert!(
-        out(&vc.replacen(
-            "Secure-Join: vc-request\r\n",
-            "secure-join: vc-request\r\n",
-            1
-        )),
+        out(&vc.replacen("Secure-Join: vc-request\r\n", "secure-join: vc-request\r\n", 1)),
         "header names are case-insensitive"
     );
     assert!(
-        !out(&vc.replacen(
-            "Secure-Join: vc-request\r\n",
-            "Secure-Join: vc-request-x\r\n",
-            1
-        )),
+        !out(&vc.replacen("Secure-Join: vc-request\r\n", "Secure-Join: vc-request-x\r\n", 1)),
         "header value exact"
     );
+    assert!(!out(&vc.replacen("Secure-Join: vc-request\r\n", "", 1)), "header required");
     assert!(
-        !out(&vc.replacen("Secure-Join: vc-request\r\n", "", 1)),
-        "header required"
-    );
-    assert!(
-        !out(&vc.replacen(
-            "Secure-Join: vc-request\r\n",
-            "Secure-Join: vc-request-pubkey\r\n",
-            1
-        )),
+        !out(&vc.replacen("Secure-Join: vc-request\r\n", "Secure-Join: vc-request-pubkey\r\n", 1)),
         "v3 needs encryption"
     );
+    assert!(!out(&vc.replace("text/plain", "text/html")), "text/plain only");
     assert!(
-        !out(&vc.replace("text/plain", "text/html")),
-        "text/plain only"
-    );
-    assert!(
-        !out(&vc.replace(
-            "\r\nSecure-Join: vc-request\r\n--",
-            "\r\nSecure-Join: vc-request please\r\n--"
-        )),
+        !out(&vc.replace("\r\nSecure-Join: vc-request\r\n--", "\r\nSecure-Join: vc-request please\r\n--")),
         "extra body text"
     );
     let bounce = fixtures::load("mailer-daemon");
-    let benv = Envelope {
-        mail_from: "",
-        rcpts: &rcpts,
-    };
+    let benv = Envelope { mail_from: "", rcpts: &rcpts };
     let binc = |s: &str| filter::check_bytes(s.as_bytes(), Variant::Incoming, &benv).accepted();
     assert!(binc(&bounce));
-    assert!(
-        !binc(&bounce.replace("Auto-Submitted: auto-replied\r\n", "")),
-        "Auto-Submitted required"
-    );
-    assert!(
-        !binc(&bounce.replace("Auto-Submitted: auto-replied", "Auto-Submitted: ")),
-        "non-empty"
-    );
-    assert!(
-        !binc(&bounce.replace("MAILER-DAEMON@", "postmaster@")),
-        "From mailer-daemon@"
-    );
-    assert!(
-        !binc(&bounce.replace("multipart/report", "multipart/mixed")),
-        "multipart/report"
-    );
-    assert!(
-        !filter::check_bytes(bounce.as_bytes(), Variant::Outgoing, &benv).accepted(),
-        "incoming only"
-    );
+    assert!(!binc(&bounce.replace("Auto-Submitted: auto-replied\r\n", "")), "Auto-Submitted required");
+    assert!(!binc(&bounce.replace("Auto-Submitted: auto-replied", "Auto-Submitted: ")), "non-empty");
+    assert!(!binc(&bounce.replace("MAILER-DAEMON@", "postmaster@")), "From mailer-daemon@");
+    assert!(!binc(&bounce.replace("multipart/report", "multipart/mixed")), "multipart/report");
+    assert!(!filter::check_bytes(bounce.as_bytes(), Variant::Outgoing, &benv).accepted(), "incoming only");
     let asm = fixtures::load("asm");
     assert!(!inc(&asm), "ASM is outgoing only");
 }
@@ -196,10 +117,7 @@ fn exceptions_only_in_exact_shape() {
 /// the same sequence rule (PKESK/SKESK*, one SEIPD, nothing after).
 fn pgp_verdict(data: &[u8]) -> bool {
     let pos = Rc::new(Cell::new(0usize));
-    let mut parser = PacketParser::new(Counting {
-        data,
-        pos: pos.clone(),
-    });
+    let mut parser = PacketParser::new(Counting { data, pos: pos.clone() });
     let mut tags = Vec::new();
     loop {
         let start = pos.get();
@@ -227,12 +145,7 @@ fn pgp_verdict(data: &[u8]) -> bool {
         return false;
     };
     *last == Tag::SymEncryptedProtectedData
-        && rest.iter().all(|t| {
-            matches!(
-                t,
-                Tag::PublicKeyEncryptedSessionKey | Tag::SymKeyEncryptedSessionKey
-            )
-        })
+        && rest.iter().all(|t| matches!(t, Tag::PublicKeyEncryptedSessionKey | Tag::SymKeyEncryptedSessionKey))
 }
 
 /// A reader that tells how far the parser got.
@@ -285,10 +198,7 @@ fn walker_agrees_with_pgp_crate() {
     assert_eq!(old[0] & 0xc0, 0x80, "old-format PKESK header");
     let partial = payload("encrypted-partial").expect("partial");
     let seipd_at = packets::next_packet(&partial, 0).expect("pkesk").end;
-    assert!(
-        (224..=254).contains(&partial[seipd_at + 1]),
-        "SEIPD with a partial length"
-    );
+    assert!((224..=254).contains(&partial[seipd_at + 1]), "SEIPD with a partial length");
     let v2 = payload("encrypted-seipd2").expect("v2");
     assert_eq!(v2[2], 6, "PKESK v6");
     // Hand-made structural edge cases go through both parsers too.
@@ -300,21 +210,14 @@ fn walker_agrees_with_pgp_crate() {
         vec![0xd2, 0xff, 0, 0, 0, 1, 7],
     ];
     for d in &edge {
-        assert_eq!(
-            packets::walk(d).is_ok(),
-            pgp_verdict(d),
-            "edge case {:02x?}",
-            &d[..d.len().min(8)]
-        );
+        assert_eq!(packets::walk(d).is_ok(), pgp_verdict(d), "edge case {:02x?}", &d[..d.len().min(8)]);
     }
     let mut rng = rand08::rngs::StdRng::seed_from_u64(28);
     let mut checked = 0;
     for round in 0..4000 {
         let base = &bases[round % bases.len()];
         let data: Vec<u8> = match round % 4 {
-            0 => (0..rng.gen_range(0..40))
-                .map(|_| rng.r#gen::<u8>())
-                .collect(),
+            0 => (0..rng.gen_range(0..40)).map(|_| rng.r#gen::<u8>()).collect(),
             1 => base[..rng.gen_range(0..base.len())].to_vec(),
             2 => {
                 let mut d = base.clone();
@@ -324,16 +227,8 @@ fn walker_agrees_with_pgp_crate() {
             _ => [base.as_slice(), base.as_slice()].concat(),
         };
         let (w, p) = (packets::walk(&data).is_ok(), pgp_verdict(&data));
-        assert_eq!(
-            w,
-            p,
-            "round {round}: walker {w}, pgp {p}, data {:02x?}",
-            &data[..data.len().min(16)]
-        );
+        assert_eq!(w, p, "round {round}: walker {w}, pgp {p}, data {:02x?}", &data[..data.len().min(16)]);
         checked += 1;
     }
-    println!(
-        "differential: {} fixtures, {checked} random inputs agree",
-        bases.len()
-    );
+    println!("differential: {} fixtures, {checked} random inputs agree", bases.len());
 }

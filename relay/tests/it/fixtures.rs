@@ -10,8 +10,7 @@ use std::path::PathBuf;
 
 use base64::prelude::{BASE64_STANDARD, Engine as _};
 use pgp::composed::{
-    ArmorOptions, EncryptionCaps, KeyType, MessageBuilder, SecretKeyParamsBuilder, SignedPublicKey,
-    SubkeyParamsBuilder,
+    ArmorOptions, EncryptionCaps, KeyType, MessageBuilder, SecretKeyParamsBuilder, SignedPublicKey, SubkeyParamsBuilder,
 };
 use pgp::crypto::aead::{AeadAlgorithm, ChunkSize};
 use pgp::crypto::ecc_curve::ECCCurve;
@@ -28,8 +27,7 @@ pub fn dir() -> PathBuf {
 }
 
 pub fn load(name: &str) -> String {
-    std::fs::read_to_string(dir().join(format!("{name}.eml")))
-        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    std::fs::read_to_string(dir().join(format!("{name}.eml"))).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 /// A real PGP/MIME encrypted message from `from` to `to` (the committed `encrypted` fixture with
@@ -80,27 +78,20 @@ fn key() -> SignedPublicKey {
         .can_encrypt(EncryptionCaps::None)
         .primary_user_id("fixture <fixture@fixture.test>".into())
         .subkeys(vec![sub.build().expect("subkey params")]);
-    let sk = params
-        .build()
-        .expect("key params")
-        .generate(thread_rng())
-        .expect("generate key");
+    let sk = params.build().expect("key params").generate(thread_rng()).expect("generate key");
     SignedPublicKey::from(sk)
 }
 
-const SECRET: &[u8] =
-    b"Content-Type: text/plain\r\n\r\nhello, this is the encrypted chat message\r\n";
+const SECRET: &[u8] = b"Content-Type: text/plain\r\n\r\nhello, this is the encrypted chat message\r\n";
 
 /// PKESK to two keys + SEIPD v1, binary.
 fn seipd1(keys: &[SignedPublicKey], data: &[u8], chunk: Option<u32>) -> Vec<u8> {
-    let mut b = MessageBuilder::from_bytes("", data.to_vec())
-        .seipd_v1(thread_rng(), SymmetricKeyAlgorithm::AES128);
+    let mut b = MessageBuilder::from_bytes("", data.to_vec()).seipd_v1(thread_rng(), SymmetricKeyAlgorithm::AES128);
     if let Some(c) = chunk {
         b.partial_chunk_size(c).expect("chunk");
     }
     for k in keys {
-        b.encrypt_to_key(thread_rng(), &k.public_subkeys[0])
-            .expect("encrypt");
+        b.encrypt_to_key(thread_rng(), &k.public_subkeys[0]).expect("encrypt");
     }
     b.to_vec(thread_rng()).expect("encrypt")
 }
@@ -113,20 +104,15 @@ fn seipd2(keys: &[SignedPublicKey]) -> Vec<u8> {
         ChunkSize::default(),
     );
     for k in keys {
-        b.encrypt_to_key(thread_rng(), &k.public_subkeys[0])
-            .expect("encrypt");
+        b.encrypt_to_key(thread_rng(), &k.public_subkeys[0]).expect("encrypt");
     }
     b.to_vec(thread_rng()).expect("encrypt")
 }
 
 fn password_encrypted() -> Vec<u8> {
-    let mut b = MessageBuilder::from_bytes("", SECRET.to_vec())
-        .seipd_v1(thread_rng(), SymmetricKeyAlgorithm::AES128);
-    b.encrypt_with_password(
-        StringToKey::new_default(thread_rng()),
-        &Password::from("securejoin-auth-token"),
-    )
-    .expect("password");
+    let mut b = MessageBuilder::from_bytes("", SECRET.to_vec()).seipd_v1(thread_rng(), SymmetricKeyAlgorithm::AES128);
+    b.encrypt_with_password(StringToKey::new_default(thread_rng()), &Password::from("securejoin-auth-token"))
+        .expect("password");
     b.to_vec(thread_rng()).expect("encrypt")
 }
 
@@ -188,17 +174,13 @@ pub fn pgp_mime(armored: &str, version: &str, extra_part: bool, extra_headers: &
     let b = "b0undary4fixture";
     let mut m = headers(
         extra_headers,
-        &format!(
-            "multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n boundary=\"{b}\""
-        ),
+        &format!("multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n boundary=\"{b}\""),
     );
     m.push_str(&format!(
         "--{b}\r\nContent-Type: application/pgp-encrypted\r\nContent-Description: PGP/MIME version identification\r\n\r\n{version}\r\n\r\n--{b}\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\nContent-Description: OpenPGP encrypted message\r\nContent-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n{armored}\r\n"
     ));
     if extra_part {
-        m.push_str(&format!(
-            "--{b}\r\nContent-Type: text/plain\r\n\r\nhello in cleartext\r\n\r\n"
-        ));
+        m.push_str(&format!("--{b}\r\nContent-Type: text/plain\r\n\r\nhello in cleartext\r\n\r\n"));
     }
     m.push_str(&format!("--{b}--\r\n"));
     m
@@ -206,10 +188,7 @@ pub fn pgp_mime(armored: &str, version: &str, extra_part: bool, extra_headers: &
 
 fn mixed(extra_headers: &str, parts: &[(&str, &str)], subtype: &str) -> String {
     let b = "mixed4fixture";
-    let mut m = headers(
-        extra_headers,
-        &format!("multipart/{subtype}; boundary=\"{b}\""),
-    );
+    let mut m = headers(extra_headers, &format!("multipart/{subtype}; boundary=\"{b}\""));
     for (ct, body) in parts {
         m.push_str(&format!("--{b}\r\nContent-Type: {ct}\r\n\r\n{body}\r\n"));
     }
@@ -226,22 +205,18 @@ pub fn generate() -> Vec<(&'static str, String)> {
     let mut random = vec![0u8; 300];
     thread_rng().fill(&mut random[..]);
     random[0] &= 0x7f;
-    let literal = MessageBuilder::from_bytes("", SECRET.to_vec())
-        .to_vec(thread_rng())
-        .expect("literal");
+    let literal = MessageBuilder::from_bytes("", SECRET.to_vec()).to_vec(thread_rng()).expect("literal");
     let mut cb = MessageBuilder::from_bytes("", SECRET.to_vec());
     cb.compression(CompressionAlgorithm::ZLIB);
     let compressed = cb.to_vec(thread_rng()).expect("compressed");
     let pgp_armored = |bin: Vec<u8>| armor(&bin, &[]);
     let enc_pgp_armor = {
-        let mut b = MessageBuilder::from_bytes("", SECRET.to_vec())
-            .seipd_v1(thread_rng(), SymmetricKeyAlgorithm::AES128);
+        let mut b =
+            MessageBuilder::from_bytes("", SECRET.to_vec()).seipd_v1(thread_rng(), SymmetricKeyAlgorithm::AES128);
         for k in &keys {
-            b.encrypt_to_key(thread_rng(), &k.public_subkeys[0])
-                .expect("encrypt");
+            b.encrypt_to_key(thread_rng(), &k.public_subkeys[0]).expect("encrypt");
         }
-        b.to_armored_string(thread_rng(), ArmorOptions::default())
-            .expect("armor")
+        b.to_armored_string(thread_rng(), ArmorOptions::default()).expect("armor")
     };
     let sj = |v: &str, body: &str, extra: bool| {
         let mut parts = vec![("text/plain; charset=utf-8", body.to_string())];

@@ -55,7 +55,8 @@ fn dev_toml_serves_and_stops() {
 fn check_config_unknown_key_exits_2_and_names_it() {
     let tmp = tempfile::tempdir().expect("tmp");
     let path = tmp.path().join("bad.toml");
-    std::fs::write(&path, "mail_domain = \"x.test\"\nmax_mesage_size = 5\n[listen]\nimapz = \"127.0.0.1:1\"\n").expect("write");
+    std::fs::write(&path, "mail_domain = \"x.test\"\nmax_mesage_size = 5\n[listen]\nimapz = \"127.0.0.1:1\"\n")
+        .expect("write");
     let out = Command::new(BIN).args(["check-config", "--config"]).arg(&path).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -103,7 +104,12 @@ fn init_writes_config_data_dir_and_keys() {
     assert!(data.join("dkim.pem").exists());
     assert!(data.join("secret.key").exists());
     // Refuses to overwrite.
-    let again = Command::new(BIN).args(["init", "chat.example.net", "--config"]).arg(&cfg).env("CHATRELAY_DATA_DIR", &data).output().expect("run");
+    let again = Command::new(BIN)
+        .args(["init", "chat.example.net", "--config"])
+        .arg(&cfg)
+        .env("CHATRELAY_DATA_DIR", &data)
+        .output()
+        .expect("run");
     assert_eq!(again.status.code(), Some(1));
 }
 
@@ -178,7 +184,10 @@ fn store_survives_sigkill() {
         for (uid, tag) in &acked {
             let m = msgs.iter().find(|m| m.uid == *uid).unwrap_or_else(|| panic!("acked uid {uid} lost"));
             let body = store.read_blob(&m.blob).await.expect("blob file present");
-            assert!(String::from_utf8_lossy(&body).starts_with(&format!("message {tag}\r\n")), "uid {uid} has its bytes");
+            assert!(
+                String::from_utf8_lossy(&body).starts_with(&format!("message {tag}\r\n")),
+                "uid {uid} has its bytes"
+            );
         }
         let used: u64 = msgs.iter().map(|m| m.size).sum();
         let acc = store.account_by_id(acc.id).await.expect("read").expect("account");

@@ -182,7 +182,11 @@ mode = "self-signed"
     pub fn log(&self) -> String {
         let mut all = String::new();
         if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
-            let mut logs: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+            let mut logs: Vec<_> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
             logs.sort();
             for p in logs {
                 all.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
@@ -223,12 +227,7 @@ mode = "self-signed"
 
     /// Run a `chatrelay` subcommand against this relay's config; returns (code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&self.config_path)
-            .output()
-            .expect("run chatrelay");
+        let out = Command::new(BIN).args(args).arg("--config").arg(&self.config_path).output().expect("run chatrelay");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -558,7 +557,9 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).split(';').next().unwrap_or("0").trim(), 16)
+                .unwrap_or(0);
         if size == 0 || b.len() < eol + 2 + size {
             return out;
         }
@@ -577,7 +578,8 @@ pub async fn http_on<S: AsyncRead + AsyncWrite + Unpin>(
     body: &[u8],
 ) -> HttpResponse {
     use tokio::io::AsyncReadExt;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -588,13 +590,15 @@ pub async fn http_on<S: AsyncRead + AsyncWrite + Unpin>(
     let mut raw = Vec::new();
     // A TLS close without close_notify is fine here: we have what was sent.
     let _ = tokio::time::timeout(T, io.read_to_end(&mut raw)).await.expect("response timed out");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&raw)));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
     let mut body = raw[split + 4..].to_vec();
     if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
         body = dechunk(&body);
@@ -603,7 +607,14 @@ pub async fn http_on<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// One HTTPS request (ALPN http/1.1) to `addr`, with `Host: host`.
-pub async fn https_req(addr: &str, method: &str, path: &str, host: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+pub async fn https_req(
+    addr: &str,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let s = TcpStream::connect(addr).await.expect("connect");
     http_on(tls_wrap(s, &[b"http/1.1"]).await, method, path, host, headers, body).await
 }
@@ -656,7 +667,10 @@ impl Relay {
 }
 
 /// Like `client_config`, limited to the given TLS versions (HTTP-3 tests).
-pub fn client_config_versions(versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub fn client_config_versions(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
@@ -682,7 +696,8 @@ impl Relay {
     /// The value of one sample line (`name{labels}` exactly as rendered), if present.
     pub fn metric(&self, sample: &str) -> Option<f64> {
         let text = self.metrics_text();
-        text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
     }
 }
 
@@ -690,7 +705,8 @@ impl Relay {
 
 /// A real PGP/MIME encrypted message from `from` to `to`, with a unique Message-ID.
 pub fn encrypted_eml(from: &str, to: &str) -> String {
-    crate::fixtures::encrypted_eml(from, to).replace("<fixture@fixture.test>", &format!("<{}@fixture.test>", random_local()))
+    crate::fixtures::encrypted_eml(from, to)
+        .replace("<fixture@fixture.test>", &format!("<{}@fixture.test>", random_local()))
 }
 
 /// Dot-stuff and CRLF-normalise a message and terminate it with `.`.

@@ -37,15 +37,15 @@ async fn alpn_routes_443() {
 async fn mail_over_443_needs_tls13() {
     let relay = Relay::start(GATES_OPEN);
     let a = relay.addr(relay.ports.https);
-    let tls12 = |alpn: &[u8]| {
-        tokio_rustls::TlsConnector::from(client_config_versions(&[&rustls::version::TLS12], &[alpn]))
-    };
+    let tls12 =
+        |alpn: &[u8]| tokio_rustls::TlsConnector::from(client_config_versions(&[&rustls::version::TLS12], &[alpn]));
     let name = rustls::pki_types::ServerName::try_from("chat.test").expect("name");
     let s = TcpStream::connect(&a).await.expect("connect");
     let res = tokio::time::timeout(T, tls12(b"imap").connect(name.clone(), s)).await.expect("no hang");
     assert!(res.is_err(), "TLS 1.2 + imap must not complete");
     let s = TcpStream::connect(&a).await.expect("connect");
-    let tls = tokio::time::timeout(T, tls12(b"http/1.1").connect(name, s)).await.expect("no hang").expect("TLS 1.2 HTTPS");
+    let tls =
+        tokio::time::timeout(T, tls12(b"http/1.1").connect(name, s)).await.expect("no hang").expect("TLS 1.2 HTTPS");
     assert_eq!(http_on(tls, "GET", "/robots.txt", &a, &[], b"").await.status, 200);
 }
 

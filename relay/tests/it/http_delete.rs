@@ -10,7 +10,9 @@ use relay::store::Delivery;
 async fn account_with_message(relay: &Relay, email: &str) -> std::path::PathBuf {
     let (store, accounts) = relay.accounts();
     let acc = accounts.login(email, PASSWORD, "imap").await.expect("create on first login");
-    let body = bytes::Bytes::from_static(b"Subject: [...]\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nx\r\n-----END PGP MESSAGE-----\r\n");
+    let body = bytes::Bytes::from_static(
+        b"Subject: [...]\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nx\r\n-----END PGP MESSAGE-----\r\n",
+    );
     let size = body.len() as u64;
     let blob = store.put_blob(body).await.expect("blob");
     let path = store.blob_path(&blob);
@@ -132,7 +134,10 @@ async fn accounts_cli() {
 
     let fresh = relay.new_address();
     assert_eq!(relay.cli(&["accounts", "block", &fresh]).0, 0);
-    assert!(matches!(accounts.login(&fresh, PASSWORD, "imap").await, Err(AuthError::Tombstoned)), "blocked address cannot be created");
+    assert!(
+        matches!(accounts.login(&fresh, PASSWORD, "imap").await, Err(AuthError::Tombstoned)),
+        "blocked address cannot be created"
+    );
 
     let (code, out, err) = relay.cli(&["accounts", "delete", &email]);
     assert_eq!(code, 0, "{err}");

@@ -42,7 +42,9 @@ async fn autoconfig_xml() {
                 .children()
                 .filter(|n| n.has_tag_name(tag))
                 .map(|s| {
-                    let child = |name: &str| s.children().find(|c| c.has_tag_name(name)).and_then(|c| c.text()).unwrap_or("").to_string();
+                    let child = |name: &str| {
+                        s.children().find(|c| c.has_tag_name(name)).and_then(|c| c.text()).unwrap_or("").to_string()
+                    };
                     assert_eq!(child("hostname"), "chat.test");
                     assert_eq!(child("username"), "%EMAILADDRESS%");
                     assert_eq!(child("authentication"), "password-cleartext");
@@ -52,6 +54,9 @@ async fn autoconfig_xml() {
         };
         let s = |port: u16, t: &str| (port.to_string(), t.to_string());
         assert_eq!(servers("incomingServer"), vec![s(p.imaps, "SSL"), s(p.imap, "STARTTLS"), s(p.https, "SSL")]);
-        assert_eq!(servers("outgoingServer"), vec![s(p.submissions, "SSL"), s(p.submission, "STARTTLS"), s(p.https, "SSL")]);
+        assert_eq!(
+            servers("outgoingServer"),
+            vec![s(p.submissions, "SSL"), s(p.submission, "STARTTLS"), s(p.https, "SSL")]
+        );
     }
 }

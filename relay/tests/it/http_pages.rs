@@ -109,7 +109,9 @@ async fn new_credentials_log_in_over_imap() {
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
     let greeting = c.line().await.expect("greeting");
     assert!(greeting.starts_with("* OK"), "{greeting}");
-    let lines = c.imap("a", &format!("LOGIN {} {}", j["email"].as_str().unwrap_or(""), j["password"].as_str().unwrap_or(""))).await;
+    let lines = c
+        .imap("a", &format!("LOGIN {} {}", j["email"].as_str().unwrap_or(""), j["password"].as_str().unwrap_or("")))
+        .await;
     assert!(lines.last().is_some_and(|l| l.starts_with("a OK")), "{lines:?}");
 }
 
@@ -197,7 +199,10 @@ async fn metrics_listener() {
     for name in ["chatrelay_accounts ", "chatrelay_queue_size", "chatrelay_imap_connections"] {
         assert!(text.contains(name), "{name} in {text}");
     }
-    assert!(text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).all(|l| l.starts_with("chatrelay_")), "{text}");
+    assert!(
+        text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).all(|l| l.starts_with("chatrelay_")),
+        "{text}"
+    );
     let h = http_req(&a, "GET", "/healthz", "x").await;
     assert_eq!((h.status, h.text().as_str()), (200, "ok\n"));
     assert_eq!(http_req(&a, "GET", "/", "x").await.status, 404);
@@ -206,7 +211,8 @@ async fn metrics_listener() {
 /// HTTP-15: a resource gate closed (here: disk) gives 429 with Retry-After 600.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_gate_closed_is_429() {
-    let relay = Relay::start("max_load_1m = 100000.0\nmin_available_memory = \"1M\"\nmin_free_disk_space = \"100000000G\"");
+    let relay =
+        Relay::start("max_load_1m = 100000.0\nmin_available_memory = \"1M\"\nmin_free_disk_space = \"100000000G\"");
     let r = relay.https("POST", "/new").await;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("retry-after"), Some("600"));
@@ -229,6 +235,7 @@ async fn limits_and_mxdeliv_slot() {
     let r = http_on(tls_wrap(s, &[b"http/1.1"]).await, "GET", "/", &a, &[("X-Big", &big)], b"").await;
     assert_eq!(r.status, 431, "headers over 16 KiB");
     let body = format!("{{\"email\":\"{}\",\"password\":\"x\"}}", "a".repeat(70 * 1024));
-    let r = https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], body.as_bytes()).await;
+    let r =
+        https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], body.as_bytes()).await;
     assert_eq!(r.status, 413, "body over 64 KiB: {}", r.text());
 }

@@ -30,7 +30,11 @@ async fn imap_async_imap_delta_chat_flow() {
     assert!(caps.has_str("XCHATMAIL") && caps.has_str("IDLE") && caps.has_str("COMPRESS=DEFLATE"));
     let mut s = s.compress(|z| z).await.expect("COMPRESS DEFLATE");
     let md = s
-        .get_metadata("", "", "(/shared/comment /shared/admin /shared/vendor/deltachat/irohrelay /shared/vendor/deltachat/turn)")
+        .get_metadata(
+            "",
+            "",
+            "(/shared/comment /shared/admin /shared/vendor/deltachat/irohrelay /shared/vendor/deltachat/turn)",
+        )
         .await
         .expect("GETMETADATA never fails");
     assert!(md.is_empty(), "{md:?}");
@@ -57,14 +61,16 @@ async fn imap_async_imap_delta_chat_flow() {
             t.elapsed()
         }
     });
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await.expect("IDLE woke").expect("test step");
+    let resp =
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait).await.expect("IDLE woke").expect("test step");
     let woke = t.elapsed();
     assert!(matches!(resp, IdleResponse::NewData(_)), "{resp:?}");
     let appended = writer.await.expect("io");
     println!("async-imap IDLE woke {woke:?} after APPEND started (APPEND OK after {appended:?})");
     let mut s = idle.done().await.expect("io");
 
-    let fetched: Vec<_> = s.uid_fetch("1:*", "(UID RFC822.SIZE BODY.PEEK[])").await.expect("io").try_collect().await.expect("io");
+    let fetched: Vec<_> =
+        s.uid_fetch("1:*", "(UID RFC822.SIZE BODY.PEEK[])").await.expect("io").try_collect().await.expect("io");
     assert_eq!(fetched.len(), 1);
     assert_eq!(fetched[0].body(), Some(msg.as_slice()));
     assert_eq!(fetched[0].size, Some(msg.len() as u32));

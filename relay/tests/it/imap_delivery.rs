@@ -64,7 +64,8 @@ async fn imap_account_deletion_closes_sessions() {
     let mut waiting = login(&relay, &email).await;
     let a = relay.addr(relay.ports.https);
     let body = serde_json::json!({"email": email, "password": PASSWORD}).to_string();
-    let r = https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], body.as_bytes()).await;
+    let r =
+        https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], body.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(idling.line().await.as_deref(), Some("* BYE Account deleted"));
     assert!(idling.line().await.is_none());

@@ -73,7 +73,8 @@ impl Zc {
                 return String::from_utf8_lossy(&l).trim_end().to_string();
             }
             let mut tmp = [0u8; 4096];
-            let n = tokio::time::timeout(crate::harness::T, self.io.read(&mut tmp)).await.expect("io").expect("test step");
+            let n =
+                tokio::time::timeout(crate::harness::T, self.io.read(&mut tmp)).await.expect("io").expect("test step");
             assert!(n > 0, "eof");
             let mut pos = 0;
             while pos < n {
@@ -110,7 +111,8 @@ async fn imap_compress_deflate_end_to_end() {
     let r = c.imap("z", "COMPRESS DEFLATE").await;
     assert_eq!(last(&r), "z OK DEFLATE active");
     let io = c.io.into_inner();
-    let mut z = Zc { io, comp: Compress::new(Compression::default(), false), dec: Decompress::new(false), buf: Vec::new() };
+    let mut z =
+        Zc { io, comp: Compress::new(Compression::default(), false), dec: Decompress::new(false), buf: Vec::new() };
     let r = z.imap("a", "COMPRESS DEFLATE").await;
     assert!(last(&r).starts_with("a NO [COMPRESSIONACTIVE]"), "{r:?}");
     assert_ok(&z.imap("b", "SELECT INBOX").await);

@@ -164,10 +164,29 @@ async fn imap_garbage_input_is_answered() {
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     let junk = [
-        "x", "x UID", "x UID FROB 1", "x FETCH 0 (FLAGS)", "x FETCH 1:* (BODY[999.1.HEADER])", "x SELECT",
-        "x STORE 1 +FLAGS (\\Recent)", "x SEARCH (((((", "x APPEND", "x GETMETADATA", "x SETMETADATA INBOX",
-        "x LIST", "x STATUS INBOX (FOO)", "x COPY 1", "x \u{1}\u{2}", "\u{ff}\u{fe} NOOP", "x LOGIN a b",
-        "x IDLE extra", "x COMPRESS GZIP", "x ENABLE", "x ID (", "x CREATE \"a//b\"", "x CREATE \"\"",
+        "x",
+        "x UID",
+        "x UID FROB 1",
+        "x FETCH 0 (FLAGS)",
+        "x FETCH 1:* (BODY[999.1.HEADER])",
+        "x SELECT",
+        "x STORE 1 +FLAGS (\\Recent)",
+        "x SEARCH (((((",
+        "x APPEND",
+        "x GETMETADATA",
+        "x SETMETADATA INBOX",
+        "x LIST",
+        "x STATUS INBOX (FOO)",
+        "x COPY 1",
+        "x \u{1}\u{2}",
+        "\u{ff}\u{fe} NOOP",
+        "x LOGIN a b",
+        "x IDLE extra",
+        "x COMPRESS GZIP",
+        "x ENABLE",
+        "x ID (",
+        "x CREATE \"a//b\"",
+        "x CREATE \"\"",
     ];
     for (i, j) in junk.iter().enumerate() {
         c.send(j).await;
@@ -177,7 +196,11 @@ async fn imap_garbage_input_is_answered() {
         assert!(r.iter().any(|l| l.contains(" BAD ") || l.contains(" NO ") || l.starts_with("* BAD")), "{j}: {r:?}");
     }
     assert_ok(&c.imap("s", "SELECT INBOX").await);
-    for (i, j) in ["x FETCH 1:* (BODY[1.2.3])", "x UID FETCH *:1 (ENVELOPE BODYSTRUCTURE)", "x SEARCH UID 1:* NOT OR ALL"].iter().enumerate() {
+    for (i, j) in
+        ["x FETCH 1:* (BODY[1.2.3])", "x UID FETCH *:1 (ENVELOPE BODYSTRUCTURE)", "x SEARCH UID 1:* NOT OR ALL"]
+            .iter()
+            .enumerate()
+    {
         c.send(j).await;
         c.send(&format!("m{i} NOOP")).await;
         let r = c.until_tag(&format!("m{i}")).await;

@@ -25,10 +25,18 @@ fn pebble_binary() -> Option<PathBuf> {
         return Some(p);
     }
     let quiet = |args: &[&str]| {
-        Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     };
     if !(quiet(&["update"]) && quiet(&["install", "-y", "pebble"])) {
-        eprintln!("SKIPPED ops_acme: `apt-get install pebble` failed; install Debian's pebble package to run this test");
+        eprintln!(
+            "SKIPPED ops_acme: `apt-get install pebble` failed; install Debian's pebble package to run this test"
+        );
         return None;
     }
     found()
@@ -68,7 +76,15 @@ fn api_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (ca_pem, cert, key)
 }
 
-fn start_pebble(bin: &Path, dir: &Path, http_port: u16, dns: SocketAddr, cert: &Path, key: &Path, validity_secs: u64) -> Pebble {
+fn start_pebble(
+    bin: &Path,
+    dir: &Path,
+    http_port: u16,
+    dns: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    validity_secs: u64,
+) -> Pebble {
     let (api, mgmt, tls) = (free_port(), free_port(), free_port());
     let config = serde_json::json!({"pebble": {
         "certificateValidityPeriod": validity_secs,
@@ -94,10 +110,19 @@ fn start_pebble(bin: &Path, dir: &Path, http_port: u16, dns: SocketAddr, cert: &
         .stderr(err)
         .spawn()
         .expect("spawn pebble");
-    let p = Pebble { child, dir_url: format!("https://127.0.0.1:{api}/dir"), mgmt: format!("127.0.0.1:{mgmt}").parse().expect("addr"), log };
+    let p = Pebble {
+        child,
+        dir_url: format!("https://127.0.0.1:{api}/dir"),
+        mgmt: format!("127.0.0.1:{mgmt}").parse().expect("addr"),
+        log,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", api)).is_err() {
-        assert!(Instant::now() < deadline, "pebble did not start: {}", std::fs::read_to_string(&p.log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "pebble did not start: {}",
+            std::fs::read_to_string(&p.log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     p
@@ -115,7 +140,11 @@ async fn verifies(addr: &str, sni: &str, root: &CertificateDer<'static>) -> Resu
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
     let c = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    tokio::time::timeout(Duration::from_secs(10), c.connect(name, tcp)).await.map_err(|_| "timeout".to_string())?.map(|_| ()).map_err(|e| e.to_string())
+    tokio::time::timeout(Duration::from_secs(10), c.connect(name, tcp))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn wait_log(relay: &Relay, needle: &str, secs: u64) -> bool {
@@ -145,7 +174,10 @@ fn acme_relay(bin: &Path, validity_secs: u64) -> (Relay, Pebble, DnsServer, Path
             "mode = \"self-signed\"",
             &format!("mode = \"acme\"\nacme_email = \"admin@chat.test\"\nacme_directory = \"{}\"", pebble.dir_url),
         )
-        .replace("resolver = \"127.0.0.1:9\"", &format!("resolver = \"{}\"\nextra_root_certs = \"{}\"", dns.addr, ca.display()));
+        .replace(
+            "resolver = \"127.0.0.1:9\"",
+            &format!("resolver = \"{}\"\nextra_root_certs = \"{}\"", dns.addr, ca.display()),
+        );
     assert!(toml.contains("extra_root_certs"), "harness config changed: {toml}");
     std::fs::write(&relay.config_path, toml).expect("config");
     relay.spawn();
@@ -165,7 +197,10 @@ async fn ops_acme_certificate_from_pebble() {
     );
     println!("ACME issuance took {:?}", started.elapsed());
     let plog = std::fs::read_to_string(&pebble.log).unwrap_or_default();
-    assert!(plog.contains("Attempting to validate w/ HTTP: http://mta-sts.chat.test:"), "pebble checked HTTP-01 itself:\n{plog}");
+    assert!(
+        plog.contains("Attempting to validate w/ HTTP: http://mta-sts.chat.test:"),
+        "pebble checked HTTP-01 itself:\n{plog}"
+    );
     assert_eq!(plog.matches("set VALID by completed challenge").count(), 3, "{plog}");
 
     // Pebble's root (regenerated per pebble run) from its management interface.
@@ -173,10 +208,13 @@ async fn ops_acme_certificate_from_pebble() {
     let root = rustls_pemfile::certs(&mut root_pem.as_bytes()).next().expect("a root").expect("pem");
     let https = relay.addr(relay.ports.https);
     for sni in ["chat.test", "mta-sts.chat.test", "www.chat.test"] {
-        verifies(&https, sni, &root).await.unwrap_or_else(|e| panic!("{sni}: served certificate not issued by pebble: {e}"));
+        verifies(&https, sni, &root)
+            .await
+            .unwrap_or_else(|e| panic!("{sni}: served certificate not issued by pebble: {e}"));
     }
     // The self-signed certificate would not verify against pebble's root: the check can fail.
-    let other = rustls_pemfile::certs(&mut std::fs::read(&ca).expect("ca").as_slice()).next().expect("ca").expect("pem");
+    let other =
+        rustls_pemfile::certs(&mut std::fs::read(&ca).expect("ca").as_slice()).next().expect("ca").expect("pem");
     assert!(verifies(&https, "chat.test", &other).await.is_err());
 
     // State kept in data_dir/acme/, private files 0600; the expiry gauge is set.
@@ -215,9 +253,10 @@ async fn ops_acme_failure_keeps_self_signed_and_warns() {
     let mut relay = Relay::start(GATES_OPEN);
     relay.stop();
     let dead = free_port();
-    let toml = std::fs::read_to_string(&relay.config_path)
-        .expect("config")
-        .replace("mode = \"self-signed\"", &format!("mode = \"acme\"\nacme_directory = \"https://127.0.0.1:{dead}/dir\""));
+    let toml = std::fs::read_to_string(&relay.config_path).expect("config").replace(
+        "mode = \"self-signed\"",
+        &format!("mode = \"acme\"\nacme_directory = \"https://127.0.0.1:{dead}/dir\""),
+    );
     std::fs::write(&relay.config_path, toml).expect("config");
     relay.spawn();
     assert!(wait_log(&relay, "acme certificate request failed", 30), "{}", plain_log(&relay));
@@ -225,7 +264,9 @@ async fn ops_acme_failure_keeps_self_signed_and_warns() {
     assert!(plain_log(&relay).contains("retry_in_secs=3600"), "first retry after 1 h: {}", plain_log(&relay));
     let pem = std::fs::read(relay.data_dir().join("tls/cert.pem")).expect("self-signed cert");
     let own = rustls_pemfile::certs(&mut pem.as_slice()).next().expect("cert").expect("pem");
-    verifies(&relay.addr(relay.ports.https), "chat.test", &own).await.expect("self-signed certificate served meanwhile");
+    verifies(&relay.addr(relay.ports.https), "chat.test", &own)
+        .await
+        .expect("self-signed certificate served meanwhile");
     assert_eq!(relay.stop(), Some(0), "the acme task stops on shutdown");
 }
 
@@ -249,6 +290,10 @@ async fn ops_acme_renews_within_30_days() {
     let plog = std::fs::read_to_string(&pebble.log).unwrap_or_default();
     assert_eq!(plog.matches("POST /sign-me-up").count(), 1, "the stored account was reused: {plog}");
     let m = http_req(&relay.addr(relay.ports.metrics), "GET", "/metrics", "x").await.text();
-    let left: i64 = m.lines().find_map(|l| l.strip_prefix("chatrelay_tls_certificate_expiry_seconds ")).and_then(|v| v.trim().parse().ok()).expect("gauge");
+    let left: i64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("chatrelay_tls_certificate_expiry_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("gauge");
     assert!(left > 19 * 86_400 && left <= 20 * 86_400, "{left}");
 }

@@ -15,7 +15,11 @@ fn systemd_unit_verifies() {
     assert!(out.status.success());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("root").to_path_buf();
     let unit = std::fs::read_to_string(root.join("systemd/chatrelay.service")).expect("unit");
-    assert_eq!(unit, std::fs::read_to_string(root.join("deploy/chatrelay.service")).expect("deploy copy"), "deploy/ ships the same unit");
+    assert_eq!(
+        unit,
+        std::fs::read_to_string(root.join("deploy/chatrelay.service")).expect("deploy copy"),
+        "deploy/ ships the same unit"
+    );
     for needed in [
         "User=chatrelay",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
@@ -54,5 +58,8 @@ async fn metrics_count_a_delivery() {
     let after = http_req(&metrics_addr, "GET", "/metrics", "localhost").await.text();
     assert!(after.contains(&format!("{accepted} 1")), "{after}");
     assert!(after.contains("chatrelay_accounts_created_total"), "{after}");
-    assert!(after.contains("chatrelay_delivery_latency_seconds") || after.contains("chatrelay_imap_connections"), "{after}");
+    assert!(
+        after.contains("chatrelay_delivery_latency_seconds") || after.contains("chatrelay_imap_connections"),
+        "{after}"
+    );
 }

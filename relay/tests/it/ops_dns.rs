@@ -90,7 +90,10 @@ fn status<'a>(out: &'a str, owner: &str, rtype: &str) -> Vec<&'a str> {
 /// The quoted strings of the zone line `<owner> 3600 IN TXT ...` starting with `start`, joined.
 fn zone_txt(out: &str, owner: &str, start: &str) -> String {
     let prefix = format!("{owner} 3600 IN TXT ");
-    let line = out.lines().find(|l| l.starts_with(&prefix) && l[prefix.len()..].starts_with(&format!("\"{start}"))).expect("zone TXT line");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&prefix) && l[prefix.len()..].starts_with(&format!("\"{start}")))
+        .expect("zone TXT line");
     let strings: Vec<&str> = line[prefix.len()..].split('"').skip(1).step_by(2).collect();
     assert!(strings.iter().all(|s| s.len() <= 255), "TXT strings are at most 255 characters: {line}");
     strings.concat()
@@ -140,8 +143,10 @@ fn ops_dns_prints_and_checks_records() {
     {
         use base64::Engine;
         use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
-        let key = rsa::RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(data.join("dkim.pem")).expect("pem")).expect("key");
-        let spki = base64::engine::general_purpose::STANDARD.encode(key.to_public_key().to_public_key_der().expect("der").as_bytes());
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(data.join("dkim.pem")).expect("pem"))
+            .expect("key");
+        let spki = base64::engine::general_purpose::STANDARD
+            .encode(key.to_public_key().to_public_key_der().expect("der").as_bytes());
         assert_eq!(dkim, format!("v=DKIM1;k=rsa;p={spki};s=email;t=s"));
         assert!(dkim.len() > 255, "a 2048-bit key needs split strings");
     }
@@ -150,7 +155,11 @@ fn ops_dns_prints_and_checks_records() {
     let txt = |s: &str| RData::TXT(TXT::new(vec![s.to_string()]));
     server.set(d, RecordType::MX, vec![RData::MX(MX::new(10, name(d)))]);
     let (first, rest) = dkim.split_at(200);
-    server.set(&format!("dkim._domainkey.{d}"), RecordType::TXT, vec![RData::TXT(TXT::new(vec![first.into(), rest.into()]))]);
+    server.set(
+        &format!("dkim._domainkey.{d}"),
+        RecordType::TXT,
+        vec![RData::TXT(TXT::new(vec![first.into(), rest.into()]))],
+    );
     server.set(&format!("_mta-sts.{d}"), RecordType::TXT, vec![txt(&sts)]);
     server.set(&format!("mta-sts.{d}"), RecordType::CNAME, vec![RData::CNAME(CNAME(name(d)))]);
     server.set(&format!("www.{d}"), RecordType::CNAME, vec![RData::CNAME(CNAME(name(d)))]);

@@ -72,7 +72,13 @@ fn ops_init_from_chatmail_ini() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     // Keys without a counterpart are listed; converted ones are not.
-    for k in ["passthrough_recipients", "filtermail_smtp_port", "postfix_reinject_port_incoming", "mtail_address", "imap_rawlog"] {
+    for k in [
+        "passthrough_recipients",
+        "filtermail_smtp_port",
+        "postfix_reinject_port_incoming",
+        "mtail_address",
+        "imap_rawlog",
+    ] {
         assert!(stderr.contains(k), "{k} not listed: {stderr}");
     }
     for k in ["privacy_mail", "delete_mails_after", "iroh_relay", "tls_external_cert_and_key", "passthrough_senders"] {
@@ -81,7 +87,12 @@ fn ops_init_from_chatmail_ini() {
     assert!(data.join("dkim.pem").exists());
 
     // The converted file passes check-config and carries the values.
-    let check = Command::new(BIN).args(["check-config", "--config"]).arg(&cfg).env("CHATRELAY_DATA_DIR", &data).output().expect("run");
+    let check = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .env("CHATRELAY_DATA_DIR", &data)
+        .output()
+        .expect("run");
     let eff = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
     let v: toml::Value = toml::from_str(&eff).expect("effective config is TOML");
@@ -106,7 +117,14 @@ fn ops_init_from_chatmail_ini() {
     assert!(text.contains("# any message older than this"), "{text}");
 
     // Refuses to overwrite.
-    let again = Command::new(BIN).args(["init", "--from-chatmail-ini"]).arg(&ini).arg("--config").arg(&cfg).env("CHATRELAY_DATA_DIR", &data).output().expect("run");
+    let again = Command::new(BIN)
+        .args(["init", "--from-chatmail-ini"])
+        .arg(&ini)
+        .arg("--config")
+        .arg(&cfg)
+        .env("CHATRELAY_DATA_DIR", &data)
+        .output()
+        .expect("run");
     assert_eq!(again.status.code(), Some(1));
 }
 
@@ -116,7 +134,14 @@ fn ops_init_from_bad_chatmail_ini() {
     let ini = tmp.path().join("chatmail.ini");
     std::fs::write(&ini, "[params]\nmail_domain = c.example.org\ndelete_mails_after = soon\n").expect("ini");
     let cfg = tmp.path().join("chatrelay.toml");
-    let out = Command::new(BIN).args(["init", "--from-chatmail-ini"]).arg(&ini).arg("--config").arg(&cfg).env("CHATRELAY_DATA_DIR", tmp.path().join("d")).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["init", "--from-chatmail-ini"])
+        .arg(&ini)
+        .arg("--config")
+        .arg(&cfg)
+        .env("CHATRELAY_DATA_DIR", tmp.path().join("d"))
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("delete_mails_after"));
     assert!(!cfg.exists());

@@ -145,7 +145,8 @@ async fn slowloris_every_listener() {
 
     // After 30 s + slack: pre-handshake TLS and pre-header HTTP connections are gone (HTTP-27,
     // the 30 s TLS handshake timeout); the IMAP placeholder closes at once.
-    let checks = idle.iter_mut().map(|(name, s)| async move { (*name, closed_within(s, Duration::from_secs(8)).await) });
+    let checks =
+        idle.iter_mut().map(|(name, s)| async move { (*name, closed_within(s, Duration::from_secs(8)).await) });
     let report = futures::future::join_all(checks).await;
     let open: Vec<_> = report
         .iter()
@@ -206,7 +207,9 @@ async fn many_connections_at_once() {
     // Greedy admission with both caps: min(1000, sum over IPs of min(count, 200)) per listener.
     let expect_ok: usize = [p.smtp, p.submission]
         .iter()
-        .map(|port| (0..ips).map(|ip| per_group.get(&(*port, ip)).copied().unwrap_or(0).min(200)).sum::<usize>().min(1000))
+        .map(|port| {
+            (0..ips).map(|ip| per_group.get(&(*port, ip)).copied().unwrap_or(0).min(200)).sum::<usize>().min(1000)
+        })
         .sum();
     println!("{} connections open after {:?}", conns.len(), started.elapsed());
     // Read every SMTP greeting: 220 within the caps (1000 total, 200 per IP), 421 over them.
@@ -243,7 +246,9 @@ async fn many_connections_at_once() {
     drop(conns);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Slots are released: the flood's own IPs can connect again.
-    let mut c = Lines { io: tokio::io::BufReader::new(Box::new(connect_from("127.0.1.1", &relay.addr(p.smtp)).await.expect("connect"))) };
+    let mut c = Lines {
+        io: tokio::io::BufReader::new(Box::new(connect_from("127.0.1.1", &relay.addr(p.smtp)).await.expect("connect"))),
+    };
     assert!(c.reply().await.starts_with("220 "));
     let r = good_client(&relay, &alice, &bob).await;
     assert!(r.starts_with("250 "), "{r}");
@@ -330,7 +335,9 @@ async fn oversized_and_garbage_input() {
 
     // Garbage instead of a TLS ClientHello: closed quickly, nothing else happens.
     for port in [p.submissions, p.imaps, p.https] {
-        for garbage in [b"GET / HTTP/1.1\r\n\r\n".to_vec(), random_bytes(2048), [0x16u8, 0x03, 0x03, 0xff, 0xff].repeat(100)] {
+        for garbage in
+            [b"GET / HTTP/1.1\r\n\r\n".to_vec(), random_bytes(2048), [0x16u8, 0x03, 0x03, 0xff, 0xff].repeat(100)]
+        {
             let mut s = TcpStream::connect(relay.addr(port)).await.expect("connect");
             let _ = s.write_all(&garbage).await;
             assert!(closed_within(&mut s, Duration::from_secs(10)).await, "port {port} closes a non-TLS client");
@@ -341,7 +348,9 @@ async fn oversized_and_garbage_input() {
     // limit, line limit, TLS alert) or stay quietly open; the relay never dies.
     for round in 0..6 {
         for port in p.all() {
-            let Ok(mut s) = TcpStream::connect(relay.addr(port)).await else { panic!("port {port} refused in round {round}") };
+            let Ok(mut s) = TcpStream::connect(relay.addr(port)).await else {
+                panic!("port {port} refused in round {round}")
+            };
             for _ in 0..8 {
                 let mut chunk = random_bytes(1 + (rand_u64() % 3000) as usize);
                 if rand_u64().is_multiple_of(2) {

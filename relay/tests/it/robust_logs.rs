@@ -24,15 +24,18 @@ async fn trace_log_holds_no_private_data() {
 
     // Submission with AUTH (creates alice and bob), subject and body markers.
     create_account(&relay, &bob).await;
-    let eml = encrypted_eml(&alice, &bob)
-        .replace("Subject: [...]\r\n", &format!("Subject: {SUBJECT}\r\nX-Note: {BODY}\r\n"));
+    let eml =
+        encrypted_eml(&alice, &bob).replace("Subject: [...]\r\n", &format!("Subject: {SUBJECT}\r\nX-Note: {BODY}\r\n"));
     assert!(eml.contains(SUBJECT));
     let r = submit(&relay, &alice, PASSWORD, &alice, &[&bob], &eml).await;
     assert!(r.starts_with("250 "), "{r}");
     // Also to a remote recipient: queued.
-    let r = submit(&relay, &alice, PASSWORD, &alice, &["far@remote.example"], &encrypted_eml(&alice, "far@remote.example")).await;
+    let r =
+        submit(&relay, &alice, PASSWORD, &alice, &["far@remote.example"], &encrypted_eml(&alice, "far@remote.example"))
+            .await;
     assert!(r.starts_with("250 "), "{r}");
-    let armor_line = eml.lines().skip_while(|l| !l.starts_with("-----BEGIN PGP MESSAGE")).nth(2).unwrap_or_default().to_string();
+    let armor_line =
+        eml.lines().skip_while(|l| !l.starts_with("-----BEGIN PGP MESSAGE")).nth(2).unwrap_or_default().to_string();
     assert!(armor_line.len() > 20, "an armor line to look for: {armor_line:?}");
 
     // Failed logins on 465, and AUTH LOGIN with a wrong password from another source IP on 587.
@@ -58,9 +61,21 @@ async fn trace_log_holds_no_private_data() {
     c.cmd("STARTTLS").await;
     let mut c = c.starttls().await;
     c.cmd("EHLO peer.example").await;
-    let r = send_mail(&mut c, "peer@remote.example", &[&bob], &encrypted_eml("peer@remote.example", &bob).replace("Subject: [...]\r\n", &format!("Subject: {SUBJECT}\r\n"))).await;
+    let r = send_mail(
+        &mut c,
+        "peer@remote.example",
+        &[&bob],
+        &encrypted_eml("peer@remote.example", &bob).replace("Subject: [...]\r\n", &format!("Subject: {SUBJECT}\r\n")),
+    )
+    .await;
     assert!(r.starts_with("250 ") || r.starts_with("554 "), "{r}");
-    let r = send_mail(&mut c, "peer@remote.example", &[&bob], &format!("From: <peer@remote.example>\r\nSubject: {SUBJECT}\r\n\r\n{BODY}\r\n")).await;
+    let r = send_mail(
+        &mut c,
+        "peer@remote.example",
+        &[&bob],
+        &format!("From: <peer@remote.example>\r\nSubject: {SUBJECT}\r\n\r\n{BODY}\r\n"),
+    )
+    .await;
     assert_eq!(r, "523 Encryption Needed: Invalid Unencrypted Mail");
 
     // HTTP: /new (a fresh password), /account/delete with a wrong and the right password.
@@ -69,11 +84,23 @@ async fn trace_log_holds_no_private_data() {
     assert_eq!(new.status, 200);
     let new_password = new.json()["password"].as_str().expect("password").to_string();
     let del = |pw: &str| serde_json::json!({"email": bob, "password": pw}).to_string();
-    let r = https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], del(WRONG).as_bytes()).await;
+    let r =
+        https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], del(WRONG).as_bytes())
+            .await;
     assert_eq!(r.status, 401);
-    let r = https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/x-www-form-urlencoded")], format!("email={bob}&password={WRONG}").as_bytes()).await;
+    let r = https_req(
+        &a,
+        "POST",
+        "/account/delete",
+        &a,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        format!("email={bob}&password={WRONG}").as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 401);
-    let r = https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], del(PASSWORD).as_bytes()).await;
+    let r =
+        https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], del(PASSWORD).as_bytes())
+            .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let s = from_src(SRC, &relay.addr(relay.ports.http)).await;
     let r = http_on(s, "GET", "/anything?q=Query-Marker-2718", "chat.test", &[], b"").await;
@@ -120,6 +147,11 @@ async fn trace_log_holds_no_private_data() {
             leaks.push(format!("{what}: {line}"));
         }
     }
-    assert!(leaks.is_empty(), "{} leaking lines:\n{}", leaks.len(), leaks.iter().take(40).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "{} leaking lines:\n{}",
+        leaks.len(),
+        leaks.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
     println!("trace log: {} lines checked for {} kinds of private data", log.lines().count(), needles.len());
 }

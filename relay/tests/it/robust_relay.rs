@@ -55,7 +55,10 @@ async fn mx_never_relays() {
         }
         // With no accepted recipient DATA cannot start.
         let data = c.cmd("DATA").await;
-        assert!(data.starts_with("503 5.5.1") || data.starts_with("554 5.5.1"), "DATA after refused RCPT {rcpt}: {data}");
+        assert!(
+            data.starts_with("503 5.5.1") || data.starts_with("554 5.5.1"),
+            "DATA after refused RCPT {rcpt}: {data}"
+        );
         assert_eq!(c.cmd("RSET").await, "250 2.0.0 OK");
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -116,7 +119,10 @@ async fn submission_unauthenticated() {
     let mut c = plain_ehlo(&relay, relay.ports.submission).await;
     assert_eq!(c.cmd("MAIL FROM:<x@remote.example>").await, "530 5.7.0 Authentication required");
     assert_eq!(c.cmd("RCPT TO:<y@remote.example>").await, "503 5.5.1 Error: bad sequence of commands");
-    assert_eq!(c.cmd("AUTH PLAIN AGJvYgBib2I=").await, "538 5.7.11 Encryption required for requested authentication mechanism");
+    assert_eq!(
+        c.cmd("AUTH PLAIN AGJvYgBib2I=").await,
+        "538 5.7.11 Encryption required for requested authentication mechanism"
+    );
     assert_eq!(c.cmd("AUTH LOGIN").await, "538 5.7.11 Encryption required for requested authentication mechanism");
     // 587 after STARTTLS, no AUTH.
     assert_eq!(c.cmd("STARTTLS").await, "220 2.0.0 Ready to start TLS");
@@ -186,7 +192,9 @@ async fn submission_sender_spoofing() {
     let _ = c.cmd("QUIT").await;
 
     // From header tricks with a correct envelope (SMTP-32).
-    let eml = |from_hdr: &str| encrypted_eml(&alice, &bob).replacen(&format!("From: <{alice}>"), &format!("From: {from_hdr}"), 1);
+    let eml = |from_hdr: &str| {
+        encrypted_eml(&alice, &bob).replacen(&format!("From: <{alice}>"), &format!("From: {from_hdr}"), 1)
+    };
     let cases = [
         (format!("\"{alice}\" <{bob}>"), format!("500 Invalid FROM {bob} for {alice}")),
         (format!("<{bob}>, <{alice}>"), String::new()),
@@ -208,7 +216,8 @@ async fn submission_sender_spoofing() {
 
     // Case variations are the same sender and are accepted (SMTP-28, SMTP-32: case-insensitive).
     let upper = alice.to_uppercase();
-    let body = encrypted_eml(&alice, &bob).replacen(&format!("From: <{alice}>"), &format!("From: \"Alice\" <{upper}>"), 1);
+    let body =
+        encrypted_eml(&alice, &bob).replacen(&format!("From: <{alice}>"), &format!("From: \"Alice\" <{upper}>"), 1);
     let r = submit(&relay, &upper, PASSWORD, &upper, &[&bob], &body).await;
     assert!(r.starts_with("250 2.0.0 OK: queued as "), "{r}");
     assert_eq!(counts(&relay).0, before.0 + 1, "exactly one stored");
@@ -223,7 +232,8 @@ async fn http_created_account_cannot_send_as_another() {
     let resp = relay.https("POST", "/new").await;
     assert_eq!(resp.status, 200);
     let j = resp.json();
-    let (email, password) = (j["email"].as_str().expect("email").to_string(), j["password"].as_str().expect("password").to_string());
+    let (email, password) =
+        (j["email"].as_str().expect("email").to_string(), j["password"].as_str().expect("password").to_string());
     let before = counts(&relay);
     // 587 with STARTTLS this time.
     let mut c = plain_ehlo(&relay, relay.ports.submission).await;
@@ -264,13 +274,16 @@ async fn mxdeliv_forged_envelopes() {
     let (alice, bob) = (account(&relay).await, account(&relay).await);
     let before = counts(&relay);
     let eml = encrypted_eml(&alice, &bob);
-    let r = mxdeliv(&relay, &[("X-Mail-From", "x@remote.example"), ("X-Mail-To", "y@remote.example")], eml.as_bytes()).await;
+    let r = mxdeliv(&relay, &[("X-Mail-From", "x@remote.example"), ("X-Mail-To", "y@remote.example")], eml.as_bytes())
+        .await;
     assert_eq!((r.status, r.text()), (400, "554 5.7.1 <y@remote.example>: Relay access denied".to_string()));
-    let r = mxdeliv(&relay, &[("X-Mail-From", &alice), ("X-Mail-To", "user%remote.example@chat.test")], eml.as_bytes()).await;
+    let r = mxdeliv(&relay, &[("X-Mail-From", &alice), ("X-Mail-To", "user%remote.example@chat.test")], eml.as_bytes())
+        .await;
     assert_eq!(r.status, 400);
     let r = mxdeliv(&relay, &[("X-Mail-To", &bob)], eml.as_bytes()).await;
     assert_eq!((r.status, r.text()), (400, "501 5.5.4 Missing or invalid envelope headers".to_string()));
-    let r = mxdeliv(&relay, &[("X-Mail-From", &alice), ("X-Mail-From", &alice), ("X-Mail-To", &bob)], eml.as_bytes()).await;
+    let r =
+        mxdeliv(&relay, &[("X-Mail-From", &alice), ("X-Mail-From", &alice), ("X-Mail-To", &bob)], eml.as_bytes()).await;
     assert_eq!((r.status, r.text()), (400, "501 5.5.4 Missing or invalid envelope headers".to_string()));
     let r = mxdeliv(&relay, &[("X-Mail-From", &alice), ("X-Mail-To", &bob)], eml.as_bytes()).await;
     assert_eq!((r.status, r.text()), (400, "554 5.7.1 No DKIM signature found".to_string()));

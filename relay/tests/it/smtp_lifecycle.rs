@@ -31,20 +31,9 @@ async fn deleting_the_account_closes_its_session() {
     assert_eq!(c.reply().await, "220 chat.test ESMTP");
     assert!(c.cmd("EHLO x").await.starts_with("250"));
     let token = base64::prelude::BASE64_STANDARD.encode(format!("\0{user}\0{PASSWORD}"));
-    assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {token}")).await,
-        "235 2.7.0 Authentication successful"
-    );
-    let acc = ctx
-        .store
-        .account_by_address(&user)
-        .await
-        .expect("read")
-        .expect("created");
-    ctx.accounts
-        .delete(&acc, relay::store::DeleteReason::Admin)
-        .await
-        .expect("delete");
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {token}")).await, "235 2.7.0 Authentication successful");
+    let acc = ctx.store.account_by_address(&user).await.expect("read").expect("created");
+    ctx.accounts.delete(&acc, relay::store::DeleteReason::Admin).await.expect("delete");
     assert_eq!(c.reply().await, "421 4.7.0 Account deleted");
     assert_eq!(c.line().await, None);
     ctx.shutdown.cancel();
@@ -77,21 +66,9 @@ async fn shutdown_lets_data_finish() {
     let (_relay, code) = stopper.join().expect("stop");
     assert_eq!(code, Some(0));
     let store = relay::store::Store::open(&data_dir).expect("store");
-    let acc = store
-        .account_by_address(&bob)
-        .await
-        .expect("read")
-        .expect("bob");
-    let inbox = store
-        .mailbox(acc.id, "INBOX")
-        .await
-        .expect("read")
-        .expect("inbox");
-    assert_eq!(
-        store.messages(inbox.id).await.expect("messages").len(),
-        1,
-        "the 250'd message is stored"
-    );
+    let acc = store.account_by_address(&bob).await.expect("read").expect("bob");
+    let inbox = store.mailbox(acc.id, "INBOX").await.expect("read").expect("inbox");
+    assert_eq!(store.messages(inbox.id).await.expect("messages").len(), 1, "the 250'd message is stored");
 }
 
 /// SMTP-38, SMTP-39: blocked recipients are unknown; a full mailbox gets 452 4.2.2.
@@ -104,22 +81,12 @@ async fn blocked_and_full_recipients() {
     let (mut c, a) = smtp_login(&relay, &carol, PASSWORD).await;
     assert!(a.starts_with("235 "), "{a}");
     let r = send_mail(&mut c, &carol, &[&bob], &encrypted_eml(&carol, &bob)).await;
-    assert!(
-        r.starts_with("250 2.0.0 OK: queued as "),
-        "first message fits: {r}"
-    );
+    assert!(r.starts_with("250 2.0.0 OK: queued as "), "first message fits: {r}");
     assert_eq!(c.cmd(&format!("MAIL FROM:<{carol}>")).await, "250 2.1.0 Ok");
-    assert_eq!(
-        c.cmd(&format!("RCPT TO:<{bob}>")).await,
-        format!("452 4.2.2 <{bob}>: Mailbox full")
-    );
+    assert_eq!(c.cmd(&format!("RCPT TO:<{bob}>")).await, format!("452 4.2.2 <{bob}>: Mailbox full"));
     {
         let store = relay::store::Store::open(&relay.data_dir()).expect("store");
-        let acc = store
-            .account_by_address(&bob)
-            .await
-            .expect("read")
-            .expect("bob");
+        let acc = store.account_by_address(&bob).await.expect("read").expect("bob");
         store.set_blocked(acc.id, true).await.expect("block");
     }
     assert_eq!(

@@ -21,7 +21,15 @@ pub fn global_addresses() -> Vec<IpAddr> {
 fn global_v4(ip: &Ipv4Addr) -> bool {
     let o = ip.octets();
     let shared = o[0] == 100 && (o[1] & 0xc0) == 64; // 100.64.0.0/10
-    !(ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast() || ip.is_documentation() || shared || o[0] == 0 || o[0] >= 224)
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || shared
+        || o[0] == 0
+        || o[0] >= 224)
 }
 
 fn global_v6(ip: &Ipv6Addr) -> bool {
