@@ -18,12 +18,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Ports below the ephemeral range (32768+), so no client connection on this machine holds them.
 read -r -a ports < <(python3 -c '
-import socket
-ss=[socket.socket() for _ in range(8)]
-for s in ss: s.bind(("127.0.0.1",0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))
-for s in ss: s.close()')
+import random, socket
+ports = []
+while len(ports) < 8:
+    p = random.randint(20000, 31999)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+    if p not in ports:
+        ports.append(p)
+print(" ".join(map(str, ports)))')
 
 cat > "$work/chatrelay.toml" <<TOML
 mail_domain = "chat.test"

@@ -23,10 +23,21 @@ BIN = os.environ.get("RELAY_BIN") or str(
 )
 
 
+_next_port = [20_000 + (os.getpid() % 600) * 20]
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below Linux's ephemeral range (32768+), so no client connection of this machine can
+    hold it when the relay binds; never the same one twice in this process; probed first."""
+    while True:
+        port = _next_port[0]
+        _next_port[0] = 20_000 if port >= 31_999 else port + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
 
 
 class Relay:

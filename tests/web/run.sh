@@ -31,7 +31,18 @@ if ! "$VENV/bin/python" -c "import zxingcpp, PIL" 2>/dev/null; then
     timeout 600 "$VENV/bin/pip" install -q zxing-cpp pillow
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Ports below the ephemeral range (32768+), so no client connection on this machine holds them.
+free_port() { python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 31999)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+    print(p)
+    break'; }
 
 TMP="$(mktemp -d)"
 RELAY_PID=""
