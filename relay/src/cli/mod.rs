@@ -108,7 +108,14 @@ pub fn config_path() -> Option<PathBuf> {
 }
 
 pub fn load_config(path: &Path) -> Result<Config, Failure> {
-    config::load(path).map_err(|e| Failure::Usage(e.errors.join("\n")))
+    let cfg = config::load(path).map_err(|e| Failure::Usage(e.errors.join("\n")))?;
+    // IMAP-35: the appversions file is validated at start, not first when a client asks.
+    let appversions = cfg.server_metadata.appversions.trim();
+    if !appversions.is_empty() {
+        crate::imap::check_appversions_file(appversions)
+            .map_err(|e| Failure::Usage(format!("{}: server_metadata.appversions: {e}", path.display())))?;
+    }
+    Ok(cfg)
 }
 
 pub fn main() -> ExitCode {

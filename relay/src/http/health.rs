@@ -24,7 +24,10 @@ pub(crate) async fn healthz(State(ctx): State<Ctx>) -> Response {
             return text(StatusCode::SERVICE_UNAVAILABLE, "disk: data directory is full\n".into());
         }
         None => {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "disk: cannot read free space of the data directory\n".into());
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "disk: cannot read free space of the data directory\n".into(),
+            );
         }
         Some(_) => {}
     }

@@ -194,3 +194,20 @@ fn store_survives_sigkill() {
         assert_eq!(acc.usage_bytes, used, "usage counter matches the rows");
     });
 }
+
+/// IMAP-35: a broken `server_metadata.appversions` file is refused at start (exit 2, key named).
+#[test]
+fn bad_appversions_file_is_refused_at_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let json = tmp.path().join("appversions.json");
+    std::fs::write(&json, "{\"clients\": []}").expect("write");
+    let path = tmp.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!("mail_domain = \"x.test\"\n[server_metadata]\nappversions = \"{}\"\n", json.display()),
+    )
+    .expect("write");
+    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&path).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server_metadata.appversions"));
+}

@@ -1,7 +1,6 @@
 //! Several sessions of one account (IMAP-19, IMAP-24..29), UIDVALIDITY on re-creation
 //! (IMAP-16) and the appversions server entry (IMAP-35).
 
-use crate::harness::{Lines, PASSWORD, Relay};
 use crate::imap_helpers::*;
 
 #[tokio::test]
@@ -71,12 +70,16 @@ async fn imap_appversions_entry() {
     assert_eq!(r[1], format!("{compact})"));
     drop(c);
 
+    // IMAP-35: an invalid file is refused when the config is loaded, before anything is served.
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"clients": [], "extra": 1}"#).expect("write");
-    let relay: Relay = start(&format!("[server_metadata]\nappversions = \"{}\"\n", bad.display()));
-    let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
-    c.line().await;
-    assert!(last(&c.imap("l", &format!("LOGIN {addr} {PASSWORD}")).await).starts_with("l OK"));
-    let r = c.imap("a", "GETMETADATA \"\" /shared/vendor/deltachat/appversions").await;
-    assert_eq!(r, vec!["a OK Getmetadata completed.".to_string()]);
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        format!("mail_domain = \"chat.test\"\n[server_metadata]\nappversions = \"{}\"\n", bad.display()),
+    )
+    .expect("write");
+    let out =
+        std::process::Command::new(crate::harness::BIN).args(["serve", "--config"]).arg(&cfg).output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
