@@ -10,7 +10,7 @@ set -euo pipefail
 SECS="${1:-20}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
-TARGETS="${TARGETS:-smtp_input filter config http_forms}"
+TARGETS="${TARGETS:-smtp_input filter config http_forms imap_input}"
 JOBS="${JOBS:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/target-fuzz}"
 TOOLCHAIN=""
@@ -23,6 +23,12 @@ seed() {
   local fx="$ROOT/relay/tests/fixtures/filter"
   case "$t" in
     filter) cp "$fx"/*.eml "$dir"/ ;;
+    imap_input)
+      cp "$fx"/*.eml "$dir"/
+      printf 'a UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO)])\r\n' > "$dir/fetch"
+      printf 'b SETMETADATA INBOX (/private/devicetoken {5}\r\nabcde)\r\n' > "$dir/meta"
+      printf 'c APPEND INBOX (\\Seen) {3+}\r\nabc\r\n' > "$dir/append"
+      printf 'd SEARCH OR UNSEEN FROM "x" NOT LARGER 100\r\n' > "$dir/search" ;;
     smtp_input)
       for f in "$fx"/*.eml; do
         { printf 'EHLO client.example\r\nMAIL FROM:<alice@fixture.test> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<bob@chat.test>\r\nDATA\r\n\r\n'
