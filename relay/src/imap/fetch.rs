@@ -222,6 +222,13 @@ async fn write_one(
     // Header-only requests (Delta Chat's prefetch) read just the start of the file.
     let raw: Vec<u8> = if !content {
         Vec::new()
+    } else if m.blob.is_inline() {
+        // Small messages are rows in the database: one read, cut to the header if that is all.
+        let mut all = s.ctx.store.read_blob(&m.blob).await.map_err(std::io::Error::other)?;
+        if header_only {
+            all.truncate(mime::split(&all));
+        }
+        all
     } else if !header_only && (m.size <= IN_MEMORY || !stream_whole) {
         tokio::fs::read(&path).await?
     } else {

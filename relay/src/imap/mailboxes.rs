@@ -188,7 +188,6 @@ pub async fn append(
         LiteralOrLiteral8::Literal(l) => l.data(),
         LiteralOrLiteral8::Literal8(l) => l.data.as_ref(),
     };
-    let size = data.len() as u64;
     let cfg = s.ctx.config.get();
     let quota = cfg.max_mailbox_size.0;
     drop(cfg);
@@ -198,20 +197,20 @@ pub async fn append(
     };
     let when = date.map(|d| d.as_ref().timestamp()).unwrap_or_else(crate::store::now_secs);
     let (bits, kws) = flag_bits(flags);
-    match s.ctx.store.append(acc, info.id, blob.clone(), size, when, bits, kws, quota).await {
+    match s.ctx.store.append(acc, info.id, blob.clone(), when, bits, kws, quota).await {
         Ok((uv, uid)) => Reply::Done(format!("OK [APPENDUID {uv} {uid}] Append completed.")),
         Err(e) => {
-            let _ = tokio::fs::remove_file(s.ctx.store.blob_path(&blob)).await;
+            s.ctx.store.discard_blob(&blob);
             err_reply(e)
         }
     }
 }
 
 /// Write the message in chunks so no second full copy of it is made in memory.
-async fn write_blob(s: &Session, data: &[u8]) -> Result<crate::store::BlobId, StoreError> {
+async fn write_blob(s: &Session, data: &[u8]) -> Result<crate::store::NewBlob, StoreError> {
     let mut w = s.ctx.store.new_blob().await?;
     for chunk in data.chunks(256 * 1024) {
         w.write(chunk).await?;
     }
-    Ok(w.finish().await?.0)
+    w.finish().await
 }

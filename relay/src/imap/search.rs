@@ -139,7 +139,7 @@ pub async fn search(s: &mut Session, charset: Option<&Charset<'_>>, keys: &[Sear
     for meta in &metas {
         let Some(i) = sel.index_of(meta.uid) else { continue };
         let v = &sel.msgs[i];
-        let raw = if want_raw { tokio::fs::read(s.ctx.store.blob_path(&meta.blob)).await.ok() } else { None };
+        let raw = if want_raw { s.ctx.store.read_blob(&meta.blob).await.ok() } else { None };
         let m = Msg { seq: i + 1, meta, flags: v.flags, kw: v.kw.as_deref(), recent: v.recent, raw };
         if keys.iter().all(|k| eval(k, &m, sel)) {
             hits.push(if uid { v.uid } else { (i + 1) as u32 });

@@ -224,7 +224,7 @@ mod tests {
         for target in [1usize, 1000] {
             let have = store.messages(inbox.id).await.expect("rows").len();
             let jobs =
-                (have..target).map(|_| store.append(acc.id, inbox.id, blob.clone(), 17, 0, 0, Vec::new(), u64::MAX));
+                (have..target).map(|_| store.append(acc.id, inbox.id, blob.clone(), 0, 0, Vec::new(), u64::MAX));
             for r in futures::future::join_all(jobs).await {
                 r.expect("append");
             }
@@ -233,7 +233,7 @@ mod tests {
             let mut total = std::time::Duration::ZERO;
             let rounds = 20;
             for _ in 0..rounds {
-                store.append(acc.id, inbox.id, blob.clone(), 17, 0, 0, Vec::new(), u64::MAX).await.expect("append");
+                store.append(acc.id, inbox.id, blob.clone(), 0, 0, Vec::new(), u64::MAX).await.expect("append");
                 out.clear();
                 let t = std::time::Instant::now();
                 sel.catch_up(&store, true, &mut out).await.expect("catch up");

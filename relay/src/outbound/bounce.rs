@@ -109,14 +109,13 @@ pub async fn send(
         Ok(s) => s.sign(&dsn).map_err(|e| BounceError::Build(e.to_string()))?,
         Err(e) => return Err(BounceError::Build(e.to_string())),
     };
-    let size = signed.len() as u64;
     let blob = ctx.store.put_blob(bytes::Bytes::from(signed)).await?;
     ctx.store
         .deliver(Delivery {
             sender: String::new(),
             sender_account: None,
             local: vec![account.id],
-            local_blob: Some((blob, size)),
+            local_blob: Some(blob),
             push: cfg.push_enabled(),
             ..Default::default()
         })

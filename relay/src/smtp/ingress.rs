@@ -99,18 +99,14 @@ pub async fn store(
         tracing::error!(error = %e, "storing a message failed");
         reply::local_error()
     };
-    let local_blob = if local.is_empty() {
-        None
-    } else {
-        let size = local_bytes.len() as u64;
-        Some((ctx.store.put_blob(local_bytes.into()).await.map_err(fail)?, size))
-    };
+    let local_blob =
+        if local.is_empty() { None } else { Some(ctx.store.put_blob(local_bytes.into()).await.map_err(fail)?) };
     let remote_blob = match remote_bytes {
         Some(b) if !remote.is_empty() => match ctx.store.put_blob(b.into()).await {
-            Ok(id) => Some(id),
+            Ok(blob) => Some(blob),
             Err(e) => {
-                if let Some((id, _)) = &local_blob {
-                    let _ = std::fs::remove_file(ctx.store.blob_path(id));
+                if let Some(blob) = &local_blob {
+                    ctx.store.discard_blob(blob);
                 }
                 return Err(fail(e));
             }

@@ -1,32 +1,77 @@
-//! Message files. Each blob is one file under `data_dir/blobs/`, named by a random id, written
-//! once, fsync'd together with its directory before any row may reference it, and removed when no
-//! row references it any more. Files left by a crash before the commit are orphans that the
-//! expiry pass removes (RET-3).
+//! Message bytes. Small messages (up to `INLINE_MAX`) live in the `blob_data` table and are
+//! written inside the same commit as the rows that reference them, so storing one costs no extra
+//! fsync (the group commit's WAL fsync covers it). Larger ones are one file each under
+//! `data_dir/blobs/`, written once and fsync'd together with the directory before any row may
+//! reference them. Either kind is removed when no row references it any more; inline ones in the
+//! same transaction, files right after the commit. Files left by a crash before their commit are
+//! orphans that the expiry pass removes (RET-3).
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use rand::RngExt;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Result, StoreError};
 
-/// A random file name; it reveals nothing about the message or its sender.
+/// Messages up to this size are kept in the database. SQLite reads and writes blobs of this size
+/// faster than the file system does, and each one saves a file fsync and a directory fsync.
+pub const INLINE_MAX: usize = 128 * 1024;
+
+/// A random name; it reveals nothing about the message or its sender. File blobs are 32 hex
+/// digits (the file name); inline blobs are `i` followed by 31 hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlobId(pub(crate) String);
 
+fn random_hex(n: usize) -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    s.truncate(n);
+    s
+}
+
 impl BlobId {
     pub fn random() -> Self {
-        let bytes: [u8; 16] = rand::rng().random();
-        Self(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        Self(random_hex(32))
+    }
+    fn random_inline() -> Self {
+        Self(format!("i{}", random_hex(31)))
     }
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// True when the bytes are in the database rather than in a file.
+    pub fn is_inline(&self) -> bool {
+        self.0.starts_with('i')
+    }
     /// Accepts only ids this module could have made, so a stored name never escapes the blob dir.
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(s.to_string()))
+        let hex = s.strip_prefix('i').unwrap_or(s);
+        (s.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(s.to_string()))
+    }
+    /// A file name in the blob dir that this module could have written.
+    pub(crate) fn parse_file_name(s: &str) -> Option<Self> {
+        Self::parse(s).filter(|id| !id.is_inline())
+    }
+}
+
+/// Message bytes ready to be referenced by a store call (`deliver`, `append`): a durable file,
+/// or bytes that the call writes into the database in its own transaction.
+#[derive(Debug, Clone)]
+pub struct NewBlob {
+    id: BlobId,
+    size: u64,
+    inline: Option<Bytes>,
+}
+
+impl NewBlob {
+    pub fn id(&self) -> &BlobId {
+        &self.id
+    }
+    pub fn size(&self) -> u64 {
+        self.size
     }
 }
 
@@ -38,8 +83,8 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Write `data` as a new durable blob (blocking; call from a blocking thread).
-pub(crate) fn write_blob(dir: &Path, data: &[u8]) -> Result<BlobId> {
+/// Write `data` as a new durable file (blocking; call from a blocking thread).
+fn write_file(dir: &Path, data: &[u8]) -> Result<BlobId> {
     let id = BlobId::random();
     let path = path_of(dir, &id);
     let mut f = File::options().write(true).create_new(true).open(&path)?;
@@ -50,8 +95,18 @@ pub(crate) fn write_blob(dir: &Path, data: &[u8]) -> Result<BlobId> {
     Ok(id)
 }
 
+/// Inside a write job: make `blob` part of this transaction (a no-op for files, which are
+/// already durable). Call once per blob, before inserting rows that reference it.
+pub(crate) fn persist(tx: &Connection, blob: &NewBlob) -> Result<()> {
+    if let Some(data) = &blob.inline {
+        tx.prepare_cached("INSERT OR IGNORE INTO blob_data(id, data) VALUES(?1, ?2)")?
+            .execute(params![blob.id.0, data.as_ref()])?;
+    }
+    Ok(())
+}
+
 /// Streams a message into a new blob: bytes are kept in memory up to `SPILL` and then written
-/// through, so a large message never needs more memory than that.
+/// through to a file, so a large message never needs more memory than that.
 pub struct BlobWriter {
     dir: PathBuf,
     id: BlobId,
@@ -62,6 +117,7 @@ pub struct BlobWriter {
 }
 
 const SPILL: usize = 256 * 1024;
+const _: () = assert!(INLINE_MAX <= SPILL, "an inline blob must never have been spilled to a file");
 
 impl BlobWriter {
     pub(crate) async fn create(dir: &Path) -> Result<Self> {
@@ -94,9 +150,14 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Make the blob durable and return its id and size.
-    pub async fn finish(mut self) -> Result<(BlobId, u64)> {
+    /// Make the blob durable (small ones: ready to be written with the rows) and return it.
+    pub async fn finish(mut self) -> Result<NewBlob> {
         let buf = std::mem::take(&mut self.buf);
+        let size = self.size;
+        if self.file.is_none() && buf.len() <= INLINE_MAX {
+            self.finished = true;
+            return Ok(NewBlob { id: BlobId::random_inline(), size, inline: Some(Bytes::from(buf)) });
+        }
         let file = self.file.take();
         let (dir, id) = (self.dir.clone(), self.id.clone());
         tokio::task::spawn_blocking(move || -> Result<()> {
@@ -112,7 +173,7 @@ impl BlobWriter {
         .await
         .map_err(|_| StoreError::Closed)??;
         self.finished = true;
-        Ok((self.id.clone(), self.size))
+        Ok(NewBlob { id: self.id.clone(), size, inline: None })
     }
 }
 
@@ -139,15 +200,52 @@ pub(crate) fn unreferenced(conn: &Connection, candidates: &[BlobId]) -> Result<V
     Ok(out)
 }
 
+/// Inside the group transaction, after its jobs: delete the inline blobs among `released` that
+/// nothing references any more. Returns the file blobs, to be removed after the commit.
+pub(crate) fn drop_released(conn: &Connection, released: Vec<BlobId>) -> Result<Vec<BlobId>> {
+    let (inline, files): (Vec<BlobId>, Vec<BlobId>) = released.into_iter().partition(BlobId::is_inline);
+    if !inline.is_empty() {
+        let mut del = conn.prepare_cached("DELETE FROM blob_data WHERE id = ?1")?;
+        for id in unreferenced(conn, &inline)? {
+            del.execute([&id.0])?;
+        }
+    }
+    Ok(files)
+}
+
 impl super::Store {
-    /// Write a whole message as a durable blob.
-    pub async fn put_blob(&self, data: bytes::Bytes) -> Result<BlobId> {
+    /// Prepare a whole message for a store call: small ones stay in memory until that call's
+    /// commit writes them; larger ones become a durable file now.
+    pub async fn put_blob(&self, data: Bytes) -> Result<NewBlob> {
+        let size = data.len() as u64;
+        if data.len() <= INLINE_MAX {
+            return Ok(NewBlob { id: BlobId::random_inline(), size, inline: Some(data) });
+        }
         let dir = self.blob_dir().to_path_buf();
-        tokio::task::spawn_blocking(move || write_blob(&dir, &data)).await.map_err(|_| StoreError::Closed)?
+        let id = tokio::task::spawn_blocking(move || write_file(&dir, &data)).await.map_err(|_| StoreError::Closed)??;
+        Ok(NewBlob { id, size, inline: None })
     }
 
-    /// Read a whole blob (small messages; large FETCHes stream from `blob_path`).
+    /// Forget a blob that no store call took (its file, if it has one).
+    pub fn discard_blob(&self, blob: &NewBlob) {
+        if blob.inline.is_none() {
+            let _ = std::fs::remove_file(self.blob_path(&blob.id));
+        }
+    }
+
+    /// Read a whole message (large FETCHes stream from `blob_path` instead; see `is_inline`).
     pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        if id.is_inline() {
+            let key = id.0.clone();
+            return self
+                .read(move |c| {
+                    c.prepare_cached("SELECT data FROM blob_data WHERE id = ?1")?
+                        .query_row([key], |r| r.get::<_, Vec<u8>>(0))
+                        .optional()?
+                        .ok_or(StoreError::NotFound)
+                })
+                .await;
+        }
         Ok(tokio::fs::read(self.blob_path(id)).await?)
     }
 }

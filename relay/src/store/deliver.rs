@@ -5,7 +5,7 @@
 use rusqlite::params;
 
 use super::accounts::AccountId;
-use super::blobs::BlobId;
+use super::blobs::{self, BlobId, NewBlob};
 use super::events::{MessageStored, StoreEvent};
 use super::mailbox::{Flags, MailboxId, inbox_id, insert_message};
 use super::{Result, Store, now_millis, now_secs};
@@ -23,10 +23,10 @@ pub struct Delivery {
     pub sender_account: Option<AccountId>,
     /// Local recipients (deduplicated here) and the blob they all share.
     pub local: Vec<AccountId>,
-    pub local_blob: Option<(BlobId, u64)>,
+    pub local_blob: Option<NewBlob>,
     /// Remote recipients grouped by domain and the (signed) blob they share.
     pub remote: Vec<RemoteBatch>,
-    pub remote_blob: Option<BlobId>,
+    pub remote_blob: Option<NewBlob>,
     /// Create push jobs for stored messages (false when `push.notify_url` is empty).
     pub push: bool,
 }
@@ -40,12 +40,11 @@ pub struct DeliveryReceipt {
 impl Store {
     /// Store and enqueue in one durable transaction. On error nothing is kept, blobs included.
     pub async fn deliver(&self, d: Delivery) -> Result<DeliveryReceipt> {
-        let cleanup: Vec<BlobId> =
-            d.local_blob.iter().map(|(b, _)| b.clone()).chain(d.remote_blob.iter().cloned()).collect();
+        let cleanup: Vec<NewBlob> = d.local_blob.iter().chain(d.remote_blob.iter()).cloned().collect();
         let res = self.write(move |tx| deliver_in_tx(tx, &d)).await;
         if res.is_err() {
-            for b in cleanup {
-                let _ = std::fs::remove_file(self.blob_path(&b));
+            for b in &cleanup {
+                self.discard_blob(b);
             }
         }
         res
@@ -56,7 +55,9 @@ pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Res
     let mut receipt = DeliveryReceipt::default();
     let now = now_secs();
     let now_ms = now_millis();
-    if let Some((blob, size)) = &d.local_blob {
+    if let Some(new) = &d.local_blob {
+        blobs::persist(tx, new)?;
+        let (blob, size) = (new.id(), new.size());
         let mut seen = Vec::with_capacity(d.local.len());
         for &account in &d.local {
             if seen.contains(&account) {
@@ -64,7 +65,7 @@ pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Res
             }
             seen.push(account);
             let mailbox = inbox_id(tx, account)?;
-            let uid = insert_message(tx, mailbox, blob, *size, now, Flags::default(), "")?;
+            let uid = insert_message(tx, mailbox, blob, size, now, Flags::default(), "")?;
             let notify = d.sender_account != Some(account);
             if notify && d.push {
                 super::push::enqueue_for_account(tx, account, now_ms)?;
@@ -73,14 +74,19 @@ pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Res
                 account,
                 mailbox,
                 uid,
-                size: *size,
+                size,
                 notify,
                 stored_at_ms: now_ms,
             }));
             receipt.stored.push((account, mailbox, uid));
         }
+        if receipt.stored.is_empty() {
+            tx.release_blob(blob.clone());
+        }
     }
-    if let Some(blob) = &d.remote_blob {
+    if let Some(new) = &d.remote_blob {
+        blobs::persist(tx, new)?;
+        let blob = new.id();
         for batch in &d.remote {
             if batch.rcpts.is_empty() {
                 continue;

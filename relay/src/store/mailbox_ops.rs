@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::accounts::AccountId;
-use super::blobs::BlobId;
+use super::blobs::NewBlob;
 use super::events::{MailboxEvent, StoreEvent};
 use super::mailbox::{
     Flags, MSG_COLS, MailboxId, MailboxInfo, MessageMeta, insert_message, mailbox_by_id, mailbox_by_name,
@@ -250,8 +250,7 @@ impl Store {
         &self,
         account: AccountId,
         mailbox: MailboxId,
-        blob: BlobId,
-        size: u64,
+        blob: NewBlob,
         internal_date: i64,
         flags: u32,
         keywords: Vec<String>,
@@ -259,12 +258,14 @@ impl Store {
     ) -> Result<(u32, u32)> {
         self.write(move |tx| {
             let m = owned_mailbox(tx, account, mailbox)?;
+            let size = blob.size();
             if usage_of(tx, account)? + size > max_usage {
                 return Err(StoreError::OverQuota);
             }
             check_keyword_limit(tx, mailbox, &keywords)?;
             let kw = merge_keywords("", FlagOp::Add, &keywords);
-            let uid = insert_message(tx, mailbox, &blob, size, internal_date, Flags(flags), &kw)?;
+            super::blobs::persist(tx, &blob)?;
+            let uid = insert_message(tx, mailbox, blob.id(), size, internal_date, Flags(flags), &kw)?;
             tx.publish(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
             Ok((m.uidvalidity, uid))
         })

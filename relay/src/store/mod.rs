@@ -5,10 +5,11 @@
 //! Rules: rusqlite types never leave this module; no SQLite call runs on a tokio runtime thread
 //! (writes go to one writer thread that group-commits, reads to `spawn_blocking`); a write that
 //! returned `Ok` is on stable storage (message file and directory fsync'd, WAL fsync'd with
-//! `synchronous = FULL`). A later PostgreSQL + S3 backend replaces this module behind the same API.
+//! `synchronous = FULL`; small message bodies are rows written in that same commit). A later PostgreSQL + S3 backend replaces this module behind the same API.
 
 mod accounts;
 mod blobs;
+mod checkpoint;
 mod deliver;
 mod events;
 mod mailbox;
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 pub use accounts::{Account, AccountId, CreateOutcome, DeleteReason};
-pub use blobs::{BlobId, BlobWriter};
+pub use blobs::{BlobId, BlobWriter, INLINE_MAX, NewBlob};
 pub use deliver::{Delivery, DeliveryReceipt, RemoteBatch};
 pub use events::{Events, MailboxEvent, MessageStored, Subscription};
 pub use mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
@@ -99,9 +100,12 @@ impl Store {
         std::fs::create_dir_all(&blob_dir)?;
         let mut conn = open_conn(&db_path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::WRITER_AUTOCHECKPOINT)?;
+        conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_SIZE_LIMIT)?;
         schema::migrate(&mut conn, &db_path)?;
         let events = Events::new();
-        let writer = writer::Writer::spawn(conn, events.clone())?;
+        let checkpointer = checkpoint::Checkpointer::spawn(&db_path)?;
+        let writer = writer::Writer::spawn(conn, events.clone(), checkpointer)?;
         Ok(Self { inner: Arc::new(Inner { db_path, blob_dir, writer, readers: Mutex::new(Vec::new()), events }) })
     }
 

@@ -263,7 +263,7 @@ impl Store {
             let mut old = Vec::new();
             for entry in std::fs::read_dir(dir)? {
                 let entry = entry?;
-                let Some(id) = entry.file_name().to_str().and_then(BlobId::parse) else { continue };
+                let Some(id) = entry.file_name().to_str().and_then(BlobId::parse_file_name) else { continue };
                 let Ok(meta) = entry.metadata() else { continue };
                 if meta.is_file() && meta.modified().is_ok_and(|m| m < cutoff) {
                     old.push(id);

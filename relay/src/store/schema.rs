@@ -30,7 +30,8 @@ const MIGRATIONS: &[&str] = &[
         subscribed      INTEGER NOT NULL DEFAULT 1,
         UNIQUE(account_id, name)
     );
-    -- Message bytes live in files under data_dir/blobs; one blob may back several rows.
+    -- Message bytes live in files under data_dir/blobs or in blob_data (migration 2); one blob
+    -- may back several rows.
     CREATE TABLE messages (
         id              INTEGER PRIMARY KEY,
         mailbox_id      INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
@@ -116,6 +117,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE kv (
         key             TEXT PRIMARY KEY,
         value           TEXT NOT NULL
+    );
+    "#,
+    // 2: small message bodies inside the database (store::blobs::INLINE_MAX), written in the same
+    // commit as their rows.
+    r#"
+    CREATE TABLE blob_data (
+        id              TEXT PRIMARY KEY,
+        data            BLOB NOT NULL
     );
     "#,
 ];

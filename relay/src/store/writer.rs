@@ -1,9 +1,10 @@
 //! The single writer thread with group commit.
 //!
 //! Jobs queue up on a channel; the thread takes everything waiting (up to `MAX_BATCH`), runs each
-//! job in its own savepoint inside one `BEGIN IMMEDIATE` transaction, commits once (one WAL fsync
-//! for the whole batch), publishes the events of the jobs that succeeded, removes files of blobs
-//! that became unreferenced, and only then answers the callers. So durability is never weakened:
+//! job in its own savepoint inside one `BEGIN IMMEDIATE` transaction, deletes the inline blobs
+//! that became unreferenced, commits once (one WAL fsync for the whole batch), publishes the
+//! events of the jobs that succeeded, removes files of blobs that became unreferenced, and only
+//! then answers the callers. So durability is never weakened:
 //! every caller's `Ok` comes after its commit is on disk.
 
 use std::ops::Deref;
@@ -13,6 +14,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::{self, BlobId};
+use super::checkpoint::Checkpointer;
 use super::events::{Events, StoreEvent};
 use super::{Result, StoreError};
 
@@ -52,13 +54,13 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(conn: Connection, events: Events) -> Result<Self> {
+    pub fn spawn(conn: Connection, events: Events, checkpointer: Checkpointer) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let blob_dir = conn
             .path()
             .and_then(|p| std::path::Path::new(p).parent().map(|d| d.join("blobs")))
             .ok_or(StoreError::Invalid("database has no path"))?;
-        std::thread::Builder::new().name("store-writer".into()).spawn(move || run(conn, rx, events, blob_dir))?;
+        std::thread::Builder::new().name("store-writer".into()).spawn(move || run(conn, rx, events, blob_dir, checkpointer))?;
         Ok(Self { tx })
     }
 
@@ -85,7 +87,13 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, events: Events, blob_dir: std::path::PathBuf) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    events: Events,
+    blob_dir: std::path::PathBuf,
+    checkpointer: Checkpointer,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(8);
         batch.push(first);
@@ -96,6 +104,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, events: Events, blob_d
             }
         }
         run_batch(&mut conn, batch, &events, &blob_dir);
+        checkpointer.nudge();
     }
 }
 
@@ -103,6 +112,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: 
     let mut dones: Vec<Done> = Vec::with_capacity(batch.len());
     let mut published = Vec::new();
     let mut released = Vec::new();
+    let mut release_files = Vec::new();
     let commit_err: Option<String> = (|| {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
         for job in batch {
@@ -140,6 +150,11 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: 
                 }
             }
         }
+        match blobs::drop_released(&tx, std::mem::take(&mut released)) {
+            Ok(files) => release_files = files,
+            // Not fatal: the rows are gone; the bytes stay until the next release of that blob.
+            Err(e) => tracing::error!(error = %e, "removing unreferenced inline blobs failed"),
+        }
         tx.commit().map_err(|e| e.to_string())
     })()
     .err();
@@ -150,8 +165,8 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: 
         for ev in published {
             events.publish(ev);
         }
-        if !released.is_empty()
-            && let Ok(list) = blobs::unreferenced(conn, &released)
+        if !release_files.is_empty()
+            && let Ok(list) = blobs::unreferenced(conn, &release_files)
         {
             for id in list {
                 let _ = std::fs::remove_file(blobs::path_of(blob_dir, &id));

@@ -137,7 +137,7 @@ fn store_writer_child() {
                     let r = store
                         .deliver(relay::store::Delivery {
                             local: vec![acc.id],
-                            local_blob: Some((blob, body.len() as u64)),
+                            local_blob: Some(blob),
                             ..Default::default()
                         })
                         .await

@@ -495,7 +495,7 @@ pub async fn seed_message(
             sender: "someone@chat.test".into(),
             sender_account,
             local: vec![to],
-            local_blob: Some((blob, size as u64)),
+            local_blob: Some(blob),
             push: true,
             ..Default::default()
         })

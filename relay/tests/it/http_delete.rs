@@ -5,23 +5,23 @@ use crate::harness::*;
 use relay::accounts::AuthError;
 use relay::store::Delivery;
 
-/// Create an account through the relay's login path and store one message for it; returns the
-/// message file's path.
+/// Create an account through the relay's login path and store one message for it, large enough
+/// to be a file (not a database row); returns the message file's path.
 async fn account_with_message(relay: &Relay, email: &str) -> std::path::PathBuf {
     let (store, accounts) = relay.accounts();
     let acc = accounts.login(email, PASSWORD, "imap").await.expect("create on first login");
-    let body = bytes::Bytes::from_static(
-        b"Subject: [...]\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nx\r\n-----END PGP MESSAGE-----\r\n",
-    );
-    let size = body.len() as u64;
+    let pad = "x".repeat(relay::store::INLINE_MAX);
+    let body = bytes::Bytes::from(format!(
+        "Subject: [...]\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\n{pad}\r\n-----END PGP MESSAGE-----\r\n"
+    ));
     let blob = store.put_blob(body).await.expect("blob");
-    let path = store.blob_path(&blob);
+    let path = store.blob_path(blob.id());
     store
         .deliver(Delivery {
             sender: "a@chat.test".into(),
             sender_account: None,
             local: vec![acc.id],
-            local_blob: Some((blob, size)),
+            local_blob: Some(blob),
             remote: Vec::new(),
             remote_blob: None,
             push: false,

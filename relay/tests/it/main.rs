@@ -48,3 +48,4 @@ mod robust_common;
 mod robust_crash;
 mod robust_logs;
 mod robust_relay;
+mod store_blobs;

@@ -13,8 +13,10 @@ fn now() -> i64 {
     relay::store::now_secs()
 }
 
+/// Message blobs: files in the blob dir plus small bodies kept in the database.
 fn blob_files(relay: &Relay) -> usize {
-    std::fs::read_dir(relay.data_dir().join("blobs")).map(|d| d.count()).unwrap_or(0)
+    let files = std::fs::read_dir(relay.data_dir().join("blobs")).map(|d| d.count()).unwrap_or(0);
+    files + count(&relay.db(), "SELECT count(*) FROM blob_data") as usize
 }
 
 fn summary_value(out: &str, key: &str) -> u64 {

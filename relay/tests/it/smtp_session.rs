@@ -77,7 +77,10 @@ async fn remote_recipients_are_queued_by_domain_and_bcc_self_stored() {
         rows.iter().map(|(d, _, n)| (d.as_str(), *n)).collect::<Vec<_>>(),
         vec![("other.example", 1), ("remote.example", 2)]
     );
-    let blob = std::fs::read_to_string(relay.data_dir().join("blobs").join(&rows[0].1)).expect("queued blob");
+    let blob: Vec<u8> = db
+        .query_row("SELECT data FROM blob_data WHERE id = ?1", [&rows[0].1], |r| r.get(0))
+        .unwrap_or_else(|_| std::fs::read(relay.data_dir().join("blobs").join(&rows[0].1)).expect("queued blob"));
+    let blob = String::from_utf8_lossy(&blob);
     assert!(
         blob.contains("Subject: [...]\r\n") && !blob.contains("X-Originating-IP") && !blob.contains("192.0.2.1"),
         "{blob}"
