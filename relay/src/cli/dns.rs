@@ -10,15 +10,11 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 
 use super::{Failure, load_config, runtime};
 use crate::config::{Config, TlsMode};
+use crate::http::mta_sts_policy;
 
 mod host;
 
 const TTL: u32 = 3600;
-/// The body `/.well-known/mta-sts.txt` serves, whose changes move the `_mta-sts` id (OPS-8).
-/// Keep in step with `http::autoconfig::mta_sts`.
-fn mta_sts_policy(domain: &str) -> String {
-    format!("version: STSv1\r\nmode: enforce\r\nmx: {domain}\r\nmax_age: 2419200\r\n")
-}
 
 /// What a record must contain; `check` compares the answers against it.
 #[derive(Debug, Clone)]

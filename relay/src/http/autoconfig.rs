@@ -45,12 +45,18 @@ pub(crate) async fn autoconfig(State(ctx): State<Ctx>) -> Response {
     ([(header::CONTENT_TYPE, "application/xml; charset=utf-8")], xml(&ctx.config.get())).into_response()
 }
 
+/// The MTA-STS policy served at `/.well-known/mta-sts.txt` (HTTP-22). `chatrelay dns` hashes the
+/// same text, so the `_mta-sts` id moves exactly when the policy changes (OPS-8).
+pub(crate) fn mta_sts_policy(domain: &str) -> String {
+    format!("version: STSv1\r\nmode: enforce\r\nmx: {domain}\r\nmax_age: 2419200\r\n")
+}
+
 pub(crate) async fn mta_sts(State(ctx): State<Ctx>) -> Response {
     let c = ctx.config.get();
     if c.tls.mode == TlsMode::SelfSigned {
         return super::pages::not_found(State(ctx.clone())).await;
     }
-    let body = format!("version: STSv1\r\nmode: enforce\r\nmx: {}\r\nmax_age: 2419200\r\n", c.mail_domain);
+    let body = mta_sts_policy(&c.mail_domain);
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 

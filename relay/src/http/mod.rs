@@ -37,6 +37,7 @@ use tower::ServiceExt;
 use crate::context::{ConnInfo, Ctx};
 
 pub use acme::{ChallengeStore, challenges};
+pub(crate) use autoconfig::mta_sts_policy;
 /// The `/account/delete` body parser, for fuzzing (issue 12).
 pub use delete::parse_fields as parse_delete_fields;
 

@@ -11,9 +11,9 @@ use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::delivery_dns::TestDns;
 use crate::delivery_sink::{Sink, acceptor_for};
 use crate::delivery_units::{account, context, wait_for};
+use crate::dns_server::TestDns;
 use crate::harness::free_port;
 use relay::store::{Delivery, RemoteBatch};
 

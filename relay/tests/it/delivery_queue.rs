@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use relay::dkim::{Dkim, DkimVerdict};
 use relay::store::{Delivery, RemoteBatch};
 
-use crate::delivery_dns::TestDns;
 use crate::delivery_sink::Sink;
 use crate::delivery_units::{PEER, account, context, inbox, msg, publish_key, wait_for};
+use crate::dns_server::TestDns;
 
 #[tokio::test]
 async fn queue_delivers_defers_and_bounces() {

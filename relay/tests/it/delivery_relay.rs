@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::delivery_dns::TestDns;
+use crate::dns_server::TestDns;
 use crate::harness::{Lines, Ports, Relay, free_port, random_local, tls_wrap};
 use relay::store::{CreateOutcome, Store};
 
@@ -25,8 +25,7 @@ struct Pair {
 
 fn extra(dns: &TestDns, ports: &Ports, https_port: u16) -> String {
     format!(
-        "{}[push]\nnotify_url = \"\"\n[delivery]\nresolver = \"{}\"\nsmtp_port = {}\nhttps_port = {https_port}\n",
-        crate::harness::GATES_OPEN,
+        "[push]\nnotify_url = \"\"\n[delivery]\nresolver = \"{}\"\nsmtp_port = {}\nhttps_port = {https_port}\n",
         dns.resolver(),
         ports.smtp
     )

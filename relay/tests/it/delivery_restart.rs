@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use relay::dkim::{Dkim, DkimVerdict};
 use relay::store::{CreateOutcome, Delivery, RemoteBatch, Store};
 
-use crate::delivery_dns::TestDns;
 use crate::delivery_sink::Sink;
+use crate::dns_server::TestDns;
 use crate::harness::{Ports, Relay, free_port};
 
 fn queue_lines(r: &Relay) -> Vec<String> {

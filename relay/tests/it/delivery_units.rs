@@ -16,8 +16,8 @@ use relay::outbound::mx::{self, MxError, MxHost};
 use relay::outbound::reply::RcptResult;
 use relay::store::CreateOutcome;
 
-use crate::delivery_dns::TestDns;
 use crate::delivery_sink::Sink;
+use crate::dns_server::TestDns;
 
 pub fn config_toml(domain: &str, data: &Path, dns: &TestDns, extra_delivery: &str) -> String {
     format!(

@@ -78,65 +78,7 @@ impl Relay {
     }
 
     pub fn start_with(domain: &str, ip: &str, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ports = Ports::new();
-        let config_path = dir.path().join("chatrelay.toml");
-        let data = dir.path().join("data");
-        // Tests run on a busy 2-core machine: keep the resource gates (ACC-16) from refusing
-        // new accounts unless a test sets them itself.
-        let mut gates = String::new();
-        for (key, line) in [
-            ("max_load_1m", "max_load_1m = 100000.0\n"),
-            ("min_available_memory", "min_available_memory = \"1M\"\n"),
-            ("min_free_disk_space", "min_free_disk_space = \"1M\"\n"),
-        ] {
-            if !extra.contains(key) {
-                gates.push_str(line);
-            }
-        }
-        let extra = format!("{gates}{extra}");
-        let toml = format!(
-            r#"mail_domain = "{domain}"
-data_dir = "{data}"
-{extra}
-[listen]
-smtp = "{ip}:{}"
-submission = "{ip}:{}"
-submissions = "{ip}:{}"
-imap = "{ip}:{}"
-imaps = "{ip}:{}"
-http = "{ip}:{}"
-https = "{ip}:{}"
-metrics = "{ip}:{}"
-
-[tls]
-mode = "self-signed"
-"#,
-            ports.smtp,
-            ports.submission,
-            ports.submissions,
-            ports.imap,
-            ports.imaps,
-            ports.http,
-            ports.https,
-            ports.metrics,
-            data = data.display(),
-        );
-        // Tests never ask real DNS: outbound delivery resolves through a dead loopback port
-        // (temporary failure) unless the test brings its own resolver.
-        let toml = offline_resolver(toml);
-        std::fs::write(&config_path, toml).expect("write config");
-        let mut r = Self {
-            dir,
-            config_path,
-            ports,
-            domain: domain.into(),
-            ip: ip.into(),
-            child: None,
-            log_path: PathBuf::new(),
-        };
-        r.spawn();
-        r
+        Self::start_with_ports(domain, ip, Ports::new(), extra)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -145,13 +87,19 @@ mode = "self-signed"
 
     /// (Re)start the process and wait until every listener accepts.
     pub fn spawn(&mut self) {
+        let filter = std::env::var("RELAYTEST_LOG").unwrap_or_else(|_| "debug".into());
+        self.launch(&[("RUST_LOG", &filter)]);
+    }
+
+    /// Start the process with `env` set, logging to a new `relay-NNNN.log`, and wait until ready.
+    fn launch(&mut self, env: &[(&str, &str)]) {
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         let log_path = self.dir.path().join(format!("relay-{n:04}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config_path)
-            .env("RUST_LOG", std::env::var("RELAYTEST_LOG").unwrap_or_else(|_| "debug".into()))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -320,15 +268,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 }
 
 pub fn client_config(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Arc::new(cfg)
+    client_config_versions(rustls::DEFAULT_VERSIONS, alpn)
 }
 
 pub async fn tls_wrap<S: AsyncRead + AsyncWrite + Unpin>(s: S, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<S> {
@@ -682,10 +622,6 @@ pub fn client_config_versions(
     Arc::new(cfg)
 }
 
-/// Registration gates that never close on a busy test machine (load, memory), so tests that
-/// create accounts do not depend on what else runs (ACC-16 is tested by setting one explicitly).
-pub const GATES_OPEN: &str = "max_load_1m = 100000.0\nmin_available_memory = \"1M\"\nmin_free_disk_space = \"1M\"\n";
-
 impl Relay {
     /// The Prometheus text from the metrics listener (blocking; for sync tests).
     pub fn metrics_text(&self) -> String {
@@ -789,16 +725,6 @@ pub async fn inbox_messages(relay: &Relay, addr: &str) -> Vec<Vec<u8>> {
     out
 }
 
-/// Registration gates off: a busy test machine must not refuse first logins (load, memory, disk).
-pub const UNGATED: &str = "max_load_1m = 100000.0\nmin_available_memory = \"0\"\nmin_free_disk_space = \"0\"\n";
-
-impl Relay {
-    /// `start` with the registration gates relaxed (`UNGATED`) before `extra`.
-    pub fn start_ungated(extra: &str) -> Self {
-        Self::start(&format!("{UNGATED}{extra}"))
-    }
-}
-
 // ---------------------------------------------------------------- relays with chosen ports
 
 impl Relay {
@@ -816,8 +742,24 @@ impl Relay {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("chatrelay.toml");
         let data = dir.path().join("data");
+        let extra = with_open_gates(extra);
         let toml = format!(
-            "mail_domain = \"{domain}\"\ndata_dir = \"{data}\"\n{extra}\n[listen]\nsmtp = \"{ip}:{}\"\nsubmission = \"{ip}:{}\"\nsubmissions = \"{ip}:{}\"\nimap = \"{ip}:{}\"\nimaps = \"{ip}:{}\"\nhttp = \"{ip}:{}\"\nhttps = \"{ip}:{}\"\nmetrics = \"{ip}:{}\"\n\n[tls]\nmode = \"self-signed\"\n",
+            r#"mail_domain = "{domain}"
+data_dir = "{data}"
+{extra}
+[listen]
+smtp = "{ip}:{}"
+submission = "{ip}:{}"
+submissions = "{ip}:{}"
+imap = "{ip}:{}"
+imaps = "{ip}:{}"
+http = "{ip}:{}"
+https = "{ip}:{}"
+metrics = "{ip}:{}"
+
+[tls]
+mode = "self-signed"
+"#,
             ports.smtp,
             ports.submission,
             ports.submissions,
@@ -828,9 +770,28 @@ impl Relay {
             ports.metrics,
             data = data.display(),
         );
+        // Tests never ask real DNS: outbound delivery resolves through a dead loopback port
+        // (temporary failure) unless the test brings its own resolver.
         std::fs::write(&config_path, offline_resolver(toml)).expect("write config");
         Self { dir, config_path, ports, domain: domain.into(), ip: ip.into(), child: None, log_path: PathBuf::new() }
     }
+}
+
+/// `extra` preceded by the registration gates (ACC-16) it does not set itself, opened so far that a
+/// busy 2-core test machine never refuses new accounts (load, memory, disk). ACC-16 tests set a gate
+/// in `extra`.
+pub fn with_open_gates(extra: &str) -> String {
+    let mut gates = String::new();
+    for (key, line) in [
+        ("max_load_1m", "max_load_1m = 100000.0\n"),
+        ("min_available_memory", "min_available_memory = \"1M\"\n"),
+        ("min_free_disk_space", "min_free_disk_space = \"1M\"\n"),
+    ] {
+        if !extra.contains(key) {
+            gates.push_str(line);
+        }
+    }
+    format!("{gates}{extra}")
 }
 
 /// Add `delivery.resolver = "127.0.0.1:9"` (nothing listens: every lookup fails at once,
@@ -853,22 +814,7 @@ impl Relay {
     /// Restart this relay with `RUST_LOG=<filter>` (the log privacy test runs at `trace`).
     pub fn respawn_with_log(&mut self, filter: &str) {
         self.stop();
-        let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
-        let log_path = self.dir.path().join(format!("relay-{n:04}.log"));
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&self.config_path)
-            .env("RUST_LOG", filter)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn chatrelay");
-        self.child = Some(child);
-        self.log_path = log_path;
-        self.wait_ready();
+        self.launch(&[("RUST_LOG", filter), ("NO_COLOR", "1")]);
     }
 
     /// Whether the process is still running (not exited or killed).

@@ -6,7 +6,7 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpn_routes_443() {
-    let relay = Relay::start(GATES_OPEN);
+    let relay = Relay::start("");
     let a = relay.addr(relay.ports.https);
 
     let mut imap = Lines::tls_alpn(&a, &[b"imap"]).await;
@@ -35,7 +35,7 @@ async fn alpn_routes_443() {
 /// HTTP-3: a TLS 1.2 client asking for `imap` on 443 is refused; HTTPS over TLS 1.2 works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_over_443_needs_tls13() {
-    let relay = Relay::start(GATES_OPEN);
+    let relay = Relay::start("");
     let a = relay.addr(relay.ports.https);
     let tls12 =
         |alpn: &[u8]| tokio_rustls::TlsConnector::from(client_config_versions(&[&rustls::version::TLS12], &[alpn]));
@@ -54,7 +54,7 @@ async fn mail_over_443_needs_tls13() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_open_http_connections() {
     use tokio::io::AsyncWriteExt;
-    let mut relay = Relay::start(GATES_OPEN);
+    let mut relay = Relay::start("");
     let a = relay.addr(relay.ports.https);
     let _half_open = TcpStream::connect(&a).await.expect("connect");
     let _idle80 = TcpStream::connect(relay.addr(relay.ports.http)).await.expect("connect");

@@ -40,7 +40,7 @@ async fn delete_json(relay: &Relay, email: &str, password: &str) -> HttpResponse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_service_deletion() {
-    let relay = Relay::start(GATES_OPEN);
+    let relay = Relay::start("");
     let email = relay.new_address();
     let file = account_with_message(&relay, &email).await;
 
@@ -84,7 +84,7 @@ fn wait_for_file_gone(p: &std::path::Path) -> bool {
 /// ACC-31: a form post gets an HTML page; ACC-34: the 6th attempt from one client is throttled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_post_and_throttling() {
-    let relay = Relay::start(GATES_OPEN);
+    let relay = Relay::start("");
     let email = relay.new_address();
     account_with_message(&relay, &email).await;
     let a = relay.addr(relay.ports.https);
@@ -111,7 +111,7 @@ async fn form_post_and_throttling() {
 /// OPS-18, OPS-19, ACC-35, ACC-36 through the CLI, next to a running relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_cli() {
-    let relay = Relay::start(GATES_OPEN);
+    let relay = Relay::start("");
     let email = relay.new_address();
     let file = account_with_message(&relay, &email).await;
     let (code, out, _) = relay.cli(&["accounts", "list"]);
@@ -152,7 +152,7 @@ async fn accounts_cli() {
 /// in, with its password or any other, and is not re-created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_account_cannot_log_in_over_imap() {
-    let relay = Relay::start(GATES_OPEN);
+    let relay = Relay::start("");
     let email = relay.new_address();
     let login = |pw: &'static str| {
         let (a, e) = (relay.addr(relay.ports.imaps), email.clone());

@@ -6,7 +6,7 @@ use crate::harness::*;
 /// HTTP-6, HTTP-16, HTTP-22: dcaccount: everywhere, MTA-STS enforce.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_mode_dcaccount_and_mta_sts() {
-    let relay = Relay::start_files(GATES_OPEN);
+    let relay = Relay::start_files("");
     let r = relay.https("GET", "/new").await;
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("dcaccount:https://chat.test/new"));
@@ -24,7 +24,7 @@ async fn files_mode_dcaccount_and_mta_sts() {
 /// HTTP-19..21: both autoconfig paths return parseable XML with the servers in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autoconfig_xml() {
-    let relay = Relay::start(GATES_OPEN);
+    let relay = Relay::start("");
     let p = relay.ports;
     for path in ["/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml?emailaddress=a%40chat.test"] {
         let r = relay.https("GET", path).await;

@@ -8,7 +8,7 @@ use async_imap::extensions::idle::IdleResponse;
 use futures::TryStreamExt;
 use tokio::net::TcpStream;
 
-use crate::harness::{PASSWORD, tls_wrap};
+use crate::harness::{PASSWORD, Relay, tls_wrap};
 use crate::imap_helpers::*;
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
@@ -23,7 +23,7 @@ async fn session(relay: &crate::harness::Relay, addr: &str) -> async_imap::Sessi
 
 #[tokio::test]
 async fn imap_async_imap_delta_chat_flow() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut s = session(&relay, &addr).await;
     let caps = s.capabilities().await.expect("io");

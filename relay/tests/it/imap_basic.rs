@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
-use crate::harness::{Lines, PASSWORD};
+use crate::harness::{Lines, PASSWORD, Relay};
 use crate::imap_helpers::*;
 
 #[tokio::test]
 async fn imap_first_login_creates_and_capabilities() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
     let g = c.line().await.expect("line");
@@ -46,7 +46,7 @@ async fn imap_first_login_creates_and_capabilities() {
     assert!(c.line().await.is_none(), "connection closed");
 
     // With push off, XDELTAPUSH is not advertised (IMAP-8).
-    let relay = start("[push]\nnotify_url = \"\"\n");
+    let relay = Relay::start("[push]\nnotify_url = \"\"\n");
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
     let g = c.line().await.expect("line");
     assert!(g.contains("XCHATMAIL") && !g.contains("XDELTAPUSH"), "{g}");
@@ -54,7 +54,7 @@ async fn imap_first_login_creates_and_capabilities() {
 
 #[tokio::test]
 async fn imap_idle_exists_and_fetch_exact_bytes() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut a = login(&relay, &addr).await;
     assert_ok(&a.imap("s", "SELECT INBOX").await);
@@ -90,7 +90,7 @@ async fn imap_idle_exists_and_fetch_exact_bytes() {
 
 #[tokio::test]
 async fn imap_expunge_seen_by_other_session() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut a = login(&relay, &addr).await;
     let mut b = login(&relay, &addr).await;
@@ -123,7 +123,7 @@ async fn imap_expunge_seen_by_other_session() {
 
 #[tokio::test]
 async fn imap_starttls_rules_on_143() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = Lines::plain(&relay.addr(relay.ports.imap)).await;
     let g = c.line().await.expect("line");

@@ -9,7 +9,7 @@ use crate::imap_helpers::{assert_ok, last, login, read_literal, wait_line};
 
 #[tokio::test]
 async fn imap_idle_wakes_on_smtp_delivery() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &alice).await;
     let mut b = login(&relay, &bob).await;
@@ -55,7 +55,7 @@ async fn imap_idle_wakes_on_smtp_delivery() {
 
 #[tokio::test]
 async fn imap_account_deletion_closes_sessions() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let email = relay.new_address();
     let mut idling = login(&relay, &email).await;
     assert_ok(&idling.imap("s", "SELECT INBOX").await);
@@ -75,7 +75,7 @@ async fn imap_account_deletion_closes_sessions() {
 
 #[tokio::test]
 async fn imap_on_443_with_alpn() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let email = relay.new_address();
     let mut c = Lines::tls_alpn(&relay.addr(relay.ports.https), &[b"imap"]).await;
     let g = c.line().await.expect("line");

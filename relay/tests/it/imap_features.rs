@@ -4,12 +4,12 @@
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Lines, PASSWORD};
+use crate::harness::{Lines, PASSWORD, Relay};
 use crate::imap_helpers::*;
 
 #[tokio::test]
 async fn imap_metadata_round_trip_and_unknown_keys() {
-    let relay = start("[server_metadata]\niroh_relay = \"https://iroh.chat.test/\"\n");
+    let relay = Relay::start("[server_metadata]\niroh_relay = \"https://iroh.chat.test/\"\n");
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     let r = c.imap("a", "SETMETADATA INBOX (/private/devicetoken \"openpgp:AAAA1111\")").await;
@@ -103,7 +103,7 @@ impl Zc {
 
 #[tokio::test]
 async fn imap_compress_deflate_end_to_end() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     let msg = sample_message(&addr, &addr, &"compressible line\r\n".repeat(200));
@@ -135,7 +135,7 @@ async fn imap_compress_deflate_end_to_end() {
 
 #[tokio::test]
 async fn imap_concurrent_first_logins() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut tasks = Vec::new();
     for _ in 0..2 {
@@ -158,7 +158,7 @@ async fn imap_concurrent_first_logins() {
 
 #[tokio::test]
 async fn imap_limits_and_bad_input() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     // Line too long (IMAP-43).
@@ -184,7 +184,7 @@ async fn imap_limits_and_bad_input() {
 
 #[tokio::test]
 async fn imap_mailboxes_search_copy_move() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     assert_ok(&c.imap("a", "CREATE Archive").await);

@@ -64,10 +64,3 @@ pub fn sample_message(from: &str, to: &str, body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
-
-/// Registration gates off (the shared test machine is busy), plus `extra`.
-pub const NO_GATES: &str = "max_load_1m = 100000.0\nmin_available_memory = \"1B\"\nmin_free_disk_space = \"1B\"\n";
-
-pub fn start(extra: &str) -> Relay {
-    Relay::start(&format!("{NO_GATES}{extra}"))
-}

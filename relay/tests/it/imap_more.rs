@@ -3,7 +3,7 @@
 
 use base64::Engine;
 
-use crate::harness::{Lines, PASSWORD};
+use crate::harness::{Lines, PASSWORD, Relay};
 use crate::imap_helpers::*;
 
 fn multipart(addr: &str) -> Vec<u8> {
@@ -17,7 +17,7 @@ Content-Type: multipart/mixed; boundary=\"BB\"\r\n\r\npreamble\r\n--BB\r\nConten
 
 #[tokio::test]
 async fn imap_large_message_streamed_and_sections() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     let mut big = sample_message(&addr, &addr, "");
@@ -60,7 +60,7 @@ async fn imap_large_message_streamed_and_sections() {
 
 #[tokio::test]
 async fn imap_literals_authenticate_and_quota() {
-    let relay = start("max_mailbox_size = \"2K\"\nmax_message_size = \"4K\"\n");
+    let relay = Relay::start("max_mailbox_size = \"2K\"\nmax_message_size = \"4K\"\n");
     let addr = relay.new_address();
     // LOGIN with a synchronising and a non-synchronising literal.
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
@@ -106,7 +106,7 @@ async fn imap_literals_authenticate_and_quota() {
 
 #[tokio::test]
 async fn imap_shutdown_sends_bye() {
-    let mut relay = start("");
+    let mut relay = Relay::start("");
     let addr = relay.new_address();
     let mut a = login(&relay, &addr).await;
     assert_ok(&a.imap("s", "SELECT INBOX").await);
@@ -130,7 +130,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// IMAP-33: memory per idling connection (printed, not asserted: timing/size vary by machine).
 #[tokio::test]
 async fn imap_idle_memory_per_connection() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut warm = login(&relay, &addr).await;
     assert_ok(&warm.imap("s", "SELECT INBOX").await);
@@ -160,7 +160,7 @@ async fn imap_idle_memory_per_connection() {
 /// Garbage in every state gets BAD/NO, never a crash; the session keeps working.
 #[tokio::test]
 async fn imap_garbage_input_is_answered() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     let junk = [
@@ -212,7 +212,7 @@ async fn imap_garbage_input_is_answered() {
 #[tokio::test]
 async fn imap_pre_login_timeout() {
     use tokio::io::AsyncBufReadExt;
-    let relay = start("");
+    let relay = Relay::start("");
     let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
     c.line().await.expect("greeting");
     let t = std::time::Instant::now();

@@ -1,11 +1,12 @@
 //! Several sessions of one account (IMAP-19, IMAP-24..29), UIDVALIDITY on re-creation
 //! (IMAP-16) and the appversions server entry (IMAP-35).
 
+use crate::harness::Relay;
 use crate::imap_helpers::*;
 
 #[tokio::test]
 async fn imap_flags_and_recent_across_sessions() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut a = login(&relay, &addr).await;
     let mut b = login(&relay, &addr).await;
@@ -35,7 +36,7 @@ async fn imap_flags_and_recent_across_sessions() {
 
 #[tokio::test]
 async fn imap_uidvalidity_grows_on_recreate() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     let uv = |r: &[String]| -> u64 {
@@ -61,7 +62,7 @@ async fn imap_appversions_entry() {
             "versionString": "2.0", "downloadUrl": "https://example.org/dc" } ] } ] }"#,
     )
     .expect("write");
-    let relay = start(&format!("[server_metadata]\nappversions = \"{}\"\n", good.display()));
+    let relay = Relay::start(&format!("[server_metadata]\nappversions = \"{}\"\n", good.display()));
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     let r = c.imap("a", "GETMETADATA \"\" /shared/vendor/deltachat/appversions").await;

@@ -1,7 +1,9 @@
 //! One integration-test binary (hickory-dns style): every file starts real `chatrelay` processes
 //! on loopback through `harness` and talks to them over real TCP and TLS.
 
+mod dns_server;
 mod harness;
+mod seeding;
 
 mod foundation;
 mod http_alpn;
@@ -20,7 +22,6 @@ mod retention_trim;
 
 mod fixtures;
 
-mod delivery_dns;
 mod delivery_mta_sts;
 mod delivery_queue;
 mod delivery_relay;

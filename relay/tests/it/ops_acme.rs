@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::harness::*;
 use crate::ops_control::plain_log;
-use crate::ops_dns::DnsServer;
+use crate::dns_server::TestDns;
 
 /// `pebble` on PATH, installing the Debian package when missing. `None`: skip (with a message).
 fn pebble_binary() -> Option<PathBuf> {
@@ -159,12 +159,12 @@ fn wait_log(relay: &Relay, needle: &str, secs: u64) -> bool {
 }
 
 /// A relay in acme mode against a fresh pebble issuing certificates valid for `validity_secs`.
-fn acme_relay(bin: &Path, validity_secs: u64) -> (Relay, Pebble, DnsServer, PathBuf) {
-    let dns = DnsServer::start();
+async fn acme_relay(bin: &Path, validity_secs: u64) -> (Relay, Pebble, TestDns, PathBuf) {
+    let dns = TestDns::start().await;
     for name in ["chat.test.", "mta-sts.chat.test.", "www.chat.test."] {
         dns.set(name, RecordType::A, vec![RData::A(A::new(127, 0, 0, 1))]);
     }
-    let mut relay = Relay::start(GATES_OPEN);
+    let mut relay = Relay::start("");
     relay.stop();
     let (ca, cert, key) = api_certs(relay.dir.path());
     let pebble = start_pebble(bin, relay.dir.path(), relay.ports.http, dns.addr, &cert, &key, validity_secs);
@@ -187,7 +187,7 @@ fn acme_relay(bin: &Path, validity_secs: u64) -> (Relay, Pebble, DnsServer, Path
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_acme_certificate_from_pebble() {
     let Some(bin) = pebble_binary() else { return };
-    let (mut relay, pebble, _dns, ca) = acme_relay(&bin, 157_766_400);
+    let (mut relay, pebble, _dns, ca) = acme_relay(&bin, 157_766_400).await;
     let started = Instant::now();
     assert!(
         wait_log(&relay, "acme certificate installed", 90),
@@ -250,7 +250,7 @@ async fn ops_acme_certificate_from_pebble() {
 /// certificate keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_acme_failure_keeps_self_signed_and_warns() {
-    let mut relay = Relay::start(GATES_OPEN);
+    let mut relay = Relay::start("");
     relay.stop();
     let dead = free_port();
     let toml = std::fs::read_to_string(&relay.config_path).expect("config").replace(
@@ -275,7 +275,7 @@ async fn ops_acme_failure_keeps_self_signed_and_warns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_acme_renews_within_30_days() {
     let Some(bin) = pebble_binary() else { return };
-    let (mut relay, pebble, _dns, _ca) = acme_relay(&bin, 20 * 86_400);
+    let (mut relay, pebble, _dns, _ca) = acme_relay(&bin, 20 * 86_400).await;
     assert!(wait_log(&relay, "acme certificate installed", 90), "{}", plain_log(&relay));
     let first = std::fs::read(relay.data_dir().join("acme/cert.pem")).expect("cert");
     relay.stop();

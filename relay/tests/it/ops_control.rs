@@ -42,7 +42,7 @@ fn raw(sock: &std::path::Path, line: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_control_socket_delete_and_fallback() {
-    let mut relay = Relay::start(GATES_OPEN);
+    let mut relay = Relay::start("");
     let sock = relay.data_dir().join("control.sock");
     assert!(wait_for_file(&sock, std::time::Duration::from_secs(10)), "control.sock exists while serving");
     let mode = std::fs::metadata(&sock).expect("meta").permissions().mode() & 0o777;
@@ -110,7 +110,7 @@ async fn ops_control_socket_delete_and_fallback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_control_queue_retry_and_drop() {
     use relay::store::{Delivery, RemoteBatch};
-    let relay = Relay::start(GATES_OPEN);
+    let relay = Relay::start("");
     let (store, _) = relay.accounts();
     let blob = store.put_blob(bytes::Bytes::from_static(b"From: <x@chat.test>\r\n\r\nx\r\n")).await.expect("blob");
     let r = store

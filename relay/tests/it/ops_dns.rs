@@ -1,82 +1,40 @@
-//! OPS-7..11: `chatrelay dns` prints the zone and checks it against a DNS server. The server here
-//! is a small UDP responder on loopback built from hickory-proto types, answering from a table the
-//! test fills in (kept in this file; the outbound tests have their own).
+//! OPS-7..11: `chatrelay dns` prints the zone and checks it against a DNS server: the shared
+//! in-test server of `dns_server`, answering from records the test sets.
 
-use std::collections::HashMap;
-use std::net::UdpSocket;
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use hickory_resolver::proto::op::{Message, MessageType, OpCode};
 use hickory_resolver::proto::rr::rdata::{A, CAA, CNAME, MX, SRV, TXT};
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
+use crate::dns_server::TestDns;
 use crate::harness::BIN;
-
-type Zone = Arc<Mutex<HashMap<(String, RecordType), Vec<RData>>>>;
-
-/// Answers queries from `zone` until dropped (bounded: at most 120 s).
-pub struct DnsServer {
-    pub addr: std::net::SocketAddr,
-    pub zone: Zone,
-    stop: Arc<AtomicBool>,
-}
-
-impl DnsServer {
-    pub fn start() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind dns");
-        sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
-        let addr = sock.local_addr().expect("addr");
-        let zone: Zone = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (z, s) = (zone.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(120);
-            let mut buf = [0u8; 4096];
-            while !s.load(Ordering::Relaxed) && Instant::now() < end {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
-                let Ok(req) = Message::from_vec(&buf[..n]) else { continue };
-                let mut resp = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
-                resp.metadata.authoritative = true;
-                resp.metadata.recursion_desired = req.metadata.recursion_desired;
-                resp.metadata.recursion_available = true;
-                for q in &req.queries {
-                    resp.add_query(q.clone());
-                    let key = (q.name().to_ascii().to_lowercase(), q.query_type());
-                    if let Some(list) = z.lock().expect("zone").get(&key) {
-                        for rd in list {
-                            resp.add_answer(Record::from_rdata(q.name().clone(), 60, rd.clone()));
-                        }
-                    }
-                }
-                if let Ok(bytes) = resp.to_vec() {
-                    let _ = sock.send_to(&bytes, peer);
-                }
-            }
-        });
-        Self { addr, zone, stop }
-    }
-
-    pub fn set(&self, name: &str, rtype: RecordType, data: Vec<RData>) {
-        self.zone.lock().expect("zone").insert((name.to_lowercase(), rtype), data);
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 fn name(s: &str) -> Name {
     Name::from_ascii(s).expect("name")
 }
 
-/// Run `chatrelay dns`; returns (exit code, stdout).
-fn dns(cfg: &std::path::Path, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(["dns", "--config"]).arg(cfg).args(extra).output().expect("run");
+/// A data_dir with a DKIM key and a config for `domain` in `[tls] mode` that resolves through
+/// `server`; returns the temp dir (keep it), the config path and the data_dir.
+fn setup(domain: &str, mode: &str, server: &TestDns) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    relay::outbound::dkim_key::ensure(&data.join("dkim.pem")).expect("dkim key");
+    let cfg = tmp.path().join("chatrelay.toml");
+    let toml = format!(
+        "mail_domain = \"{domain}\"\ndata_dir = \"{}\"\n[tls]\nmode = \"{mode}\"\n[delivery]\nresolver = \"{}\"\n",
+        data.display(),
+        server.addr
+    );
+    std::fs::write(&cfg, toml).expect("config");
+    (tmp, cfg, data)
+}
+
+/// Run `chatrelay dns` (without blocking the runtime the DNS server runs on); returns (exit code,
+/// stdout).
+async fn dns(cfg: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let out =
+        tokio::process::Command::new(BIN).args(["dns", "--config"]).arg(cfg).args(extra).output().await.expect("run");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -99,26 +57,13 @@ fn zone_txt(out: &str, owner: &str, start: &str) -> String {
     strings.concat()
 }
 
-#[test]
-fn ops_dns_prints_and_checks_records() {
-    let server = DnsServer::start();
-    let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    relay::outbound::dkim_key::ensure(&data.join("dkim.pem")).expect("dkim key");
-    let cfg = tmp.path().join("chatrelay.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "mail_domain = \"chat.example\"\ndata_dir = \"{}\"\n[tls]\nmode = \"acme\"\n[delivery]\nresolver = \"{}\"\n",
-            data.display(),
-            server.addr
-        ),
-    )
-    .expect("config");
+#[tokio::test]
+async fn ops_dns_prints_and_checks_records() {
+    let server = TestDns::start().await;
+    let (_tmp, cfg, data) = setup("chat.example", "acme", &server);
 
     // Nothing published yet: every record MISSING, exit 1.
-    let (code, out) = dns(&cfg, &[]);
+    let (code, out) = dns(&cfg, &[]).await;
     assert_eq!(code, 1, "{out}");
     let d = "chat.example.";
     for line in [
@@ -168,7 +113,7 @@ fn ops_dns_prints_and_checks_records() {
     server.set(&format!("_imaps._tcp.{d}"), RecordType::SRV, vec![RData::SRV(SRV::new(0, 1, 993, name(d)))]);
     server.set(d, RecordType::CAA, vec![RData::CAA(CAA::new_issue(false, Some(name("letsencrypt.org")), vec![]))]);
 
-    let (code, out) = dns(&cfg, &[]);
+    let (code, out) = dns(&cfg, &[]).await;
     println!("{out}");
     assert_eq!(status(&out, d, "MX"), ["OK"], "{out}");
     assert_eq!(status(&out, &format!("dkim._domainkey.{d}"), "TXT"), ["OK"]);
@@ -191,32 +136,23 @@ fn ops_dns_prints_and_checks_records() {
     // With the public address given and served, every required record is OK: exit 0, even
     // though recommended ones are still missing or wrong.
     server.set(d, RecordType::A, vec![RData::A(A::new(198, 51, 100, 7))]);
-    let (code, out) = dns(&cfg, &["--ip", "198.51.100.7"]);
+    let (code, out) = dns(&cfg, &["--ip", "198.51.100.7"]).await;
     assert!(out.contains(&format!("{d} 3600 IN A 198.51.100.7")), "{out}");
     assert_eq!(status(&out, d, "A"), ["OK"], "{out}");
     assert_eq!(code, 0, "{out}");
 
     // A wrong required record: WRONG with the value found, exit 1.
     server.set(&format!("www.{d}"), RecordType::CNAME, vec![RData::CNAME(CNAME(name("elsewhere.example.")))]);
-    let (code, out) = dns(&cfg, &["--ip", "198.51.100.7"]);
+    let (code, out) = dns(&cfg, &["--ip", "198.51.100.7"]).await;
     assert_eq!(status(&out, &format!("www.{d}"), "CNAME"), ["WRONG (found elsewhere.example.)"], "{out}");
     assert_eq!(code, 1);
 }
 
-#[test]
-fn ops_dns_self_signed_has_no_mta_sts() {
-    let server = DnsServer::start();
-    let tmp = tempfile::tempdir().expect("tmp");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    relay::outbound::dkim_key::ensure(&data.join("dkim.pem")).expect("dkim key");
-    let cfg = tmp.path().join("chatrelay.toml");
-    std::fs::write(
-        &cfg,
-        format!("mail_domain = \"_dev.example\"\ndata_dir = \"{}\"\n[tls]\nmode = \"self-signed\"\n[delivery]\nresolver = \"{}\"\n", data.display(), server.addr),
-    )
-    .expect("config");
-    let (code, out) = dns(&cfg, &[]);
+#[tokio::test]
+async fn ops_dns_self_signed_has_no_mta_sts() {
+    let server = TestDns::start().await;
+    let (_tmp, cfg, _) = setup("_dev.example", "self-signed", &server);
+    let (code, out) = dns(&cfg, &[]).await;
     assert_eq!(code, 1);
     assert!(!out.contains("mta-sts") && !out.contains("STSv1"), "{out}");
     assert!(!out.contains(" CAA "), "no CAA outside acme mode: {out}");

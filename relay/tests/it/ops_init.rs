@@ -1,8 +1,20 @@
 //! OPS-2: `chatrelay init --from-chatmail-ini` converts a chatmail/relay config.
 
-use std::process::Command;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use crate::harness::BIN;
+
+/// Run `chatrelay <args> --config <cfg>` with `CHATRELAY_DATA_DIR=<data>`.
+fn chatrelay(args: &[&OsStr], cfg: &Path, data: &Path) -> Output {
+    Command::new(BIN).args(args).arg("--config").arg(cfg).env("CHATRELAY_DATA_DIR", data).output().expect("run")
+}
+
+/// `chatrelay init --from-chatmail-ini <ini>` writing `cfg`.
+fn init_from_ini(ini: &Path, cfg: &Path, data: &Path) -> Output {
+    chatrelay(&["init".as_ref(), "--from-chatmail-ini".as_ref(), ini.as_os_str()], cfg, data)
+}
 
 /// A chatmail.ini as chatmail/relay's `cmdeploy init` writes it, with an operator's edits.
 const CHATMAIL_INI: &str = "\
@@ -61,14 +73,7 @@ fn ops_init_from_chatmail_ini() {
     std::fs::write(&ini, CHATMAIL_INI).expect("ini");
     let cfg = tmp.path().join("etc/chatrelay.toml");
     let data = tmp.path().join("data");
-    let out = Command::new(BIN)
-        .args(["init", "--from-chatmail-ini"])
-        .arg(&ini)
-        .arg("--config")
-        .arg(&cfg)
-        .env("CHATRELAY_DATA_DIR", &data)
-        .output()
-        .expect("run");
+    let out = init_from_ini(&ini, &cfg, &data);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     // Keys without a counterpart are listed; converted ones are not.
@@ -87,12 +92,7 @@ fn ops_init_from_chatmail_ini() {
     assert!(data.join("dkim.pem").exists());
 
     // The converted file passes check-config and carries the values.
-    let check = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&cfg)
-        .env("CHATRELAY_DATA_DIR", &data)
-        .output()
-        .expect("run");
+    let check = chatrelay(&["check-config".as_ref()], &cfg, &data);
     let eff = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
     let v: toml::Value = toml::from_str(&eff).expect("effective config is TOML");
@@ -117,14 +117,7 @@ fn ops_init_from_chatmail_ini() {
     assert!(text.contains("# any message older than this"), "{text}");
 
     // Refuses to overwrite.
-    let again = Command::new(BIN)
-        .args(["init", "--from-chatmail-ini"])
-        .arg(&ini)
-        .arg("--config")
-        .arg(&cfg)
-        .env("CHATRELAY_DATA_DIR", &data)
-        .output()
-        .expect("run");
+    let again = init_from_ini(&ini, &cfg, &data);
     assert_eq!(again.status.code(), Some(1));
 }
 
@@ -134,14 +127,7 @@ fn ops_init_from_bad_chatmail_ini() {
     let ini = tmp.path().join("chatmail.ini");
     std::fs::write(&ini, "[params]\nmail_domain = c.example.org\ndelete_mails_after = soon\n").expect("ini");
     let cfg = tmp.path().join("chatrelay.toml");
-    let out = Command::new(BIN)
-        .args(["init", "--from-chatmail-ini"])
-        .arg(&ini)
-        .arg("--config")
-        .arg(&cfg)
-        .env("CHATRELAY_DATA_DIR", tmp.path().join("d"))
-        .output()
-        .expect("run");
+    let out = init_from_ini(&ini, &cfg, &tmp.path().join("d"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("delete_mails_after"));
     assert!(!cfg.exists());

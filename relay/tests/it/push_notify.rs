@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::harness::*;
+use crate::seeding::seed_subscriber;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Hit {
@@ -133,11 +134,9 @@ where
     r.get_mut().shutdown().await
 }
 
+/// A stopped relay that notifies `proxy`, ready for seeding.
 fn push_relay(proxy: &Proxy) -> Relay {
-    let mut r = Relay::start(&format!("[push]\nnotify_url = \"{}\"\n", proxy.url()));
-    r.wait_logged_ready();
-    assert_eq!(r.stop(), Some(0));
-    r
+    Relay::stopped(&format!("[push]\nnotify_url = \"{}\"\n", proxy.url()))
 }
 
 pub(crate) fn token() -> String {
@@ -156,12 +155,7 @@ fn delivered_message_posts_the_token() {
     let proxy = Proxy::start(&[], Duration::ZERO);
     let mut relay = push_relay(&proxy);
     let (addr, tok) = (relay.new_address(), token());
-    let acc = relay.with_store(async |s| {
-        let a = seed_account(s, &addr).await;
-        s.add_push_token(a.id, tok.clone()).await.expect("token");
-        seed_message(s, a.id, None, 500).await;
-        a
-    });
+    let acc = relay.with_store(async |s| seed_subscriber(s, &addr, &tok, Some(500)).await);
     assert_eq!(jobs(&relay), 1, "the delivery transaction created the job");
     relay.spawn();
     let hits = proxy.wait_hits(1, Duration::from_secs(15));
@@ -187,12 +181,7 @@ fn gone_410_removes_the_token() {
     let proxy = Proxy::start(&[410], Duration::ZERO);
     let mut relay = push_relay(&proxy);
     let (addr, tok) = (relay.new_address(), token());
-    let acc = relay.with_store(async |s| {
-        let a = seed_account(s, &addr).await;
-        s.add_push_token(a.id, tok.clone()).await.expect("token");
-        seed_message(s, a.id, None, 500).await;
-        a
-    });
+    let acc = relay.with_store(async |s| seed_subscriber(s, &addr, &tok, Some(500)).await);
     relay.spawn();
     assert_eq!(proxy.wait_hits(1, Duration::from_secs(15)).len(), 1, "{}", relay.log());
     let tokens = || -> i64 {
@@ -215,11 +204,7 @@ fn server_error_is_retried_then_delivered_once() {
     let proxy = Proxy::start(&[500], Duration::ZERO);
     let mut relay = push_relay(&proxy);
     let (addr, tok) = (relay.new_address(), token());
-    relay.with_store(async |s| {
-        let a = seed_account(s, &addr).await;
-        s.add_push_token(a.id, tok.clone()).await.expect("token");
-        seed_message(s, a.id, None, 500).await;
-    });
+    relay.with_store(async |s| seed_subscriber(s, &addr, &tok, Some(500)).await);
     relay.spawn();
     let hits = proxy.wait_hits(2, Duration::from_secs(15));
     assert_eq!(hits.len(), 2, "first attempt (500) and one retry:\n{}", relay.log());
@@ -242,11 +227,7 @@ fn self_sent_copy_is_not_notified() {
     let proxy = Proxy::start(&[], Duration::ZERO);
     let mut relay = push_relay(&proxy);
     let (addr, tok) = (relay.new_address(), token());
-    let acc = relay.with_store(async |s| {
-        let a = seed_account(s, &addr).await;
-        s.add_push_token(a.id, tok.clone()).await.expect("token");
-        a
-    });
+    let acc = relay.with_store(async |s| seed_subscriber(s, &addr, &tok, None).await);
     relay.spawn();
     relay.with_store(async |s| seed_message(s, acc.id, Some(acc.id), 500).await);
     assert_eq!(jobs(&relay), 0, "no job for a self-sent copy");
@@ -264,11 +245,7 @@ fn burst_is_coalesced_and_last_message_notified() {
     let proxy = Proxy::start(&[], Duration::from_millis(300));
     let mut relay = push_relay(&proxy);
     let (addr, tok) = (relay.new_address(), token());
-    let acc = relay.with_store(async |s| {
-        let a = seed_account(s, &addr).await;
-        s.add_push_token(a.id, tok.clone()).await.expect("token");
-        a
-    });
+    let acc = relay.with_store(async |s| seed_subscriber(s, &addr, &tok, None).await);
     relay.spawn();
     let last_stored = relay.with_store(async |s| {
         for _ in 0..20 {
@@ -303,10 +280,8 @@ fn at_most_16_requests_in_flight() {
     let tokens: Vec<String> = relay.with_store(async |s| {
         let mut tokens = Vec::new();
         for a in &addrs {
-            let acc = seed_account(s, a).await;
             let t = token();
-            s.add_push_token(acc.id, t.clone()).await.expect("token");
-            seed_message(s, acc.id, None, 100).await;
+            seed_subscriber(s, a, &t, Some(100)).await;
             tokens.push(t);
         }
         tokens
@@ -329,15 +304,9 @@ fn at_most_16_requests_in_flight() {
 #[test]
 fn empty_notify_url_sends_nothing_until_reloaded() {
     let proxy = Proxy::start(&[], Duration::ZERO);
-    let mut relay = Relay::start("[push]\nnotify_url = \"\"\n");
-    relay.wait_logged_ready();
-    assert_eq!(relay.stop(), Some(0));
+    let mut relay = Relay::stopped("[push]\nnotify_url = \"\"\n");
     let (addr, tok) = (relay.new_address(), token());
-    relay.with_store(async |s| {
-        let a = seed_account(s, &addr).await;
-        s.add_push_token(a.id, tok.clone()).await.expect("token");
-        seed_message(s, a.id, None, 100).await;
-    });
+    relay.with_store(async |s| seed_subscriber(s, &addr, &tok, Some(100)).await);
     relay.spawn();
     std::thread::sleep(Duration::from_secs(3));
     assert!(proxy.hits().is_empty());
@@ -364,15 +333,9 @@ fn https_proxy_is_verified_against_extra_roots() {
         std::fs::write(&roots, &pem).expect("pem");
         let extra = if trusted { roots.display().to_string() } else { String::new() };
         let mut relay =
-            Relay::start(&format!("[delivery]\nextra_root_certs = \"{extra}\"\n[push]\nnotify_url = \"{url}\"\n"));
-        relay.wait_logged_ready();
-        assert_eq!(relay.stop(), Some(0));
+            Relay::stopped(&format!("[delivery]\nextra_root_certs = \"{extra}\"\n[push]\nnotify_url = \"{url}\"\n"));
         let (addr, tok) = (relay.new_address(), if trusted { token() } else { untrusted_tok.clone() });
-        relay.with_store(async |s| {
-            let a = seed_account(s, &addr).await;
-            s.add_push_token(a.id, tok.clone()).await.expect("token");
-            seed_message(s, a.id, None, 100).await;
-        });
+        relay.with_store(async |s| seed_subscriber(s, &addr, &tok, Some(100)).await);
         relay.spawn();
         if trusted {
             let hits = proxy.wait_hits(1, Duration::from_secs(15));

@@ -8,7 +8,7 @@ use crate::harness::*;
 use crate::push_notify::{Proxy, jobs, token};
 
 fn relay_with_token(proxy: &Proxy, rt: &tokio::runtime::Runtime, extra: &str) -> (Relay, String, String, String) {
-    let relay = Relay::start_ungated(&format!("{extra}[push]\nnotify_url = \"{}\"\n", proxy.url()));
+    let relay = Relay::start(&format!("{extra}[push]\nnotify_url = \"{}\"\n", proxy.url()));
     let (alice, bob, tok) = (relay.new_address(), relay.new_address(), token());
     rt.block_on(create_account(&relay, &bob));
     rt.block_on(create_account(&relay, &alice));
@@ -85,7 +85,7 @@ fn smtp_burst_is_coalesced_and_last_message_notified() {
 fn imap_devicetoken_then_smtp_message_posts() {
     let proxy = Proxy::start(&[], Duration::ZERO);
     let rt = tokio::runtime::Runtime::new().expect("rt");
-    let relay = Relay::start_ungated(&format!("[push]\nnotify_url = \"{}\"\n", proxy.url()));
+    let relay = Relay::start(&format!("[push]\nnotify_url = \"{}\"\n", proxy.url()));
     let (alice, bob, tok) = (relay.new_address(), relay.new_address(), token());
     rt.block_on(create_account(&relay, &alice));
     let imaps = relay.addr(relay.ports.imaps);

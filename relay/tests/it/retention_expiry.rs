@@ -6,12 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::harness::*;
-
-const DAY: i64 = 86_400;
-
-fn now() -> i64 {
-    relay::store::now_secs()
-}
+use crate::seeding::{DAY, account_state, seed_aged};
 
 /// Message blobs: files in the blob dir plus small bodies kept in the database.
 fn blob_files(relay: &Relay) -> usize {
@@ -26,14 +21,6 @@ fn summary_value(out: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("summary has no {key:?}:\n{out}"))
 }
 
-/// Start a relay, stop it, and return it ready for seeding.
-fn stopped_relay(extra: &str) -> Relay {
-    let mut r = Relay::start(extra);
-    r.wait_logged_ready();
-    assert_eq!(r.stop(), Some(0), "clean stop");
-    r
-}
-
 fn write_orphan(dir: &Path, name: &str, age: Duration) {
     let p = dir.join(name);
     std::fs::write(&p, b"left by a crash").expect("orphan");
@@ -45,7 +32,7 @@ fn write_orphan(dir: &Path, name: &str, age: Duration) {
 /// message is removed by the pass inside `serve`, with its file, usage and an expunge record.
 #[test]
 fn serve_pass_removes_old_mail() {
-    let mut relay = stopped_relay("delete_mails_after = \"3s\"\nexpire_interval = \"1s\"\n");
+    let mut relay = Relay::stopped("delete_mails_after = \"3s\"\nexpire_interval = \"1s\"\n");
     let addr = relay.new_address();
     let (acc, uid) = relay.with_store(async |s| {
         let a = seed_account(s, &addr).await;
@@ -81,7 +68,7 @@ fn serve_pass_removes_old_mail() {
 #[test]
 fn serve_pass_removes_only_seen_large_mail() {
     let mut relay =
-        stopped_relay("delete_large_after = \"2s\"\nlarge_message_size = \"1K\"\nexpire_interval = \"1s\"\n");
+        Relay::stopped("delete_large_after = \"2s\"\nlarge_message_size = \"1K\"\nexpire_interval = \"1s\"\n");
     let addr = relay.new_address();
     let (large_seen, large_unseen, small_seen) = relay.with_store(async |s| {
         let a = seed_account(s, &addr).await;
@@ -113,7 +100,7 @@ fn serve_pass_removes_only_seen_large_mail() {
 /// it owns and tombstones it; expired tokens and old orphan files go; active data stays.
 #[test]
 fn expire_cli_deletes_inactive_account_and_cleans_up() {
-    let relay = stopped_relay("");
+    let relay = Relay::stopped("");
     let (old_addr, new_addr) = (relay.new_address(), relay.new_address());
     let (old, new) = relay.with_store(async |s| {
         let old = seed_account(s, &old_addr).await;
@@ -169,54 +156,28 @@ fn expire_cli_deletes_inactive_account_and_cleans_up() {
 /// Account A has 5 old messages (so the trim can reach 70 %), account B only one.
 fn seed_quota(relay: &Relay) -> (i64, Vec<u32>, i64, Vec<u32>) {
     let (a_addr, b_addr) = (relay.new_address(), relay.new_address());
-    let (a, a_uids, b, b_uids) = relay.with_store(async |s| {
-        let a = seed_account(s, &a_addr).await;
-        let b = seed_account(s, &b_addr).await;
-        let (mut au, mut bu) = (Vec::new(), Vec::new());
-        for _ in 0..9 {
-            au.push(seed_message(s, a.id, None, 10_000).await);
-            bu.push(seed_message(s, b.id, None, 10_000).await);
-        }
-        (a.id, au, b.id, bu)
-    });
-    let db = relay.db();
-    let age = |acc: i64, uids: &[u32]| {
-        for (i, uid) in uids.iter().enumerate() {
-            db.execute(
-                "UPDATE messages SET internal_date = ?1 WHERE uid = ?2 AND mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?3)",
-                rusqlite::params![now() - 3 * DAY + i as i64 * 60, uid, acc],
-            )
-            .expect("age");
-        }
+    let (a, b) = relay.with_store(async |s| (seed_account(s, &a_addr).await.id, seed_account(s, &b_addr).await.id));
+    // Three days old, one minute apart (oldest first), then young ones.
+    let ages = |old: i64| -> Vec<(usize, i64)> {
+        (0..9).map(|i| (10_000, if i < old { 3 * DAY - i * 60 } else { 0 })).collect()
     };
-    age(a, &a_uids[..5]);
-    age(b, &b_uids[..1]);
-    (a, a_uids, b, b_uids)
-}
-
-fn remaining(db: &rusqlite::Connection, acc: i64) -> (Vec<u32>, i64) {
-    let mut st = db
-        .prepare("SELECT m.uid FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = ?1 ORDER BY m.uid")
-        .expect("prepare");
-    let uids = st.query_map([acc], |r| r.get(0)).expect("q").map(|r| r.expect("row")).collect();
-    let usage = db.query_row("SELECT usage_bytes FROM accounts WHERE id = ?1", [acc], |r| r.get(0)).expect("usage");
-    (uids, usage)
+    (a, seed_aged(relay, a, &ages(5)), b, seed_aged(relay, b, &ages(1)))
 }
 
 /// RET-5: a mailbox over 75 % is trimmed oldest first to at most 70 %; messages younger than 24 h
 /// are never touched and the trim stops at the first of them.
 #[test]
 fn quota_trim_down_to_70_percent_keeps_young_messages() {
-    let relay = stopped_relay("max_mailbox_size = \"100K\"\n");
+    let relay = Relay::stopped("max_mailbox_size = \"100K\"\n");
     let (a, a_uids, b, b_uids) = seed_quota(&relay);
     let (code, out, err) = relay.cli(&["expire"]);
     assert_eq!(code, 0, "{err}");
     println!("{out}");
     let db = relay.db();
-    let (left_a, usage_a) = remaining(&db, a);
+    let (left_a, usage_a) = account_state(&db, a);
     assert_eq!(left_a, a_uids[2..].to_vec(), "the two oldest messages of A are trimmed");
     assert!(usage_a <= 100 * 1024 * 70 / 100, "A is at most 70 % full: {usage_a}");
-    let (left_b, usage_b) = remaining(&db, b);
+    let (left_b, usage_b) = account_state(&db, b);
     assert_eq!(left_b, b_uids[1..].to_vec(), "B loses only its one old message; the young ones stay");
     assert_eq!(usage_b, 80_000, "B stays above 70 % because the rest is younger than 24 h");
     assert_eq!(summary_value(&out, "messages deleted (quota)"), 3);
@@ -227,7 +188,7 @@ fn quota_trim_down_to_70_percent_keeps_young_messages() {
 /// afterwards produces exactly those numbers.
 #[test]
 fn dry_run_reports_and_changes_nothing() {
-    let relay = stopped_relay("max_mailbox_size = \"100K\"\ndelete_mails_after = \"2d\"\n");
+    let relay = Relay::stopped("max_mailbox_size = \"100K\"\ndelete_mails_after = \"2d\"\n");
     let _ = seed_quota(&relay);
     let inactive = relay.new_address();
     let acc = relay.with_store(async |s| {
@@ -313,7 +274,7 @@ fn idling_session_sees_expiry_expunge() {
 /// (mode 0600) to run the pass, so the deletions happen inside the serving process.
 #[test]
 fn expire_cli_runs_inside_serve_via_control_socket() {
-    let mut relay = stopped_relay("delete_mails_after = \"1h\"\n");
+    let mut relay = Relay::stopped("delete_mails_after = \"1h\"\n");
     let addr = relay.new_address();
     relay.with_store(async |s| {
         let a = seed_account(s, &addr).await;

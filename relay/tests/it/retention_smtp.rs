@@ -5,46 +5,26 @@
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::seeding::{DAY, account_state, seed_aged};
 
 const MAX: i64 = 100 * 1024;
 
 /// A running relay with `max_mailbox_size = 100K`, alice and bob created over SMTP, and bob's
-/// mailbox holding `old` messages of the given sizes and ages in days (oldest first).
+/// mailbox holding `old` messages of the given sizes and ages in seconds (oldest first).
 fn relay_with_old_mail(rt: &tokio::runtime::Runtime, old: &[(usize, i64)]) -> (Relay, String, String, i64, Vec<u32>) {
-    let mut relay = Relay::start_ungated("max_mailbox_size = \"100K\"\n");
+    let mut relay = Relay::start("max_mailbox_size = \"100K\"\n");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     rt.block_on(create_account(&relay, &alice));
     rt.block_on(create_account(&relay, &bob));
     assert_eq!(relay.stop(), Some(0));
-    let (id, uids) = relay.with_store(async |s| {
-        let acc = s.account_by_address(&bob).await.expect("read").expect("bob");
-        let mut uids = Vec::new();
-        for (size, _) in old {
-            uids.push(seed_message(s, acc.id, None, *size).await);
-        }
-        (acc.id, uids)
-    });
-    let db = relay.db();
-    for (uid, (_, days)) in uids.iter().zip(old) {
-        db.execute(
-            "UPDATE messages SET internal_date = internal_date - ?1 * 86400 WHERE uid = ?2
-             AND mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?3)",
-            rusqlite::params![days, uid, id],
-        )
-        .expect("age");
-    }
+    let id = relay.with_store(async |s| s.account_by_address(&bob).await.expect("read").expect("bob").id);
+    let uids = seed_aged(&relay, id, old);
     relay.spawn();
     (relay, alice, bob, id, uids)
 }
 
 fn state(relay: &Relay, acc: i64) -> (Vec<u32>, i64) {
-    let db = relay.db();
-    let mut st = db
-        .prepare("SELECT m.uid FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = ?1 ORDER BY m.uid")
-        .expect("prepare");
-    let uids = st.query_map([acc], |r| r.get(0)).expect("q").map(|r| r.expect("row")).collect();
-    let usage = db.query_row("SELECT usage_bytes FROM accounts WHERE id = ?1", [acc], |r| r.get(0)).expect("usage");
-    (uids, usage)
+    account_state(&relay.db(), acc)
 }
 
 /// RET-6: a submission that lifts bob above 75 % is followed at once (the pass interval is an
@@ -55,7 +35,7 @@ fn delivery_over_75_percent_is_trimmed_at_once() {
     let eml_len = encrypted_eml("a@chat.test", "b@chat.test").len() as i64;
     let threshold = MAX * 75 / 100;
     let second = (threshold - 60_000 - eml_len / 2) as usize;
-    let (relay, alice, bob, acc, old) = relay_with_old_mail(&rt, &[(60_000, 3), (second, 2)]);
+    let (relay, alice, bob, acc, old) = relay_with_old_mail(&rt, &[(60_000, 3 * DAY), (second, 2 * DAY)]);
     let (_, before) = state(&relay, acc);
     assert!(before <= threshold, "not above 75 % before: {before}");
 
@@ -85,7 +65,7 @@ fn full_of_young_mail_gets_452() {
 #[test]
 fn full_of_old_mail_is_trimmed_at_rcpt() {
     let rt = tokio::runtime::Runtime::new().expect("rt");
-    let (relay, alice, bob, acc, old) = relay_with_old_mail(&rt, &[(MAX as usize, 2)]);
+    let (relay, alice, bob, acc, old) = relay_with_old_mail(&rt, &[(MAX as usize, 2 * DAY)]);
     let r = rt.block_on(submit(&relay, &alice, PASSWORD, &alice, &[&bob], &encrypted_eml(&alice, &bob)));
     assert!(r.starts_with("250"), "accepted after the trim: {r}");
     let (uids, usage) = state(&relay, acc);

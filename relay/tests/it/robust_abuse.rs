@@ -53,7 +53,7 @@ async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
 /// well-behaved client is served throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_every_listener() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (account(&relay).await, account(&relay).await);
     let p = relay.ports;
     let mut idle = Vec::new();
@@ -178,7 +178,7 @@ async fn slowloris_every_listener() {
 /// the SMTP per-IP cap answers 421, the relay keeps serving another IP, and RSS stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_at_once() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (account(&relay).await, account(&relay).await);
     let want: usize = std::env::var("ROBUST_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     // Two fds per connection live on this machine (ours and the relay's, same limit): scale down.
@@ -261,7 +261,7 @@ async fn many_connections_at_once() {
 /// ClientHello, random bytes to every listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_garbage_input() {
-    let mut relay = Relay::start_ungated("");
+    let mut relay = Relay::start("");
     let (alice, bob) = (account(&relay).await, account(&relay).await);
     let rss0 = rss_kib(relay.pid());
     let p = relay.ports;

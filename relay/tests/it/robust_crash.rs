@@ -84,7 +84,7 @@ async fn queued_markers(relay: &Relay) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_accepted_message() {
-    let mut relay = Relay::start_ungated("max_user_send_per_minute = 100000\nmax_user_send_burst_size = 100000\n");
+    let mut relay = Relay::start("max_user_send_per_minute = 100000\nmax_user_send_burst_size = 100000\n");
     let bob = relay.new_address();
     create_account(&relay, &bob).await;
     let senders: Vec<String> = (0..CONNS).map(|_| relay.new_address()).collect();

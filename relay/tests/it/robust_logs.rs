@@ -18,7 +18,7 @@ async fn trace_log_holds_no_private_data() {
     const SUBJECT: &str = "Zebra-Subject-Marker-5521";
     const BODY: &str = "Body-Marker-Quokka-7731";
     const WRONG: &str = "Wrong-Password-Marker-3141";
-    let mut relay = Relay::start_ungated("");
+    let mut relay = Relay::start("");
     relay.respawn_with_log("trace");
     let (alice, bob) = (relay.new_address(), relay.new_address());
 

@@ -12,7 +12,7 @@ const BAD_SENDER: &str = "501 5.1.7 Bad sender address syntax";
 /// Recipient tricks on port 25 after STARTTLS: a remote domain in any disguise is never relayed.
 #[tokio::test]
 async fn mx_never_relays() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let bob = account(&relay).await;
     let before = counts(&relay);
     let relay_denied = |a: &str| format!("{RELAY_DENIED} <{a}>: Relay access denied");
@@ -74,7 +74,7 @@ async fn mx_never_relays() {
 /// Port 25 without STARTTLS never takes a transaction, not even to a local user (SMTP-6).
 #[tokio::test]
 async fn mx_plaintext_and_forged_local_sender() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (account(&relay).await, account(&relay).await);
     let before = counts(&relay);
     let mut c = plain_ehlo(&relay, relay.ports.smtp).await;
@@ -97,7 +97,7 @@ async fn mx_plaintext_and_forged_local_sender() {
 /// A remote peer claiming to be a local user on 25 without a DKIM signature (SMTP-42).
 #[tokio::test]
 async fn mx_forged_local_sender_needs_dkim() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (account(&relay).await, account(&relay).await);
     let before = counts(&relay);
     let mut c = mx_tls(&relay).await;
@@ -112,7 +112,7 @@ async fn mx_forged_local_sender_needs_dkim() {
 /// Submission listeners refuse everything before AUTH, with and without TLS.
 #[tokio::test]
 async fn submission_unauthenticated() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let bob = account(&relay).await;
     let before = counts(&relay);
     // 587 in plaintext: MAIL needs AUTH, AUTH needs TLS (SMTP-7).
@@ -150,7 +150,7 @@ async fn submission_unauthenticated() {
 /// Logged in as A: every way of sending as B, or through B's domain tricks, is refused.
 #[tokio::test]
 async fn submission_sender_spoofing() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (account(&relay).await, account(&relay).await);
     let before = counts(&relay);
     let not_owned = |given: &str| format!("553 5.7.1 <{given}>: Sender address rejected: not owned by user {alice}");
@@ -227,7 +227,7 @@ async fn submission_sender_spoofing() {
 /// An account made from /new credentials (HTTP) can send only as itself.
 #[tokio::test]
 async fn http_created_account_cannot_send_as_another() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let bob = account(&relay).await;
     let resp = relay.https("POST", "/new").await;
     assert_eq!(resp.status, 200);
@@ -270,7 +270,7 @@ async fn mxdeliv(relay: &Relay, headers: &[(&str, &str)], body: &[u8]) -> HttpRe
 /// /mxdeliv with forged envelopes (DLV-43, DLV-44): same refusals as port 25.
 #[tokio::test]
 async fn mxdeliv_forged_envelopes() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (account(&relay).await, account(&relay).await);
     let before = counts(&relay);
     let eml = encrypted_eml(&alice, &bob);

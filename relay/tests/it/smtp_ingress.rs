@@ -1,6 +1,6 @@
 //! Issue 3: MX ingress on port 25 against the real binary over real TLS.
 
-use crate::delivery_dns::SigningDomain;
+use crate::dns_server::SigningDomain;
 use crate::harness::*;
 
 async fn mx(relay: &Relay) -> Lines {
@@ -20,13 +20,23 @@ async fn mx(relay: &Relay) -> Lines {
     c
 }
 
+/// remote.test signs its mail; the relay verifies through remote.test's DNS (SMTP-42). Returns
+/// both and `N` local accounts created over SMTP.
+async fn remote_and_relay<const N: usize>() -> (SigningDomain, Relay, [String; N]) {
+    let remote = SigningDomain::start("remote.test").await;
+    let relay = Relay::start(&remote.resolver_toml());
+    let mut users = Vec::new();
+    for _ in 0..N {
+        let user = relay.new_address();
+        create_account(&relay, &user).await;
+        users.push(user);
+    }
+    (remote, relay, users.try_into().expect("N users"))
+}
+
 #[tokio::test]
 async fn ingress_rules() {
-    // remote.test signs its mail; the relay verifies through remote.test's DNS (SMTP-42).
-    let remote = SigningDomain::start("remote.test").await;
-    let relay = Relay::start_ungated(&remote.resolver_toml());
-    let bob = relay.new_address();
-    create_account(&relay, &bob).await;
+    let (remote, relay, [bob]) = remote_and_relay().await;
     let mut c = mx(&relay).await;
     assert_eq!(c.cmd("MAIL FROM:<alice@remote.test>").await, "250 2.1.0 Ok");
     assert_eq!(c.cmd("RCPT TO:<x@other.example>").await, "554 5.7.1 <x@other.example>: Relay access denied");
@@ -68,11 +78,7 @@ async fn ingress_rules() {
 
 #[tokio::test]
 async fn cleartext_only_when_every_recipient_allows_it() {
-    let remote = SigningDomain::start("remote.test").await;
-    let relay = Relay::start_ungated(&remote.resolver_toml());
-    let (bob, carol) = (relay.new_address(), relay.new_address());
-    create_account(&relay, &bob).await;
-    create_account(&relay, &carol).await;
+    let (remote, relay, [bob, carol]) = remote_and_relay().await;
     {
         let store = relay::store::Store::open(&relay.data_dir()).expect("store");
         let acc = store.account_by_address(&bob).await.expect("read").expect("bob");
@@ -91,10 +97,7 @@ async fn cleartext_only_when_every_recipient_allows_it() {
 /// SMTP-25: a bare-LF dot line does not end the data, so no second message can be smuggled.
 #[tokio::test]
 async fn no_smuggling_through_bare_lf() {
-    let remote = SigningDomain::start("remote.test").await;
-    let relay = Relay::start_ungated(&remote.resolver_toml());
-    let bob = relay.new_address();
-    create_account(&relay, &bob).await;
+    let (remote, relay, [bob]) = remote_and_relay().await;
     let mut c = mx(&relay).await;
     assert_eq!(c.cmd("MAIL FROM:<alice@remote.test>").await, "250 2.1.0 Ok");
     assert_eq!(c.cmd(&format!("RCPT TO:<{bob}>")).await, "250 2.1.5 Ok");

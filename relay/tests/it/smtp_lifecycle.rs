@@ -13,8 +13,9 @@ async fn deleting_the_account_closes_its_session() {
     let tmp = tempfile::tempdir().expect("tmp");
     let port = free_port();
     let toml = format!(
-        "mail_domain = \"chat.test\"\ndata_dir = \"{}\"\n{UNGATED}[listen]\nsmtp = []\nsubmission = []\nsubmissions = \"127.0.0.1:{port}\"\nimap = []\nimaps = []\nhttp = []\nhttps = []\n[tls]\nmode = \"self-signed\"\n",
-        tmp.path().join("data").display()
+        "mail_domain = \"chat.test\"\ndata_dir = \"{}\"\n{}[listen]\nsmtp = []\nsubmission = []\nsubmissions = \"127.0.0.1:{port}\"\nimap = []\nimaps = []\nhttp = []\nhttps = []\n[tls]\nmode = \"self-signed\"\n",
+        tmp.path().join("data").display(),
+        with_open_gates("")
     );
     let cfg = relay::config::load_str(&toml, "test").expect("config");
     let (ctx, _lock) = relay::server::build_context(cfg).expect("context");
@@ -43,7 +44,7 @@ async fn deleting_the_account_closes_its_session() {
 /// OPS-16: a transaction in DATA finishes during shutdown; then the session hears 421.
 #[tokio::test]
 async fn shutdown_lets_data_finish() {
-    let mut relay = Relay::start_ungated("");
+    let mut relay = Relay::start("");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     let (mut c, a) = smtp_login(&relay, &alice, PASSWORD).await;
@@ -74,7 +75,7 @@ async fn shutdown_lets_data_finish() {
 /// SMTP-38, SMTP-39: blocked recipients are unknown; a full mailbox gets 452 4.2.2.
 #[tokio::test]
 async fn blocked_and_full_recipients() {
-    let relay = Relay::start_ungated("max_mailbox_size = \"1K\"\n");
+    let relay = Relay::start("max_mailbox_size = \"1K\"\n");
     let (bob, carol) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     create_account(&relay, &carol).await;

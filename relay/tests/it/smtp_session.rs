@@ -4,7 +4,7 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn error_limit_line_limit_and_helo() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let mut c = Lines::tls(&relay.addr(relay.ports.submissions)).await;
     assert_eq!(c.reply().await, "220 chat.test ESMTP");
     assert_eq!(c.cmd("MAIL FROM:<a@chat.test>").await, "503 5.5.1 Error: bad sequence of commands");
@@ -25,7 +25,7 @@ async fn error_limit_line_limit_and_helo() {
 
 #[tokio::test]
 async fn pipelined_transaction_on_465() {
-    let relay = Relay::start_ungated("max_smtp_recipients = 2\n");
+    let relay = Relay::start("max_smtp_recipients = 2\n");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     let (mut c, a) = smtp_login(&relay, &alice, PASSWORD).await;
@@ -48,7 +48,7 @@ async fn pipelined_transaction_on_465() {
 
 #[tokio::test]
 async fn remote_recipients_are_queued_by_domain_and_bcc_self_stored() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let alice = relay.new_address();
     let eml = encrypted_eml(&alice, "x@remote.example")
         .replace("Subject: [...]", "Subject: hello\r\nX-Originating-IP: 192.0.2.1");
@@ -95,7 +95,7 @@ async fn python_smtplib_smoke() {
         println!("python3 not found; skipped");
         return;
     }
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     let eml_path = relay.dir.path().join("enc.eml");

@@ -8,7 +8,7 @@ fn plain_eml(from: &str, to: &str) -> String {
 
 #[tokio::test]
 async fn encrypted_is_stored_plain_is_refused() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
 
@@ -35,7 +35,7 @@ async fn encrypted_is_stored_plain_is_refused() {
 
 #[tokio::test]
 async fn sender_checks() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let (alice, bob, carol) = (relay.new_address(), relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     // From header is someone else: 500 (ref).
@@ -69,7 +69,7 @@ async fn sender_checks() {
 #[tokio::test]
 async fn rate_limit_refuses_the_eleventh() {
     // One message per minute refill, so the 11th is refused however slow the machine is.
-    let relay = Relay::start_ungated("max_user_send_per_minute = 1\nmax_user_send_burst_size = 10\n");
+    let relay = Relay::start("max_user_send_per_minute = 1\nmax_user_send_burst_size = 10\n");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     let (mut c, a) = smtp_login(&relay, &alice, PASSWORD).await;
@@ -89,7 +89,7 @@ async fn rate_limit_refuses_the_eleventh() {
 
 #[tokio::test]
 async fn port_587_needs_tls_before_auth() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let mut c = Lines::plain(&relay.addr(relay.ports.submission)).await;
     assert_eq!(c.reply().await, "220 chat.test ESMTP");
     let ehlo = c.cmd("EHLO [127.0.0.1]").await;
@@ -122,7 +122,7 @@ async fn port_587_needs_tls_before_auth() {
 
 #[tokio::test]
 async fn auth_failures_delay_then_close() {
-    let relay = Relay::start_ungated("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     create_account(&relay, &addr).await;
     let (mut c, r) = smtp_login(&relay, &addr, "wrong-password-1").await;
@@ -149,7 +149,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn oversized_message_is_read_and_refused() {
-    let relay = Relay::start_ungated("max_message_size = \"64K\"\n");
+    let relay = Relay::start("max_message_size = \"64K\"\n");
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
     let (mut c, a) = smtp_login(&relay, &alice, PASSWORD).await;
@@ -180,7 +180,7 @@ async fn oversized_message_is_read_and_refused() {
 
 #[tokio::test]
 async fn shutdown_says_421_to_idle_sessions() {
-    let mut relay = Relay::start_ungated("");
+    let mut relay = Relay::start("");
     let mut c = Lines::tls(&relay.addr(relay.ports.submissions)).await;
     assert_eq!(c.reply().await, "220 chat.test ESMTP");
     assert!(c.cmd("EHLO x").await.starts_with("250"));

@@ -1,6 +1,8 @@
-//! An in-test authoritative DNS server on loopback (UDP and TCP) for MX, A, AAAA and TXT records
-//! of test domains, so relays can find each other with `delivery.resolver = "127.0.0.1:<port>"`.
-//! Names not in the zone get NXDOMAIN; names listed in `servfail` get SERVFAIL.
+//! The one in-test authoritative DNS server on loopback (UDP and TCP), shared by the delivery tests
+//! (MX, A, AAAA, TXT of test domains, so relays find each other with
+//! `delivery.resolver = "127.0.0.1:<port>"`) and `chatrelay dns` (any record type through `set`).
+//! Names not in the zone get NXDOMAIN; names listed in `servfail` get SERVFAIL. It serves until
+//! the test's runtime ends.
 
 #![allow(dead_code)]
 
@@ -84,6 +86,13 @@ impl TestDns {
         let mut z = self.zone.lock().expect("zone");
         z.names.insert(key(name));
         z.records.entry((key(name), rt)).or_default().push(data);
+    }
+
+    /// Replace the records of type `rt` at `name` (any record type, e.g. CNAME, SRV, CAA).
+    pub fn set(&self, name: &str, rt: RecordType, data: Vec<RData>) {
+        let mut z = self.zone.lock().expect("zone");
+        z.names.insert(key(name));
+        z.records.insert((key(name), rt), data);
     }
 
     pub fn mx(&self, domain: &str, pref: u16, host: &str) {
