@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::imap_helpers::{append, assert_ok, login, read_literal, sample_message, start, wait_line};
+use crate::imap_helpers::{append, assert_ok, login, read_literal, sample_message, wait_line};
 
 fn blob_files(relay: &Relay) -> usize {
     std::fs::read_dir(relay.data_dir().join("blobs")).map(|d| d.count()).unwrap_or(0)
@@ -13,7 +13,7 @@ fn blob_files(relay: &Relay) -> usize {
 
 #[tokio::test]
 async fn small_bodies_in_the_database_large_ones_in_files() {
-    let relay = start("");
+    let relay = Relay::start("");
     let addr = relay.new_address();
     let mut c = login(&relay, &addr).await;
     let small = sample_message(&addr, &addr, &"s".repeat(4000));
@@ -56,7 +56,7 @@ async fn small_bodies_in_the_database_large_ones_in_files() {
 /// is expunged.
 #[tokio::test]
 async fn shared_body_outlives_the_first_expunge() {
-    let relay = start("");
+    let relay = Relay::start("");
     let (a, b, sender) = (relay.new_address(), relay.new_address(), relay.new_address());
     create_account(&relay, &a).await;
     create_account(&relay, &b).await;
