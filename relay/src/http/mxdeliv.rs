@@ -83,7 +83,7 @@ pub async fn handle(ctx: Ctx, conn: ConnInfo, headers: &HeaderMap, body: Bytes) 
     let Some(env) = envelope(headers, cfg.max_smtp_recipients) else {
         return (400, replies::BAD_ENVELOPE.to_string());
     };
-    match accept(&ctx, conn, &env, &body).await {
+    match accept(&ctx, conn, &env, body).await {
         Ok(()) => {
             ctx.metrics.smtp_message("mxdeliv", "accepted", "");
             (200, replies::OK.to_string())
@@ -98,7 +98,7 @@ pub async fn handle(ctx: Ctx, conn: ConnInfo, headers: &HeaderMap, body: Bytes) 
 
 /// Port 25's pipeline (DLV-44): relaying, unknown user, mailbox full, then parse, From,
 /// encryption, DKIM and durable storage in `ingress::accept`.
-async fn accept(ctx: &Ctx, conn: ConnInfo, env: &Envelope, body: &[u8]) -> Result<(), Reply> {
+async fn accept(ctx: &Ctx, conn: ConnInfo, env: &Envelope, body: Bytes) -> Result<(), Reply> {
     let domain = ctx.config.get().mail_domain.clone();
     let mut rcpts = Vec::with_capacity(env.rcpts.len());
     for r in &env.rcpts {

@@ -24,7 +24,7 @@ impl Session {
             return Outcome::Close;
         };
         let bytes = match body {
-            Ok(Body::Complete(b)) => b,
+            Ok(Body::Complete(b)) => bytes::Bytes::from(b),
             Ok(Body::TooLarge) => {
                 self.ctx.metrics.smtp_message(self.metric_listener(), "rejected", "size");
                 return self.reply(reply::too_large()).await;
@@ -38,9 +38,9 @@ impl Session {
         let result = match (&self.kind, &self.auth) {
             (Kind::Mx, _) => {
                 let rcpts: Vec<_> = tx.rcpts.iter().filter_map(|r| r.local.clone()).collect();
-                ingress::accept(&self.ctx, &tx.mail_from, &rcpts, &bytes, self.conn_info.peer).await
+                ingress::accept(&self.ctx, &tx.mail_from, &rcpts, bytes.clone(), self.conn_info.peer).await
             }
-            (_, Some(login)) => submit::accept(&self.ctx, login, &tx, &bytes).await,
+            (_, Some(login)) => submit::accept(&self.ctx, login, &tx, bytes.clone()).await,
             (_, None) => Err(reply::auth_required()),
         };
         match result {

@@ -42,8 +42,16 @@ fn name_of(field: &[u8]) -> &[u8] {
 /// Remove top-level fields named in `drop`; replace every `Subject` value with `[...]` when
 /// `rewrite_subject` (SMTP-45: a missing Subject is not added).
 pub fn clean(msg: &[u8], drop: &[&str], rewrite_subject: bool) -> Vec<u8> {
-    let (head, body) = split(msg);
-    let mut out = Vec::with_capacity(msg.len());
+    let (mut out, body_at) = clean_head(msg, drop, rewrite_subject);
+    out.extend_from_slice(&msg[body_at..]);
+    out
+}
+
+/// `clean` without copying the body: the cleaned header section (with its blank line) and the
+/// offset in `msg` where the body starts. A large message is then stored from its one buffer.
+pub fn clean_head(msg: &[u8], drop: &[&str], rewrite_subject: bool) -> (Vec<u8>, usize) {
+    let (head, _) = split(msg);
+    let mut out = Vec::with_capacity(head.len());
     for f in fields(head) {
         let name = name_of(f);
         if drop.iter().any(|d| d.as_bytes().eq_ignore_ascii_case(name)) && !name.is_empty() {
@@ -55,8 +63,7 @@ pub fn clean(msg: &[u8], drop: &[&str], rewrite_subject: bool) -> Vec<u8> {
         }
         out.extend_from_slice(f);
     }
-    out.extend_from_slice(body);
-    out
+    (out, head.len())
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
+
 use super::headers::{self, STORAGE_DROP};
 use super::message;
 use super::reply::{self, Reply};
@@ -60,12 +62,12 @@ pub fn queue_id() -> String {
 
 /// End of DATA on ingress (SMTP-41): parse, From, encryption, DKIM, then store for every
 /// recipient in one durable transaction. Returns the queue id for the 250 reply.
-pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: &[u8], peer: IpAddr) -> Result<String, Reply> {
+pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: Bytes, peer: IpAddr) -> Result<String, Reply> {
     if rcpts.is_empty() {
         return Err(Reply::new(554, "5.5.1", "Error: no valid recipients"));
     }
     let from_domain = {
-        let msg = message::parse(bytes)?;
+        let msg = message::parse(&bytes)?;
         let from = if sender.is_empty() { message::from_address(&msg)? } else { message::check_from(&msg, sender)? };
         let addrs: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
         let verdict = filter::check(&msg, Variant::Incoming, &Envelope { mail_from: sender, rcpts: &addrs });
@@ -75,14 +77,22 @@ pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: &[u8], 
         }
         from.domain().to_string()
     };
-    match ctx.dkim.verify(bytes, &from_domain, peer).await {
+    match ctx.dkim.verify(&bytes, &from_domain, peer).await {
         DkimVerdict::Pass | DkimVerdict::Skipped => {}
         DkimVerdict::NoSignature => return Err(reply::no_dkim()),
         DkimVerdict::Invalid => return Err(reply::invalid_dkim()),
         DkimVerdict::TempFail => return Err(reply::dkim_tempfail()),
     }
-    let stored = headers::clean(bytes, STORAGE_DROP, false);
+    let (head, body_at) = headers::clean_head(&bytes, STORAGE_DROP, false);
+    let stored = Parts { head, body: bytes.slice(body_at..) };
     store(ctx, sender, None, rcpts.iter().map(|r| r.account).collect(), stored, Vec::new(), None).await
+}
+
+/// A message to store as its (cleaned) header section and the body it shares with the bytes
+/// received, so a large message is never copied whole.
+pub struct Parts {
+    pub head: Vec<u8>,
+    pub body: Bytes,
 }
 
 /// Write the blobs and deliver in one transaction (SMTP-48, SMTP-49). Shared with submission.
@@ -91,18 +101,21 @@ pub async fn store(
     sender: &str,
     sender_account: Option<AccountId>,
     local: Vec<AccountId>,
-    local_bytes: Vec<u8>,
+    local_bytes: Parts,
     remote: Vec<crate::store::RemoteBatch>,
-    remote_bytes: Option<Vec<u8>>,
+    remote_bytes: Option<Parts>,
 ) -> Result<String, Reply> {
     let fail = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "storing a message failed");
         reply::local_error()
     };
-    let local_blob =
-        if local.is_empty() { None } else { Some(ctx.store.put_blob(local_bytes.into()).await.map_err(fail)?) };
+    let local_blob = if local.is_empty() {
+        None
+    } else {
+        Some(ctx.store.put_blob_parts(vec![local_bytes.head.into(), local_bytes.body]).await.map_err(fail)?)
+    };
     let remote_blob = match remote_bytes {
-        Some(b) if !remote.is_empty() => match ctx.store.put_blob(b.into()).await {
+        Some(b) if !remote.is_empty() => match ctx.store.put_blob_parts(vec![b.head.into(), b.body]).await {
             Ok(blob) => Some(blob),
             Err(e) => {
                 if let Some(blob) = &local_blob {

@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+
 use super::headers::{self, STORAGE_DROP, SUBMISSION_DROP};
-use super::ingress;
+use super::ingress::{self, Parts};
 use super::message;
 use super::reply::{self, Reply};
 use super::session::Transaction;
@@ -14,9 +16,9 @@ use crate::context::Ctx;
 use crate::filter::{self, Envelope, Variant};
 use crate::store::{Account, RemoteBatch};
 
-pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: &[u8]) -> Result<String, Reply> {
+pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) -> Result<String, Reply> {
     {
-        let msg = message::parse(bytes)?;
+        let msg = message::parse(&bytes)?;
         message::check_from(&msg, &tx.mail_from)?;
         let addrs: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
         let verdict = filter::check(&msg, Variant::Outgoing, &Envelope { mail_from: &tx.mail_from, rcpts: &addrs });
@@ -25,7 +27,10 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: &[u8]) 
             return Err(reply::encryption_needed());
         }
     }
-    let submitted = headers::clean(bytes, SUBMISSION_DROP, true);
+    // Only the header sections are rewritten; both copies share the received body (no copy of
+    // a large message is made).
+    let (submitted, body_at) = headers::clean_head(&bytes, SUBMISSION_DROP, true);
+    let body = bytes.slice(body_at..);
     let local: Vec<_> = tx.rcpts.iter().filter_map(|r| r.local.as_ref().map(|l| l.account)).collect();
     let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in tx.rcpts.iter().filter(|r| r.local.is_none()) {
@@ -33,7 +38,7 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: &[u8]) 
         by_domain.entry(domain).or_default().push(r.address.clone());
     }
     let remote: Vec<RemoteBatch> = by_domain.into_iter().map(|(domain, rcpts)| RemoteBatch { domain, rcpts }).collect();
-    let local_bytes = if local.is_empty() { Vec::new() } else { headers::clean(&submitted, STORAGE_DROP, false) };
-    let remote_bytes = (!remote.is_empty()).then_some(submitted);
+    let local_bytes = Parts { head: headers::clean(&submitted, STORAGE_DROP, false), body: body.clone() };
+    let remote_bytes = (!remote.is_empty()).then_some(Parts { head: submitted, body });
     ingress::store(ctx, &tx.mail_from, Some(login.id), local, local_bytes, remote, remote_bytes).await
 }

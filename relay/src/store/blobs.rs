@@ -83,12 +83,13 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Write `data` as a new durable file (blocking; call from a blocking thread).
-fn write_file(dir: &Path, data: &[u8]) -> Result<BlobId> {
+/// Write `parts` one after the other as a new durable file (blocking; call from a blocking thread).
+fn write_file(dir: &Path, parts: &[Bytes]) -> Result<BlobId> {
     let id = BlobId::random();
     let path = path_of(dir, &id);
     let mut f = File::options().write(true).create_new(true).open(&path)?;
-    if let Err(e) = f.write_all(data).and_then(|()| f.sync_all()).and_then(|()| sync_dir(dir)) {
+    let written = parts.iter().try_for_each(|p| f.write_all(p));
+    if let Err(e) = written.and_then(|()| f.sync_all()).and_then(|()| sync_dir(dir)) {
         let _ = std::fs::remove_file(&path);
         return Err(StoreError::Io(e));
     }
@@ -217,13 +218,22 @@ impl super::Store {
     /// Prepare a whole message for a store call: small ones stay in memory until that call's
     /// commit writes them; larger ones become a durable file now.
     pub async fn put_blob(&self, data: Bytes) -> Result<NewBlob> {
-        let size = data.len() as u64;
-        if data.len() <= INLINE_MAX {
-            return Ok(NewBlob { id: BlobId::random_inline(), size, inline: Some(data) });
+        self.put_blob_parts(vec![data]).await
+    }
+
+    /// `put_blob` of the concatenation of `parts`, without concatenating large ones in memory.
+    pub async fn put_blob_parts(&self, parts: Vec<Bytes>) -> Result<NewBlob> {
+        let size: usize = parts.iter().map(Bytes::len).sum();
+        if size <= INLINE_MAX {
+            let data = match <[Bytes; 1]>::try_from(parts) {
+                Ok([one]) => one,
+                Err(parts) => Bytes::from(parts.concat()),
+            };
+            return Ok(NewBlob { id: BlobId::random_inline(), size: size as u64, inline: Some(data) });
         }
         let dir = self.blob_dir().to_path_buf();
-        let id = tokio::task::spawn_blocking(move || write_file(&dir, &data)).await.map_err(|_| StoreError::Closed)??;
-        Ok(NewBlob { id, size, inline: None })
+        let id = tokio::task::spawn_blocking(move || write_file(&dir, &parts)).await.map_err(|_| StoreError::Closed)??;
+        Ok(NewBlob { id, size: size as u64, inline: None })
     }
 
     /// Forget a blob that no store call took (its file, if it has one).
