@@ -23,6 +23,7 @@ Prints min/median/p90/max and writes one JSON line (--json-out). Every wait is b
 """
 import argparse
 import json
+import logging
 import os
 import queue
 import shutil
@@ -271,6 +272,7 @@ def main():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         rpc.closing = True
+        logging.disable(logging.ERROR)  # the client's loops complain when the server goes away
         proc = getattr(rpc, "process", None)
         if proc is not None:
             proc.terminate()
