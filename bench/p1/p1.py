@@ -105,6 +105,28 @@ def proc_cpu_s(pid):
         return None
 
 
+def first_t(events, t0, pred):
+    return next((e["_t"] for e in events if e["_t"] >= t0 and pred(e)), None)
+
+
+def phases(t0, t_call, a_events, b_events, t_in):
+    """Where the time of one message went, from the core's own log lines (ms, None if unseen)."""
+    msg = lambda e: e.get("msg") or ""
+    a_try = first_t(a_events, t0, lambda e: "over SMTP" in msg(e) and "Try number" in msg(e))
+    a_sent = first_t(a_events, t0, lambda e: e.get("kind") == "SmtpMessageSent")
+    b_new = first_t(b_events, t0, lambda e: "Idle has NewData" in msg(e))
+    b_imf = first_t(b_events, t0, lambda e: "to receive_imf()" in msg(e))
+    d = lambda x, y: round((y - x) * 1000, 2) if x is not None and y is not None else None
+    return {
+        "a_send_call": d(t0, t_call),            # A: render, encrypt, sign, queue (RPC returns)
+        "a_queue_to_smtp": d(t_call, a_try),     # A: SMTP loop wakes up
+        "a_smtp": d(a_try, a_sent),              # SMTP transaction on the open connection
+        "server_notify": d(a_sent, b_new),       # SMTP done -> B's IDLE sees EXISTS
+        "b_fetch": d(b_new, b_imf),              # B: UID FETCH round trips
+        "b_receive": d(b_imf, t_in),             # B: parse, decrypt, verify, store -> IncomingMsg
+    }
+
+
 def transport(args, addr):
     return {
         "addr": addr,
@@ -173,7 +195,7 @@ def measure(args, rpc, dc):
     # Let it drain so the limiter is not what is measured.
     time.sleep(max(args.interval, 4.0))
 
-    samples, delivered, trace, unencrypted, limited = [], [], [], 0, 0
+    samples, delivered, trace, unencrypted, limited, parts = [], [], [], 0, 0, []
     cpu0 = proc_cpu_s(rpc.process.pid)
     for i in range(args.warmup + args.n):
         wa.seen.clear()
@@ -204,6 +226,7 @@ def measure(args, rpc, dc):
                 limited += 1
                 log(f"warning: message {i} waited for Delta Chat's send rate limiter (raise --interval)")
             samples.append(ms(t_in))
+            parts.append(phases(t0, t_call, wa.seen, wb.seen, t_in))
             delivered.append(ms(t_sent))
             if len(trace) < args.trace:
                 trace.append({
@@ -228,6 +251,9 @@ def measure(args, rpc, dc):
         # CPU of deltachat-rpc-server (both accounts) per message, pauses included.
         "client_cpu_ms_per_msg": cpu_ms,
         "latency_ms": stats(samples), "smtp_delivered_ms": stats(delivered),
+        # Median of each phase over the measured messages (core log lines as markers).
+        "phases_median_ms": {k: (round(statistics.median(v), 2) if v else None) for k, v in
+                             ((k, [p[k] for p in parts if p[k] is not None]) for k in (parts[0] if parts else {}))},
         "samples_ms": samples, "trace": trace,
     }
 
@@ -290,6 +316,8 @@ def main():
               f" min {l['min']:.1f} ms, median {l['median']:.1f} ms, p90 {l['p90']:.1f} ms, max {l['max']:.1f} ms;"
               f" A's SMTP send done at median {d['median']:.1f} ms;"
               f" Delta Chat CPU {res['client_cpu_ms_per_msg']} ms per message", flush=True)
+        print("  phases (median ms): " + ", ".join(f"{k} {v}" for k, v in res["phases_median_ms"].items()),
+              flush=True)
         if args.json_out:
             with open(args.json_out, "w") as f:
                 f.write(json.dumps(res) + "\n")
