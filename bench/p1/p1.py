@@ -68,7 +68,7 @@ class Waiter:
     def next(self, deadline):
         left = deadline - time.perf_counter()
         if left <= 0:
-            raise TimeoutError
+            raise queue.Empty
         ev = self.rpc.get_queue(self.acc.id).get(timeout=left)
         self.seen.append(ev)
         if ev.get("kind") == "Error":
@@ -82,7 +82,7 @@ class Waiter:
                 ev = self.next(deadline)
                 if pred(ev):
                     return ev
-        except (TimeoutError, queue.Empty):
+        except queue.Empty:
             raise SystemExit(f"timeout ({self.timeout:.0f} s) waiting for {what} on account {self.acc.id}")
 
     def drain(self):
