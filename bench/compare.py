@@ -5,6 +5,9 @@
       runs every workload of issue 11 against one server (through mb.py, i.e. the
       unchanged shared mailbench.py), recording each figure, the wall time, the
       CPU the Python client used and the CPU the server used during that step.
+  compare.py p1 NAME OUT.json -- --imap-port P --smtp-port P [--server-pid PID|--server-pidfile F]...
+      P1: real Delta Chat clients A -> B (bench/p1), added to OUT.json as step "p1";
+      recorded as skipped when the Delta Chat venv cannot be set up.
   compare.py table CHATRELAY.json CLASSIC.json
       prints one table: both figures, the ratio (how many times better chatrelay
       is; > 1 means chatrelay wins) and the issue's target.
@@ -27,6 +30,7 @@ N_RECONNECT = int(os.environ.get("N_RECONNECT", "100"))
 PREFILL = int(os.environ.get("PREFILL", "1000"))
 IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "1000"))
 HIBERNATE_WAIT = float(os.environ.get("HIBERNATE_WAIT", "35"))
+P1_N = int(os.environ.get("P1_N", "30"))
 
 # (key, mailbench subcommand args, global args before the subcommand)
 def steps():
@@ -133,6 +137,52 @@ def run(name, out, server_args, cold_start_ms):
             json.dump(results, f, indent=1)
 
 
+def run_p1(name, out, args):
+    """P1 through bench/p1/run.sh (Delta Chat venv via tests/interop/setup.sh). Never fails the
+    run: a failure or a missing venv is recorded in the step (rc, note)."""
+    results = {"name": name, "steps": {}}
+    if os.path.exists(out):
+        with open(out) as f:
+            results = json.load(f)
+    roots = server_roots(args)
+    client_args, it = [], iter(args)
+    for a in it:
+        if a in ("--server-pid", "--server-pidfile"):
+            next(it)
+        else:
+            client_args.append(a)
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as js:
+        # bench1191/1192 exist on the classic stack and are used by no other step.
+        argv = [os.path.join(HERE, "p1", "run.sh"), "--name", name, "--addr-a", "bench1191@relay.test",
+                "--addr-b", "bench1192@relay.test", "--password", "bench-password", "--insecure",
+                "-n", str(P1_N), "--warmup", "3", "--json-out", js.name] + client_args
+        print(f"### {name}: p1: {' '.join(argv[1:])}", flush=True)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu0 = server_cpu_s(roots)
+        t0 = time.perf_counter()
+        try:
+            rc = subprocess.run(argv, timeout=STEP_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        wall = time.perf_counter() - t0
+        cpu1 = server_cpu_s(roots)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        lines = [ln for ln in js.read().splitlines() if ln.strip()]
+    step = {"rc": rc, "wall_s": wall, "client_cpu_s": client, "server_cpu_s": cpu1 - cpu0}
+    if rc == 3:
+        step["note"] = "skipped: the Delta Chat venv (tests/interop/setup.sh) could not be set up"
+    elif lines:
+        step["result"] = json.loads(lines[-1])
+    else:
+        step["note"] = f"failed (rc={rc}), see the output above"
+    print(f"    rc={rc} wall={wall:.1f}s client CPU {client:.1f}s ({100 * client / wall:.0f}%),"
+          f" server CPU {cpu1 - cpu0:.1f}s ({100 * (cpu1 - cpu0) / wall:.0f}%) {step.get('note', '')}", flush=True)
+    results["steps"]["p1"] = step
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
 def get(res, *path):
     v = res.get("steps", {})
     for p in path:
@@ -153,6 +203,8 @@ def cpu_note(res, key):
 def rows():
     lat = lambda step, q: (lambda r: get(r, step, "result", "fetched_ms", q))
     return [
+        ("P1 real Delta Chat client A→B median", lambda r: get(r, "p1", "result", "latency_ms", "median"), "ms",
+         False, "≤ 40 ms", lambda v: v <= 40),
         ("P2 4 KB submit→EXISTS→FETCH p50", lat("p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 p99", lat("p2", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
         ("P2 (1,000 in mailbox) p50", lat("p2_full", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
@@ -227,8 +279,11 @@ def table(a_path, b_path):
     out.append("")
     out.append(f"| step | {a['name']} client/server % | {b['name']} client/server % |")
     out.append("|---|---:|---:|")
-    for key in [s[0] for s in steps()]:
+    for key in [s[0] for s in steps()] + ["p1"]:
         out.append(f"| {key} | {cpu_note(a, key)} | {cpu_note(b, key)} |")
+    for r in (a, b):
+        if get(r, "p1", "note"):
+            out.append(f"\nP1 {r['name']}: {get(r, 'p1', 'note')}")
     print("\n".join(out))
 
 
@@ -243,6 +298,9 @@ def main():
         if rest[:1] == ["--"]:
             rest = rest[1:]
         run(name, out, rest, cold)
+    elif len(sys.argv) >= 4 and sys.argv[1] == "p1":
+        rest = sys.argv[4:]
+        run_p1(sys.argv[2], sys.argv[3], rest[1:] if rest[:1] == ["--"] else rest)
     elif len(sys.argv) == 4 and sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[3])
     else:

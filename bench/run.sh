@@ -6,7 +6,7 @@
 #
 # Environment: BENCH_DIR (default ../shared/bench from the repository root: mailbench.py,
 # classic-stack/), CARGO_TARGET_DIR, OUT (results folder, default bench/results),
-# SKIP_BUILD=1 (use the existing release binary), N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
+# SKIP_BUILD=1 (use the existing release binary), SKIP_P1=1 (no Delta Chat clients), P1_N, N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
 # Needs root for the classic stack (apt-get, /etc). Loopback only. Everything this script
 # starts is stopped on exit; the whole run is bounded by RUN_TIMEOUT seconds (default 3600).
 set -euo pipefail
@@ -102,6 +102,8 @@ EOF
   echo "## chatrelay pid $RELAY_PID, cold start ${cold} ms (exec → IMAPS port accepting, first start incl. key generation)"
   python3 "$REPO/bench/compare.py" run chatrelay "$OUT/chatrelay.json" --cold-start-ms "$cold" -- \
     --smtp-port 20587 --imap-port 20993 --server-pid "$RELAY_PID"
+  [ -n "${SKIP_P1:-}" ] || python3 "$REPO/bench/compare.py" p1 chatrelay "$OUT/chatrelay.json" -- \
+    --imap-port 20993 --smtp-port 20465 --server-pid "$RELAY_PID"
   kill -TERM "$RELAY_PID"
   for _ in $(seq 1 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$RELAY_PID" 2>/dev/null; then echo "chatrelay did not stop on SIGTERM" >&2; fi
@@ -116,6 +118,9 @@ run_classic() {
   sleep 2
   python3 "$REPO/bench/compare.py" run classic "$OUT/classic.json" -- \
     --smtp-port 10587 --imap-port 10993 \
+    --server-pidfile /run/dovecot/master.pid --server-pidfile /var/spool/postfix/pid/master.pid
+  [ -n "${SKIP_P1:-}" ] || python3 "$REPO/bench/compare.py" p1 classic "$OUT/classic.json" -- \
+    --imap-port 10993 --smtp-port 10465 \
     --server-pidfile /run/dovecot/master.pid --server-pidfile /var/spool/postfix/pid/master.pid
   "$BENCH_DIR/classic-stack/stop.sh" >/dev/null
   CLASSIC_STARTED=""
