@@ -18,6 +18,7 @@ pub mod filter;
 pub mod http;
 pub mod imap;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod push;

@@ -168,6 +168,7 @@ fn spawn_background(ctx: &Ctx) {
     ctx.tasks.spawn(crate::expiry::run(ctx.clone()));
     ctx.tasks.spawn(crate::outbound::run(ctx.clone()));
     ctx.tasks.spawn(crate::push::run(ctx.clone()));
+    ctx.tasks.spawn(crate::memory::run(ctx.clone()));
     ctx.tasks.spawn(tls_watch(ctx.clone()));
     crate::control::spawn(ctx);
     crate::tls::acme::spawn(ctx);
@@ -283,6 +284,7 @@ async fn accept_loop(
                 Some(_guard) => handle(ctx2, service, tcp, conn).await,
                 None => reject(service, tcp).await,
             }
+            crate::memory::connection_closed();
         });
     }
 }
