@@ -18,6 +18,7 @@ use crate::{Run, latency};
 pub struct Opts {
     pub connections: usize,
     pub idle_base: u32,
+    pub idle_fmt: String,
     pub concurrency: usize,
     pub settle: f64,
     pub hibernate_wait: f64,
@@ -46,7 +47,7 @@ pub async fn run(r: &Run, o: &Opts) -> Result<(Value, bool)> {
     let mut tasks = Vec::with_capacity(o.connections);
     let t0 = Instant::now();
     for i in 0..o.connections {
-        let (t, sem, login) = (r.target.clone(), sem.clone(), r.user(o.idle_base + i as u32));
+        let (t, sem, login) = (r.target.clone(), sem.clone(), r.user_in(&o.idle_fmt, o.idle_base + i as u32));
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
             let mut c = Imap::open(&t, &login).await?;

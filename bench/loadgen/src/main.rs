@@ -112,6 +112,9 @@ enum Cmd {
         connections: usize,
         #[arg(long, default_value_t = 101)]
         idle_base: u32,
+        /// Login format of the idle users (default: --user-fmt), e.g. idle{n:05d}@{domain}.
+        #[arg(long)]
+        idle_fmt: Option<String>,
         #[arg(long, default_value_t = 32)]
         connect_concurrency: usize,
         #[arg(long, default_value_t = 5.0)]
@@ -139,7 +142,11 @@ pub struct Run {
 impl Run {
     /// mailbench's `user_fmt.format(n=…, domain=…)` for the forms it uses.
     pub fn user(&self, n: u32) -> String {
-        let mut s = self.user_fmt.replace("{domain}", &self.domain).replace("{n}", &n.to_string());
+        self.user_in(&self.user_fmt, n)
+    }
+
+    pub fn user_in(&self, fmt: &str, n: u32) -> String {
+        let mut s = fmt.replace("{domain}", &self.domain).replace("{n}", &n.to_string());
         while let Some(start) = s.find("{n:0") {
             let Some(len) = s[start..].find("d}") else { break };
             let width: usize = s[start + 4..start + len].parse().unwrap_or(0);
@@ -210,10 +217,11 @@ async fn run(cli: Cli) -> Result<()> {
             );
             ("throughput", v, p)
         }
-        Cmd::Fanout { connections, idle_base, connect_concurrency, settle, hibernate_wait, samples, interval } => {
+        Cmd::Fanout { connections, idle_base, idle_fmt, connect_concurrency, settle, hibernate_wait, samples, interval } => {
             let o = fanout::Opts {
                 connections,
                 idle_base,
+                idle_fmt: idle_fmt.unwrap_or_else(|| cli.user_fmt.clone()),
                 concurrency: connect_concurrency,
                 settle,
                 hibernate_wait,
