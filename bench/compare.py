@@ -57,7 +57,8 @@ def steps():
 
 # The Rust load generator: same workloads, own users (fresh mailboxes for P2/P3), then
 # LG_IDLE_CONNS idle connections as idle00001.. (9 characters like benchNNNN, so chatrelay's
-# default username rules accept them; the first open creates the accounts on chatrelay).
+# default username rules accept them; the first open creates the accounts on chatrelay), from
+# 8 loopback addresses (chatrelay caps connections per IP at a fifth of max_imap_connections).
 def lg_steps():
     return [
         ("lg_p2", ["--sender-base", "1", "--rcpt-base", "6"], ["latency", "-n", str(N_LAT), "--interval", "0.02"]),
@@ -68,9 +69,11 @@ def lg_steps():
         ("lg_p3_1m", ["--sender-base", "71", "--rcpt-base", "81", "--msg-size", "1m"],
          ["throughput", "-k", "4", "-m", "25"]),
         ("lg_fanout_first", ["--sender-base", "1"],
-         ["fanout", "-c", str(LG_IDLE_CONNS), "--idle-fmt", IDLE_FMT, "--idle-base", "1", "-n", "0", "--settle", "2"]),
+         ["fanout", "-c", str(LG_IDLE_CONNS), "--idle-fmt", IDLE_FMT, "--idle-base", "1", "--source-ips", "8",
+          "-n", "0", "--settle", "2"]),
         ("lg_fanout", ["--sender-base", "1"],
-         ["fanout", "-c", str(LG_IDLE_CONNS), "--idle-fmt", IDLE_FMT, "--idle-base", "1", "-n", str(N_LAT),
+         ["fanout", "-c", str(LG_IDLE_CONNS), "--idle-fmt", IDLE_FMT, "--idle-base", "1", "--source-ips", "8",
+          "-n", str(N_LAT),
           "--interval", "0.02",
           "--settle", "5"]),
     ]

@@ -51,7 +51,11 @@ trap 'exit 130' INT TERM
 
 ulimit -n "$(ulimit -Hn)"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r)"
-echo "# chatrelay $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ -n "${RELAY_BIN:-}" ]; then
+  echo "# chatrelay binary $RELAY_BIN ($(stat -c %y "$RELAY_BIN" 2>/dev/null | cut -d. -f1)), runner at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+else
+  echo "# chatrelay $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+fi
 
 if [ -z "${NO_LOADGEN:-}" ]; then
   if [ -z "${LOADGEN:-}" ]; then

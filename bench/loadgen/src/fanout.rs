@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -20,6 +22,7 @@ pub struct Opts {
     pub idle_base: u32,
     pub idle_fmt: String,
     pub concurrency: usize,
+    pub source_ips: u32,
     pub settle: f64,
     pub hibernate_wait: f64,
     pub latency: latency::Opts,
@@ -36,6 +39,20 @@ pub fn raise_nofile() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
+/// Client addresses 127.0.0.1, .2, … (`n` of them; connection i uses number i mod n), so that
+/// a server's per-IP connection cap (chatrelay: a fifth of max_imap_connections) does not stop
+/// the run: 10,000 real clients do not share one address. One address: the OS picks (as
+/// mailbench). IPv4 loopback targets only.
+fn source_ips(server: IpAddr, n: u32) -> Result<Vec<IpAddr>> {
+    if n <= 1 {
+        return Ok(Vec::new());
+    }
+    if !server.is_ipv4() || n > 250 {
+        bail!("--source-ips {n} needs an IPv4 loopback server and at most 250 addresses");
+    }
+    Ok((1..=n).map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k as u8))).collect())
+}
+
 pub async fn run(r: &Run, o: &Opts) -> Result<(Value, bool)> {
     let limit = raise_nofile();
     if (o.connections as u64) + 64 > limit {
@@ -44,13 +61,15 @@ pub async fn run(r: &Run, o: &Opts) -> Result<(Value, bool)> {
     let base = server_memory(&r.roots);
     let client0 = own_rss_kib();
     let sem = Arc::new(Semaphore::new(o.concurrency.max(1)));
+    let sources = source_ips(r.target.imap.ip(), o.source_ips)?;
     let mut tasks = Vec::with_capacity(o.connections);
     let t0 = Instant::now();
     for i in 0..o.connections {
         let (t, sem, login) = (r.target.clone(), sem.clone(), r.user_in(&o.idle_fmt, o.idle_base + i as u32));
+        let src = sources.get(i % sources.len().max(1)).copied();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            let mut c = Imap::open(&t, &login).await?;
+            let mut c = Imap::open_from(&t, &login, src).await?;
             c.select().await?;
             c.idle().await?;
             c.shrink();
@@ -82,7 +101,7 @@ pub async fn run(r: &Run, o: &Opts) -> Result<(Value, bool)> {
     let n = conns.len().max(1) as f64;
     let per = |now: &Value, key: &str| (mib(now, key) - mib(&base, key)) * 1024.0 / n;
     let mut out = json!({
-        "connections": conns.len(), "failed": failed, "open_s": t_open,
+        "connections": conns.len(), "failed": failed, "open_s": t_open, "source_ips": o.source_ips.max(1),
         "mem_at_rest": base, "mem_idle": active,
         "rss_kib_per_conn": per(&active, "rss_mib"), "pss_kib_per_conn": per(&active, "pss_mib"),
         "client_rss_kib_per_conn": (own_rss_kib() - client0) / n,

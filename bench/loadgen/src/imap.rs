@@ -46,7 +46,12 @@ fn show(line: &[u8]) -> String {
 
 impl Imap {
     pub async fn open(t: &Target, login: &str) -> Result<Imap> {
-        let tcp = t.tcp(t.imap).await?;
+        Imap::open_from(t, login, None).await
+    }
+
+    /// `open` from another loopback source address.
+    pub async fn open_from(t: &Target, login: &str, src: Option<std::net::IpAddr>) -> Result<Imap> {
+        let tcp = t.tcp_from(t.imap, src).await?;
         let tls = t.tls(tcp).await?;
         let mut c = Imap { c: Conn::new(tls, t.timeout), tagn: 0, exists: 0, idle_tag: None };
         let greeting = c.line().await?;

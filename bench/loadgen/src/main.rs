@@ -117,6 +117,9 @@ enum Cmd {
         idle_fmt: Option<String>,
         #[arg(long, default_value_t = 32)]
         connect_concurrency: usize,
+        /// Spread the idle connections over 127.0.0.1..127.0.0.N (servers cap connections per IP).
+        #[arg(long, default_value_t = 1)]
+        source_ips: u32,
         #[arg(long, default_value_t = 5.0)]
         settle: f64,
         #[arg(long, default_value_t = 0.0)]
@@ -217,12 +220,13 @@ async fn run(cli: Cli) -> Result<()> {
             );
             ("throughput", v, p)
         }
-        Cmd::Fanout { connections, idle_base, idle_fmt, connect_concurrency, settle, hibernate_wait, samples, interval } => {
+        Cmd::Fanout { connections, idle_base, idle_fmt, connect_concurrency, source_ips, settle, hibernate_wait, samples, interval } => {
             let o = fanout::Opts {
                 connections,
                 idle_base,
                 idle_fmt: idle_fmt.unwrap_or_else(|| cli.user_fmt.clone()),
                 concurrency: connect_concurrency,
+                source_ips,
                 settle,
                 hibernate_wait,
                 latency: latency::Opts { samples, interval, reconnect: false },

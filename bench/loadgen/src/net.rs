@@ -12,7 +12,7 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -60,9 +60,20 @@ impl Target {
     }
 
     pub async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream> {
-        let s = bounded(self.timeout, TcpStream::connect(addr))
+        self.tcp_from(addr, None).await
+    }
+
+    /// Connects from `src` (another loopback address) when given.
+    pub async fn tcp_from(&self, addr: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream> {
+        let connect = async {
+            let Some(src) = src else { return TcpStream::connect(addr).await };
+            let sock = if src.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            sock.bind(SocketAddr::new(src, 0))?;
+            sock.connect(addr).await
+        };
+        let s = bounded(self.timeout, connect)
             .await?
-            .with_context(|| format!("connect to {addr}"))?;
+            .with_context(|| format!("connect to {addr}{}", src.map(|s| format!(" from {s}")).unwrap_or_default()))?;
         s.set_nodelay(true).context("TCP_NODELAY")?;
         Ok(s)
     }
