@@ -117,13 +117,13 @@ pub async fn run(r: &Run, o: &Opts) -> Result<(Value, bool)> {
         out["mem_after_wait"] = hib;
     }
     let mut pipelining = false;
-    if o.latency.samples > 0 {
-        if let Some((login, c)) = conns.first_mut() {
-            let sender = r.user(r.sender_base);
-            let (lat, p) = latency::run(r, &o.latency, &sender, login, Some(c)).await?;
-            out["latency_under_load"] = lat;
-            pipelining = p;
-        }
+    if o.latency.samples > 0
+        && let Some((login, c)) = conns.first_mut()
+    {
+        let sender = r.user(r.sender_base);
+        let (lat, p) = latency::run(r, &o.latency, &sender, login, Some(c)).await?;
+        out["latency_under_load"] = lat;
+        pipelining = p;
     }
     drop(conns); // closed without LOGOUT, as mailbench does
     Ok((out, pipelining))

@@ -220,7 +220,17 @@ async fn run(cli: Cli) -> Result<()> {
             );
             ("throughput", v, p)
         }
-        Cmd::Fanout { connections, idle_base, idle_fmt, connect_concurrency, source_ips, settle, hibernate_wait, samples, interval } => {
+        Cmd::Fanout {
+            connections,
+            idle_base,
+            idle_fmt,
+            connect_concurrency,
+            source_ips,
+            settle,
+            hibernate_wait,
+            samples,
+            interval,
+        } => {
             let o = fanout::Opts {
                 connections,
                 idle_base,
@@ -257,13 +267,15 @@ fn show_latency(v: &Value) {
 
 fn show_fanout(v: &Value) {
     let f = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
-    println!(
-        "  {} IDLE connections ({} failed), opened in {:.1}s",
-        v["connections"], v["failed"], f("open_s")
-    );
+    println!("  {} IDLE connections ({} failed), opened in {:.1}s", v["connections"], v["failed"], f("open_s"));
     for (label, key) in [("at rest", "mem_at_rest"), ("idle", "mem_idle"), ("after wait", "mem_after_wait")] {
         if let Some(m) = v.get(key) {
-            println!("  {label:10} procs={} rss={:.1} MiB pss={:.1} MiB", m["procs"], report::mib(m, "rss_mib"), report::mib(m, "pss_mib"));
+            println!(
+                "  {label:10} procs={} rss={:.1} MiB pss={:.1} MiB",
+                m["procs"],
+                report::mib(m, "rss_mib"),
+                report::mib(m, "pss_mib")
+            );
         }
     }
     println!(

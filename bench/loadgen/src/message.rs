@@ -31,15 +31,15 @@ pub fn load(template: Option<&Path>, dir: Option<&Path>, size: &str) -> Result<T
         Some(p) => Some(p.to_path_buf()),
         None => dir.map(|d| d.join(format!("pgp-{}.asc", size.to_lowercase()))),
     };
-    if let Some(p) = &path {
-        if p.exists() || template.is_some() {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading template {}", p.display()))?;
-            let armored = text.trim().replace("\r\n", "\n").replace('\n', "\r\n");
-            if !armored.starts_with("-----BEGIN PGP MESSAGE-----") {
-                bail!("{} is not an armored OpenPGP message", p.display());
-            }
-            return Ok(Template { armored, source: p.display().to_string() });
+    if let Some(p) = &path
+        && (p.exists() || template.is_some())
+    {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading template {}", p.display()))?;
+        let armored = text.trim().replace("\r\n", "\n").replace('\n', "\r\n");
+        if !armored.starts_with("-----BEGIN PGP MESSAGE-----") {
+            bail!("{} is not an armored OpenPGP message", p.display());
         }
+        return Ok(Template { armored, source: p.display().to_string() });
     }
     let target = parse_size(size)?;
     Ok(Template { armored: synthetic(target), source: format!("synthetic {size} (no template file found)") })

@@ -79,18 +79,14 @@ impl Target {
     }
 
     pub async fn tls(&self, tcp: TcpStream) -> Result<Tls> {
-        bounded(self.timeout, self.tls.connect(self.server_name.clone(), tcp))
-            .await?
-            .context("TLS handshake")
+        bounded(self.timeout, self.tls.connect(self.server_name.clone(), tcp)).await?.context("TLS handshake")
     }
 }
 
 /// Resolves `host`; refuses anything that is not a loopback address.
 async fn loopback(host: &str, port: u16) -> Result<IpAddr> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .with_context(|| format!("cannot resolve {host}"))?
-        .collect();
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host((host, port)).await.with_context(|| format!("cannot resolve {host}"))?.collect();
     let Some(first) = addrs.first() else { bail!("{host} resolves to no address") };
     if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
         bail!("{host} resolves to {} which is not a loopback address; loadgen only runs on loopback", bad.ip());

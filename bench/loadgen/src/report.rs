@@ -111,7 +111,8 @@ pub fn mib(v: &Value, key: &str) -> f64 {
 /// Appends mailbench's JSON line (one run: `median` is that run) plus loadgen's notes.
 pub fn write_json(path: Option<&Path>, bench: &str, result: &Value, notes: Value) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
-    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let time =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let line = json!({
         "bench": bench, "client": "rust-loadgen", "time": time,
         "argv": std::env::args().skip(1).collect::<Vec<_>>(),

@@ -95,9 +95,7 @@ impl Smtp {
         expect(&r, 250, "EHLO after TLS")?;
         let has = |kw: &str| {
             r.lines.iter().skip(1).any(|l| {
-                l.get(4..)
-                    .and_then(|k| k.split_whitespace().next())
-                    .is_some_and(|k| k.eq_ignore_ascii_case(kw))
+                l.get(4..).and_then(|k| k.split_whitespace().next()).is_some_and(|k| k.eq_ignore_ascii_case(kw))
             })
         };
         let (pipelining, size) = (has("PIPELINING"), has("SIZE"));
