@@ -31,6 +31,10 @@ PREFILL = int(os.environ.get("PREFILL", "1000"))
 IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "1000"))
 HIBERNATE_WAIT = float(os.environ.get("HIBERNATE_WAIT", "35"))
 P1_N = int(os.environ.get("P1_N", "30"))
+LOADGEN = os.environ.get("LOADGEN", "")
+LG_ONLY = os.environ.get("LG_ONLY", "") not in ("", "0")
+LG_IDLE_CONNS = int(os.environ.get("LG_IDLE_CONNS", "10000"))
+IDLE_FMT = "idle{n:05d}@{domain}"
 
 # (key, mailbench subcommand args, global args before the subcommand)
 def steps():
@@ -52,6 +56,30 @@ def steps():
          ["fanout", "-c", str(IDLE_CONNS), "--idle-base", "101", "-n", "50", "--settle", "5",
           "--hibernate-wait", str(HIBERNATE_WAIT)], []),
         ("rss_after", [], ["rss"], ["--repeat", "3"]),
+    ]
+
+
+# The Rust load generator: same workloads, own users (fresh mailboxes for P2/P3), then
+# LG_IDLE_CONNS idle connections as idle00001.. (9 characters like benchNNNN, so chatrelay's
+# default username rules accept them; the first open creates the accounts on chatrelay), from
+# 8 loopback addresses (chatrelay caps connections per IP at a fifth of max_imap_connections).
+def lg_steps():
+    return [
+        ("lg_p2", ["--sender-base", "1", "--rcpt-base", "6"], ["latency", "-n", str(N_LAT), "--interval", "0.02"]),
+        ("lg_p2_reconnect", ["--sender-base", "1", "--rcpt-base", "7"],
+         ["latency", "-n", str(N_RECONNECT), "--interval", "0.02", "--reconnect"]),
+        ("lg_p3", ["--sender-base", "51", "--rcpt-base", "61"], ["throughput", "-k", "8", "-m", "100"]),
+        ("lg_p3_64", ["--sender-base", "2001", "--rcpt-base", "2101"], ["throughput", "-k", "64", "-m", "100"]),
+        ("lg_p3_1m", ["--sender-base", "71", "--rcpt-base", "81", "--msg-size", "1m"],
+         ["throughput", "-k", "4", "-m", "25"]),
+        ("lg_fanout_first", ["--sender-base", "1"],
+         ["fanout", "-c", str(LG_IDLE_CONNS), "--idle-fmt", IDLE_FMT, "--idle-base", "1", "--source-ips", "8",
+          "-n", "0", "--settle", "2"]),
+        ("lg_fanout", ["--sender-base", "1"],
+         ["fanout", "-c", str(LG_IDLE_CONNS), "--idle-fmt", IDLE_FMT, "--idle-base", "1", "--source-ips", "8",
+          "-n", str(N_LAT),
+          "--interval", "0.02",
+          "--settle", "5"]),
     ]
 
 
@@ -103,38 +131,60 @@ def server_roots(server_args):
     return roots
 
 
+def run_step(label, argv, roots):
+    """Runs one client command; returns the step record (wall, client and server CPU, result)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as js:
+        argv = [a if a != "@JSON@" else js.name for a in argv]
+        shown = argv[2:] if argv[:2] == MB else argv[1:]
+        print(f"### {label}: {os.path.basename(argv[0]) if argv[:2] != MB else 'mailbench'} {' '.join(shown)}", flush=True)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu0 = server_cpu_s(roots)
+        t0 = time.perf_counter()
+        try:
+            rc = subprocess.run(argv, timeout=STEP_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        wall = time.perf_counter() - t0
+        cpu1 = server_cpu_s(roots)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        lines = [ln for ln in js.read().splitlines() if ln.strip()]
+    step = {"rc": rc, "wall_s": wall, "client_cpu_s": client, "server_cpu_s": cpu1 - cpu0}
+    if lines:
+        last = json.loads(lines[-1])
+        step["result"] = last["median"]
+        if "notes" in last:
+            step["notes"] = last["notes"]
+    print(f"    rc={rc} wall={wall:.1f}s client CPU {client:.1f}s ({100 * client / wall:.0f}%),"
+          f" server CPU {cpu1 - cpu0:.1f}s ({100 * (cpu1 - cpu0) / wall:.0f}%)", flush=True)
+    return step
+
+
 def run(name, out, server_args, cold_start_ms):
     results = {"name": name, "cold_start_ms": cold_start_ms, "steps": {}}
+    if LG_ONLY and os.path.exists(out):
+        with open(out) as f:
+            results = json.load(f)
     roots = server_roots(server_args)
-    for key, pre, sub, post in steps():
-        if key == "rss_after":
-            time.sleep(5)  # let the server settle after the load
-        with tempfile.NamedTemporaryFile("r", suffix=".json") as js:
-            argv = MB + server_args + pre + ["--json-out", js.name] + sub + post
-            # "--repeat" is a global option: move it in front of the subcommand.
-            if post:
-                argv = MB + server_args + pre + post + ["--json-out", js.name] + sub
-            print(f"### {name}: {key}: {' '.join(argv[2:])}", flush=True)
-            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu0 = server_cpu_s(roots)
-            t0 = time.perf_counter()
-            try:
-                rc = subprocess.run(argv, timeout=STEP_TIMEOUT).returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
-            wall = time.perf_counter() - t0
-            cpu1 = server_cpu_s(roots)
-            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-            lines = [ln for ln in js.read().splitlines() if ln.strip()]
-        step = {"rc": rc, "wall_s": wall, "client_cpu_s": client, "server_cpu_s": cpu1 - cpu0}
-        if lines:
-            step["result"] = json.loads(lines[-1])["median"]
-        print(f"    rc={rc} wall={wall:.1f}s client CPU {client:.1f}s ({100 * client / wall:.0f}%),"
-              f" server CPU {cpu1 - cpu0:.1f}s ({100 * (cpu1 - cpu0) / wall:.0f}%)", flush=True)
-        results["steps"][key] = step
+
+    def save():
         with open(out, "w") as f:
             json.dump(results, f, indent=1)
+
+    for key, pre, sub, post in ([] if LG_ONLY else steps()):
+        if key == "rss_after":
+            time.sleep(5)  # let the server settle after the load
+        # "--repeat" is a global option: it goes in front of the subcommand.
+        argv = MB + server_args + pre + post + ["--json-out", "@JSON@"] + sub
+        results["steps"][key] = run_step(f"{name}: {key}", argv, roots)
+        save()
+    if not LOADGEN:
+        return
+    results["loadgen_idle_conns"] = LG_IDLE_CONNS
+    for key, pre, sub in lg_steps():
+        argv = [LOADGEN] + server_args + pre + ["--json-out", "@JSON@"] + sub
+        results["steps"][key] = run_step(f"{name}: {key}", argv, roots)
+        save()
 
 
 def run_p1(name, out, args):
@@ -199,25 +249,54 @@ def cpu_note(res, key):
     return f"{100 * s['client_cpu_s'] / s['wall_s']:.0f}/{100 * s['server_cpu_s'] / s['wall_s']:.0f}"
 
 
-# (label, extractor(results) -> number or None, unit, higher_is_better, target text, target check)
+LG = " (Rust loadgen)"
+
+
+def lg_conns(step):
+    """Cell note when a server held fewer idle connections than asked for."""
+    def note(r):
+        n = get(r, step, "result", "connections")
+        return f" ({n:,} conns)" if n is not None and n != LG_IDLE_CONNS else ""
+    return note
+
+
+# (label, extractor(results) -> number or None, unit, higher_is_better, target text, target check
+#  [, note(results) -> text appended to the cell])
 def rows():
     lat = lambda step, q: (lambda r: get(r, step, "result", "fetched_ms", q))
+    lgn = f"{LG_IDLE_CONNS:,}"
+    fan = lambda step, *k: (lambda r: get(r, step, "result", *k))
     return [
         ("P1 real Delta Chat client A→B median", lambda r: get(r, "p1", "result", "latency_ms", "median"), "ms",
          False, "≤ 40 ms", lambda v: v <= 40),
         ("P2 4 KB submit→EXISTS→FETCH p50", lat("p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
+        ("P2 4 KB submit→EXISTS→FETCH p50" + LG, lat("lg_p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 p99", lat("p2", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
+        ("P2 p99" + LG, lat("lg_p2", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
+        ("P2 250 after DATA p50" + LG, lambda r: get(r, "lg_p2", "result", "smtp_accepted_ms", "median"), "ms",
+         False, "", None),
         ("P2 (1,000 in mailbox) p50", lat("p2_full", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 (1,000 in mailbox) p99", lat("p2_full", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
         ("P2' new TLS+AUTH per msg p50", lat("p2_reconnect", "median"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
+        ("P2' new TLS+AUTH per msg p50" + LG, lat("lg_p2_reconnect", "median"), "ms", False, "≤ 5 ms",
+         lambda v: v <= 5),
+        ("P2' p99" + LG, lat("lg_p2_reconnect", "p99"), "ms", False, "", None),
         ("1,000 first logins (open IDLE)", lambda r: get(r, "fanout_first", "result", "open_s"), "s", False,
          "≤ 3 s", lambda v: v <= 3),
         ("P3 4 KB 8×100 accepted", lambda r: get(r, "p3", "result", "accepted_msgs_per_s"), "msg/s", True,
          "≥ 2,800", lambda v: v >= 2800),
+        ("P3 4 KB 8×100 accepted" + LG, lambda r: get(r, "lg_p3", "result", "accepted_msgs_per_s"), "msg/s", True,
+         "≥ 2,800", lambda v: v >= 2800),
+        ("P3 4 KB 8×100 all visible" + LG, lambda r: get(r, "lg_p3", "result", "delivered_msgs_per_s"), "msg/s",
+         True, "", None),
+        ("P3 4 KB 64×100 accepted" + LG, lambda r: get(r, "lg_p3_64", "result", "accepted_msgs_per_s"), "msg/s",
+         True, "", None),
         ("P3 4 KB 8×100, 1,100 in each mailbox", lambda r: get(r, "p3_full", "result", "accepted_msgs_per_s"),
          "msg/s", True, "≥ 95% of P3", None),
         ("P3' 1 MB 4×25 accepted", lambda r: get(r, "p3_1m", "result", "accepted_msgs_per_s"), "msg/s", True,
          "≥ 300", lambda v: v >= 300),
+        ("P3' 1 MB 4×25 accepted" + LG, lambda r: get(r, "lg_p3_1m", "result", "accepted_msgs_per_s"), "msg/s",
+         True, "≥ 300", lambda v: v >= 300),
         # The first fanout opens 1,000 connections on a server that never had them (the second
         # one reuses memory the first freed, so its delta understates).
         ("P4 RSS per IDLE TLS conn (1,000, first open)", lambda r: get(r, "fanout_first", "result", "rss_kib_per_conn"),
@@ -231,6 +310,19 @@ def rows():
          "≤ 2 s", lambda v: v <= 2),
         ("P4 delivery p99 with 1,000 idle", lambda r: get(r, "fanout", "result", "latency_under_load", "fetched_ms", "p99"),
          "ms", False, "(≤ 10 ms at 10,000)", None),
+        (f"{lgn} IDLE, first open incl. new logins" + LG, fan("lg_fanout_first", "open_s"), "s", False, "", None,
+         lg_conns("lg_fanout_first")),
+        (f"P4 RSS per IDLE TLS conn ({lgn}, first open)" + LG, fan("lg_fanout_first", "rss_kib_per_conn"), "KiB",
+         False, "≤ 25 KiB", lambda v: v <= 25, lg_conns("lg_fanout_first")),
+        (f"P4 PSS per IDLE TLS conn ({lgn}, first open)" + LG, fan("lg_fanout_first", "pss_kib_per_conn"), "KiB",
+         False, "", None, lg_conns("lg_fanout_first")),
+        (f"P4 time to open {lgn} (accounts exist)" + LG, fan("lg_fanout", "open_s"), "s", False, "", None,
+         lg_conns("lg_fanout")),
+        (f"P4 delivery p50 with {lgn} idle" + LG, fan("lg_fanout", "latency_under_load", "fetched_ms", "median"),
+         "ms", False, "", None, lg_conns("lg_fanout")),
+        (f"P4 delivery p99 with {lgn} idle" + LG, fan("lg_fanout", "latency_under_load", "fetched_ms", "p99"),
+         "ms", False, "≤ 10 ms" if LG_IDLE_CONNS >= 10000 else "(≤ 10 ms at 10,000)",
+         (lambda v: v <= 10) if LG_IDLE_CONNS >= 10000 else None, lg_conns("lg_fanout")),
         ("P5 RSS at rest", lambda r: get(r, "rss_rest", "result", "rss_mib"), "MiB", False, "≤ 15 MiB",
          lambda v: v <= 15),
         ("P5 processes", lambda r: get(r, "rss_rest", "result", "procs"), "", False, "", None),
@@ -250,14 +342,19 @@ def num(v):
 
 
 def table(a_path, b_path):
+    global LG_IDLE_CONNS
     with open(a_path) as f:
         a = json.load(f)
     with open(b_path) as f:
         b = json.load(f)
+    # Row labels name the connection count chatrelay's run asked for.
+    LG_IDLE_CONNS = a.get("loadgen_idle_conns") or b.get("loadgen_idle_conns") or LG_IDLE_CONNS
     out = [f"| figure | {a['name']} | {b['name']} | ratio (×better) | target | met |",
            "|---|---:|---:|---:|---|---|"]
-    for label, ex, unit, higher, target, check in rows():
+    for label, ex, unit, higher, target, check, *note in rows():
         va, vb = ex(a), ex(b)
+        if va is None and vb is None and LG in label:
+            continue  # no loadgen run in either file
         ratio = "—"
         if va and vb and va > 0 and vb > 0:
             ratio = f"{(va / vb if higher else vb / va):.1f}×"
@@ -273,13 +370,16 @@ def table(a_path, b_path):
             if rest:
                 met = f"{'yes' if va <= 1.2 * rest else '**no**'} ({va / rest:.2f}×)"
         u = f" {unit}" if unit else ""
-        out.append(f"| {label} | {num(va)}{u} | {num(vb)}{u} | {ratio} | {target} | {met} |")
+        na, nb = (note[0](a), note[0](b)) if note else ("", "")
+        out.append(f"| {label} | {num(va)}{u}{na} | {num(vb)}{u}{nb} | {ratio} | {target} | {met} |")
     out.append("")
     out.append("Client/server CPU during the step, % of one core (2 cores total):")
     out.append("")
     out.append(f"| step | {a['name']} client/server % | {b['name']} client/server % |")
     out.append("|---|---:|---:|")
-    for key in [s[0] for s in steps()] + ["p1"]:
+    for key in [s[0] for s in steps() + lg_steps()] + ["p1"]:
+        if key.startswith("lg_") and key not in a.get("steps", {}) and key not in b.get("steps", {}):
+            continue
         out.append(f"| {key} | {cpu_note(a, key)} | {cpu_note(b, key)} |")
     for r in (a, b):
         if get(r, "p1", "note"):

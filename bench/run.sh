@@ -6,7 +6,15 @@
 #
 # Environment: BENCH_DIR (default ../shared/bench from the repository root: mailbench.py,
 # classic-stack/), CARGO_TARGET_DIR, OUT (results folder, default bench/results),
-# SKIP_BUILD=1 (use the existing release binary), SKIP_P1=1 (no Delta Chat clients), P1_N, N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
+# SKIP_BUILD=1 (use the existing release binary), RELAY_BIN (use this chatrelay binary, no build),
+# RELAY_PORT_BASE (chatrelay listens on BASE+25, +587, +465, +143, +993, +80, +443; default 20000),
+# SKIP_P1=1 (no Delta Chat clients), P1_N,
+# N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
+# The Rust load generator (bench/loadgen) runs P2, P2', P3, P3' and LG_IDLE_CONNS (default 10,000)
+# idle connections after mailbench against each server: LOADGEN=path uses that binary, NO_LOADGEN=1
+# skips it, else it is built (release). CLASSIC_IDLE_CONNS caps the classic stack's idle
+# connections (default LG_IDLE_CONNS; the table marks a server that held fewer). LG_ONLY=1: only
+# the loadgen steps, merged into existing results.
 # Needs root for the classic stack (apt-get, /etc). Loopback only. Everything this script
 # starts is stopped on exit; the whole run is bounded by RUN_TIMEOUT seconds (default 3600).
 set -euo pipefail
@@ -18,6 +26,7 @@ OUT=${OUT:-$REPO/bench/results}
 ONLY=${ONLY:-}
 RUN_TIMEOUT=${RUN_TIMEOUT:-3600}
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+PB=${RELAY_PORT_BASE:-20000}
 mkdir -p "$OUT"
 
 # Bound the whole run: a watchdog kills this script's process group after RUN_TIMEOUT.
@@ -43,7 +52,24 @@ trap 'exit 130' INT TERM
 
 ulimit -n "$(ulimit -Hn)"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r)"
-echo "# chatrelay $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ -n "${RELAY_BIN:-}" ]; then
+  echo "# chatrelay binary $RELAY_BIN ($(stat -c %y "$RELAY_BIN" 2>/dev/null | cut -d. -f1)), runner at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+else
+  echo "# chatrelay $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+fi
+
+if [ -z "${NO_LOADGEN:-}" ]; then
+  if [ -z "${LOADGEN:-}" ]; then
+    echo "## building loadgen (release)"
+    (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p loadgen)
+    LOADGEN=$TARGET/release/loadgen
+  fi
+  [ -x "$LOADGEN" ] || { echo "loadgen binary $LOADGEN not found" >&2; exit 2; }
+  export LOADGEN
+else
+  unset LOADGEN
+fi
+export LG_IDLE_CONNS=${LG_IDLE_CONNS:-10000}
 
 wait_port() {  # port, tries of 10 ms
   for _ in $(seq 1 "${2:-1000}"); do
@@ -54,14 +80,18 @@ wait_port() {  # port, tries of 10 ms
 }
 
 run_chatrelay() {
-  if [ -z "${SKIP_BUILD:-}" ]; then
-    echo "## building chatrelay (release)"
-    (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p relay --bin chatrelay)
+  if [ -n "${RELAY_BIN:-}" ]; then
+    BIN=$RELAY_BIN
+  else
+    if [ -z "${SKIP_BUILD:-}" ]; then
+      echo "## building chatrelay (release)"
+      (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release -q -p relay --bin chatrelay)
+    fi
+    BIN=$TARGET/release/chatrelay
   fi
-  BIN=$TARGET/release/chatrelay
   mkdir -p "$WORK/data"
-  # relay.test so mailbench's defaults (bench%04d@relay.test) work; ports 20xxx next to the
-  # classic stack's 10xxx; gates open and the send rate effectively unlimited for throughput.
+  # relay.test so mailbench's defaults (bench%04d@relay.test) work; ports 20xxx (RELAY_PORT_BASE)
+  # next to the classic stack's 10xxx; gates open and the send rate effectively unlimited for throughput.
   cat > "$WORK/chatrelay.toml" <<EOF
 mail_domain = "relay.test"
 data_dir = "$WORK/data"
@@ -74,13 +104,13 @@ max_imap_connections = 20000
 max_smtp_connections = 20000
 
 [listen]
-smtp = "127.0.0.1:20025"
-submission = "127.0.0.1:20587"
-submissions = "127.0.0.1:20465"
-imap = "127.0.0.1:20143"
-imaps = "127.0.0.1:20993"
-http = "127.0.0.1:20080"
-https = "127.0.0.1:20443"
+smtp = "127.0.0.1:$((PB + 25))"
+submission = "127.0.0.1:$((PB + 587))"
+submissions = "127.0.0.1:$((PB + 465))"
+imap = "127.0.0.1:$((PB + 143))"
+imaps = "127.0.0.1:$((PB + 993))"
+http = "127.0.0.1:$((PB + 80))"
+https = "127.0.0.1:$((PB + 443))"
 
 [tls]
 mode = "self-signed"
@@ -95,15 +125,15 @@ EOF
   t0=$(date +%s%N)
   RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$WORK/chatrelay.toml" >"$WORK/chatrelay.log" 2>&1 &
   RELAY_PID=$!
-  wait_port 20993 2000
+  wait_port $((PB + 993)) 2000
   t1=$(date +%s%N)
-  wait_port 20587 100
+  wait_port $((PB + 587)) 100
   local cold=$(( (t1 - t0) / 1000000 ))
   echo "## chatrelay pid $RELAY_PID, cold start ${cold} ms (exec → IMAPS port accepting, first start incl. key generation)"
   python3 "$REPO/bench/compare.py" run chatrelay "$OUT/chatrelay.json" --cold-start-ms "$cold" -- \
-    --smtp-port 20587 --imap-port 20993 --server-pid "$RELAY_PID"
+    --smtp-port $((PB + 587)) --imap-port $((PB + 993)) --server-pid "$RELAY_PID"
   [ -n "${SKIP_P1:-}" ] || python3 "$REPO/bench/compare.py" p1 chatrelay "$OUT/chatrelay.json" -- \
-    --imap-port 20993 --smtp-port 20465 --server-pid "$RELAY_PID"
+    --imap-port $((PB + 993)) --smtp-port $((PB + 465)) --server-pid "$RELAY_PID"
   kill -TERM "$RELAY_PID"
   for _ in $(seq 1 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$RELAY_PID" 2>/dev/null; then echo "chatrelay did not stop on SIGTERM" >&2; fi
@@ -113,9 +143,15 @@ EOF
 run_classic() {
   echo "## starting the classic stack ($BENCH_DIR/classic-stack)"
   CLASSIC_STARTED=1
+  # Users for loadgen: its 64-sender P3 (bench2001..2164) and the idle ones (idle00001..).
+  export NUSERS=2200
   "$BENCH_DIR/classic-stack/start.sh" >/dev/null
+  if [ -n "${LOADGEN:-}" ]; then
+    "$BENCH_DIR/classic-stack/add-users.sh" "${CLASSIC_IDLE_CONNS:-$LG_IDLE_CONNS}" 'idle%05d' >/dev/null
+  fi
   "$BENCH_DIR/classic-stack/reset.sh" >/dev/null   # empty maildirs, queue, logs; restarts
   sleep 2
+  LG_IDLE_CONNS=${CLASSIC_IDLE_CONNS:-$LG_IDLE_CONNS} \
   python3 "$REPO/bench/compare.py" run classic "$OUT/classic.json" -- \
     --smtp-port 10587 --imap-port 10993 \
     --server-pidfile /run/dovecot/master.pid --server-pidfile /var/spool/postfix/pid/master.pid
