@@ -121,15 +121,23 @@ resolver = "127.0.0.1:9"
 [push]
 notify_url = ""
 EOF
-  local t0 t1
-  t0=$(date +%s%N)
-  RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$WORK/chatrelay.toml" >"$WORK/chatrelay.log" 2>&1 &
-  RELAY_PID=$!
-  wait_port $((PB + 993)) 2000
-  t1=$(date +%s%N)
-  wait_port $((PB + 587)) 100
-  local cold=$(( (t1 - t0) / 1000000 ))
-  echo "## chatrelay pid $RELAY_PID, cold start ${cold} ms (exec → IMAPS port accepting, first start incl. key generation)"
+  # Cold start is exec → IMAPS accepting on an initialised data dir (an operator's restart); the
+  # very first start also generates the TLS and DKIM keys and is printed separately.
+  local t0 t1 first cold
+  for pass in first restart; do
+    t0=$(date +%s%N)
+    RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$WORK/chatrelay.toml" >>"$WORK/chatrelay.log" 2>&1 &
+    RELAY_PID=$!
+    wait_port $((PB + 993)) 2000
+    t1=$(date +%s%N)
+    wait_port $((PB + 587)) 100
+    cold=$(( (t1 - t0) / 1000000 ))
+    [ "$pass" = first ] || break
+    first=$cold
+    kill -TERM "$RELAY_PID"
+    for _ in $(seq 1 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
+  done
+  echo "## chatrelay pid $RELAY_PID, cold start ${cold} ms (exec → IMAPS port accepting; the first start, generating keys, took ${first} ms)"
   python3 "$REPO/bench/compare.py" run chatrelay "$OUT/chatrelay.json" --cold-start-ms "$cold" -- \
     --smtp-port $((PB + 587)) --imap-port $((PB + 993)) --server-pid "$RELAY_PID"
   [ -n "${SKIP_P1:-}" ] || python3 "$REPO/bench/compare.py" p1 chatrelay "$OUT/chatrelay.json" -- \
