@@ -152,6 +152,23 @@ impl Store {
         &self.inner.db_path
     }
 
+    /// Drop the page caches of the idle pooled readers (after a burst; `memory.rs`). They refill
+    /// on demand from the OS page cache.
+    pub async fn release_memory(&self) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let pool = inner.readers.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+            for conn in &pool {
+                let _ = conn.execute_batch("PRAGMA shrink_memory");
+            }
+            if let Ok(mut p) = inner.readers.lock() {
+                let room = READER_POOL.saturating_sub(p.len());
+                p.extend(pool.into_iter().take(room));
+            }
+        })
+        .await;
+    }
+
     /// A cheap read plus write round trip, for `/healthz`.
     pub async fn health_check(&self) -> Result<()> {
         self.read(|c| Ok(c.query_row("SELECT count(*) FROM kv", [], |r| r.get::<_, i64>(0))?)).await?;
