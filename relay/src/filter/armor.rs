@@ -54,24 +54,16 @@ pub fn dearmor(input: &[u8], variant: Variant) -> Result<Vec<u8>, ArmorError> {
     let body = body.strip_prefix(BEGIN).ok_or(ArmorError::NoBegin)?;
     let body = body.strip_prefix(b"\r\n").or_else(|| body.strip_prefix(b"\n")).ok_or(ArmorError::NoBegin)?;
     let body = trim_crlf_end(body).strip_suffix(END).ok_or(ArmorError::NoEnd)?;
-    // Lines are walked lazily and base64 is decoded in chunks, so a 30 MB message needs no copy
-    // of itself beside the decoded packets (issue 11: RSS growth ≤ 2× the message size).
-    let lines = || body.split(|&c| c == b'\n').map(strip_cr);
-    // The element after the final LF before END is empty when well formed; it is not a line.
-    let mut rev = body.rsplit(|&c| c == b'\n').map(strip_cr).peekable();
-    let last_empty = rev.next_if(|l| l.is_empty()).is_some();
-    let last_line = rev.next();
-    let total = lines().count() - usize::from(last_empty);
-    let mut it = lines().take(total).peekable();
+    // Lines are found with memchr and base64 is decoded in chunks, so a 30 MB message needs no
+    // copy of itself beside the decoded packets (issue 11: RSS growth ≤ 2× the message size).
+    let mut it = lines(body).peekable();
+    let mut data_at = 0;
     // Armor headers: lines before the first empty line, when they look like headers.
-    let mut start = 0;
-    if it.peek().is_some_and(|l| is_header(l)) {
-        loop {
-            let l = it.next().ok_or(ArmorError::Base64)?;
-            start += 1;
-            if l.is_empty() {
-                break;
-            }
+    if it.peek().is_some_and(|&(_, _, l)| is_header(l)) {
+        // The block ends at the first empty line; without one the armor is malformed.
+        let (_, next, _) = lines(body).find(|&(_, _, l)| l.is_empty()).ok_or(ArmorError::Base64)?;
+        data_at = next;
+        for (_, _, l) in lines(body).take_while(|&(_, _, l)| !l.is_empty()) {
             if !is_header(l) {
                 return Err(ArmorError::Base64);
             }
@@ -79,25 +71,25 @@ pub fn dearmor(input: &[u8], variant: Variant) -> Result<Vec<u8>, ArmorError> {
                 return Err(ArmorError::VersionHeader);
             }
         }
-    } else if it.peek().is_some_and(|l| l.is_empty()) {
-        it.next();
-        start = 1;
+    } else if let Some(&(_, next, l)) = it.peek()
+        && l.is_empty()
+    {
+        data_at = next;
     }
+    let mut data = &body[data_at.min(body.len())..];
     // FLT-12: an optional CRC24 line `=XXXX` as the last line.
-    let mut data_lines = total.saturating_sub(start);
-    if data_lines > 0
-        && let Some(last) = last_line
+    if let Some((at, last)) = last_line(data)
         && last.len() == 5
         && last[0] == b'='
     {
-        data_lines -= 1;
+        data = &data[..at];
     }
-    let mut out = Vec::with_capacity(body.len() / 4 * 3);
+    let mut out = Vec::with_capacity(data.len() / 4 * 3);
     let mut b64: Vec<u8> = Vec::with_capacity(CHUNK + 128);
-    for l in it.take(data_lines) {
+    for (_, _, l) in lines(data) {
         // Lines normally hold no CR (split on LF, trailing CR stripped): copy them whole, and
         // filter byte by byte only a line with a stray CR (the per-byte path was 13% of P3').
-        if l.contains(&b'\r') {
+        if memchr::memchr(b'\r', l).is_some() {
             b64.extend(l.iter().filter(|&&c| c != b'\r'));
         } else {
             b64.extend_from_slice(l);
@@ -106,7 +98,7 @@ pub fn dearmor(input: &[u8], variant: Variant) -> Result<Vec<u8>, ArmorError> {
             // Whole 4-character groups, always leaving at least one character: padding is only
             // valid in the final group, so `=` in a flushed chunk is an error, as it was before.
             let n = (b64.len() - 1) / 4 * 4;
-            if b64[..n].contains(&b'=') {
+            if memchr::memchr(b'=', &b64[..n]).is_some() {
                 return Err(ArmorError::Base64);
             }
             BASE64_STANDARD.decode_vec(&b64[..n], &mut out).map_err(|_| ArmorError::Base64)?;
@@ -115,6 +107,41 @@ pub fn dearmor(input: &[u8], variant: Variant) -> Result<Vec<u8>, ArmorError> {
     }
     BASE64_STANDARD.decode_vec(&b64, &mut out).map_err(|_| ArmorError::Base64)?;
     Ok(out)
+}
+
+/// The lines of `text` split on LF with a trailing CR removed, as (start, start of the next
+/// line, line). A last element that is empty after the final LF is not a line.
+fn lines(text: &[u8]) -> impl Iterator<Item = (usize, usize, &[u8])> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        if pos >= text.len() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', &text[pos..]).map_or(text.len(), |i| pos + i);
+        let line = strip_cr(&text[pos..end]);
+        if end == text.len() && line.is_empty() {
+            return None;
+        }
+        let start = pos;
+        pos = end + 1;
+        Some((start, pos, line))
+    })
+}
+
+/// The last of `lines(text)`, found from the end: (its start, the line).
+fn last_line(text: &[u8]) -> Option<(usize, &[u8])> {
+    let mut end = text.len();
+    let after = memchr::memrchr(b'\n', text);
+    if let Some(i) = after
+        && strip_cr(&text[i + 1..]).is_empty()
+    {
+        end = i;
+    }
+    if end == 0 && after.is_none() {
+        return None;
+    }
+    let start = memchr::memrchr(b'\n', &text[..end]).map_or(0, |i| i + 1);
+    Some((start, strip_cr(&text[start..end])))
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ impl Decoder {
         let mut pos = 0;
         while pos < input.len() {
             let rest = &input[pos..];
-            let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+            let Some(lf) = memchr::memchr(b'\n', rest) else {
                 // No full line yet: pass long pieces on, keeping a trailing CR and a possible
                 // line-start dot for the next round.
                 if rest.len() >= PIECE {
@@ -82,12 +82,15 @@ impl Decoder {
             if self.at_start && self.after_crlf && line == b".\r\n" {
                 return (pos, true);
             }
-            let mut content = &line[..line.len() - if crlf { 2 } else { 1 }];
-            if self.at_start && content.first() == Some(&b'.') {
-                content = &content[1..];
+            let dot = self.at_start && line.first() == Some(&b'.');
+            if crlf && !dot {
+                // The common line: passed on as it is, CRLF included, in one copy.
+                self.emit(line);
+            } else {
+                let content = &line[usize::from(dot)..line.len() - if crlf { 2 } else { 1 }];
+                self.emit(content);
+                self.emit(b"\r\n");
             }
-            self.emit(content);
-            self.emit(b"\r\n");
             self.at_start = true;
             self.after_crlf = crlf;
         }
