@@ -155,7 +155,10 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let b64 = BASE64_STANDARD.encode(&data);
         let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
-        let armored = format!("-----BEGIN PGP MESSAGE-----\r\n\r\n{}\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n", lines.join("\r\n"));
+        let armored = format!(
+            "-----BEGIN PGP MESSAGE-----\r\n\r\n{}\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n",
+            lines.join("\r\n")
+        );
         assert_eq!(dearmor(armored.as_bytes(), Variant::Outgoing), Ok(data.clone()));
         let short = BASE64_STANDARD.encode(&data[..10]); // ends in padding
         let padded_middle = format!("-----BEGIN PGP MESSAGE-----\r\n\r\n{short}\r\n{b64}\r\n-----END PGP MESSAGE-----");

@@ -223,8 +223,7 @@ mod tests {
         let mut results = Vec::new();
         for target in [1usize, 1000] {
             let have = store.messages(inbox.id).await.expect("rows").len();
-            let jobs =
-                (have..target).map(|_| store.append(acc.id, inbox.id, blob.clone(), 0, 0, Vec::new(), u64::MAX));
+            let jobs = (have..target).map(|_| store.append(acc.id, inbox.id, blob.clone(), 0, 0, Vec::new(), u64::MAX));
             for r in futures::future::join_all(jobs).await {
                 r.expect("append");
             }

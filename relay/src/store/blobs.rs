@@ -232,7 +232,8 @@ impl super::Store {
             return Ok(NewBlob { id: BlobId::random_inline(), size: size as u64, inline: Some(data) });
         }
         let dir = self.blob_dir().to_path_buf();
-        let id = tokio::task::spawn_blocking(move || write_file(&dir, &parts)).await.map_err(|_| StoreError::Closed)??;
+        let id =
+            tokio::task::spawn_blocking(move || write_file(&dir, &parts)).await.map_err(|_| StoreError::Closed)??;
         Ok(NewBlob { id, size: size as u64, inline: None })
     }
 

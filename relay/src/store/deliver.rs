@@ -70,14 +70,7 @@ pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Res
             if notify && d.push {
                 super::push::enqueue_for_account(tx, account, now_ms)?;
             }
-            tx.publish(StoreEvent::Stored(MessageStored {
-                account,
-                mailbox,
-                uid,
-                size,
-                notify,
-                stored_at_ms: now_ms,
-            }));
+            tx.publish(StoreEvent::Stored(MessageStored { account, mailbox, uid, size, notify, stored_at_ms: now_ms }));
             receipt.stored.push((account, mailbox, uid));
         }
         if receipt.stored.is_empty() {

@@ -60,7 +60,9 @@ impl Writer {
             .path()
             .and_then(|p| std::path::Path::new(p).parent().map(|d| d.join("blobs")))
             .ok_or(StoreError::Invalid("database has no path"))?;
-        std::thread::Builder::new().name("store-writer".into()).spawn(move || run(conn, rx, events, blob_dir, checkpointer))?;
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(conn, rx, events, blob_dir, checkpointer))?;
         Ok(Self { tx })
     }
 

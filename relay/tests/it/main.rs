@@ -40,6 +40,7 @@ mod ops_deploy;
 mod ops_install;
 mod ops_reload;
 mod smtp_ingress;
+mod smtp_large;
 mod smtp_lifecycle;
 mod smtp_session;
 mod smtp_submission;

@@ -14,9 +14,9 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
+use crate::dns_server::TestDns;
 use crate::harness::*;
 use crate::ops_control::plain_log;
-use crate::dns_server::TestDns;
 
 /// `pebble` on PATH, installing the Debian package when missing. `None`: skip (with a message).
 fn pebble_binary() -> Option<PathBuf> {
