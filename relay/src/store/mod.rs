@@ -5,7 +5,8 @@
 //! Rules: rusqlite types never leave this module; no SQLite call runs on a tokio runtime thread
 //! (writes go to one writer thread that group-commits, reads to `spawn_blocking`); a write that
 //! returned `Ok` is on stable storage (message file and directory fsync'd, WAL fsync'd with
-//! `synchronous = FULL`; small message bodies are rows written in that same commit). A later PostgreSQL + S3 backend replaces this module behind the same API.
+//! `synchronous = FULL`; small message bodies are rows written in that same commit). A later
+//! PostgreSQL + S3 backend replaces this module behind the same API.
 
 mod accounts;
 mod blobs;
