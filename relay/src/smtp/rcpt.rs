@@ -13,7 +13,7 @@ impl Session {
             return self.reply(reply::bad_sequence()).await;
         };
         if let Some(r) = tx.deferred.clone() {
-            return self.reply(r).await;
+            return self.refuse(r).await;
         }
         let cfg = self.ctx.config.get();
         if tx.rcpts.len() >= cfg.max_smtp_recipients {
@@ -24,12 +24,12 @@ impl Session {
         };
         let local = addr.is_local(&cfg.mail_domain);
         if !local && self.kind == Kind::Mx {
-            return self.reply(reply::relay_denied(addr.as_str())).await;
+            return self.refuse(reply::relay_denied(addr.as_str())).await;
         }
         let rcpt = if local {
             match ingress::check_recipient(&self.ctx, addr.as_str()).await {
                 Ok(r) => Rcpt { address: addr.as_str().to_string(), local: Some(r) },
-                Err(r) => return self.reply(r).await,
+                Err(r) => return self.refuse(r).await,
             }
         } else {
             Rcpt { address: addr.as_str().to_string(), local: None }
@@ -41,5 +41,12 @@ impl Session {
             tx.rcpts.push(rcpt);
         }
         self.reply(reply::rcpt_ok()).await
+    }
+
+    /// A recipient refused for a reason `chatrelay_smtp_messages_total` names (rate limit,
+    /// relay denied, unknown user, quota, local error): counted here, since no DATA follows.
+    async fn refuse(&mut self, r: reply::Reply) -> Outcome {
+        self.ctx.metrics.smtp_message(self.metric_listener(), "rejected", reply::metric_reason(&r));
+        self.reply(r).await
     }
 }

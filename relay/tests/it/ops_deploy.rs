@@ -55,8 +55,15 @@ async fn metrics_count_a_delivery() {
     create_account(&relay, &b).await;
     let reply = submit(&relay, &a, PASSWORD, &a, &[&b], &encrypted_eml(&a, &b)).await;
     assert!(reply.starts_with("250"), "{reply}");
+    // A refusal at RCPT counts too (the message never reaches DATA).
+    let unknown = format!("nobody{}@{}", rand_u64() % 1000, a.rsplit_once('@').map(|(_, d)| d).unwrap_or(""));
+    let reply = submit(&relay, &a, PASSWORD, &a, &[&unknown], &encrypted_eml(&a, &unknown)).await;
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
     let after = http_req(&metrics_addr, "GET", "/metrics", "localhost").await.text();
     assert!(after.contains(&format!("{accepted} 1")), "{after}");
+    let refused =
+        "chatrelay_smtp_messages_total{listener=\"submission\",result=\"rejected\",reason=\"unknown_user\"} 1";
+    assert!(after.contains(refused), "{after}");
     assert!(after.contains("chatrelay_accounts_created_total"), "{after}");
     assert!(
         after.contains("chatrelay_delivery_latency_seconds") || after.contains("chatrelay_imap_connections"),
