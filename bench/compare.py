@@ -131,32 +131,43 @@ def server_roots(server_args):
     return roots
 
 
+def measure(argv, json_path, roots):
+    """Runs one client command; returns (step record with wall, client and server CPU, JSON lines)."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = server_cpu_s(roots)
+    t0 = time.perf_counter()
+    try:
+        rc = subprocess.run(argv, timeout=STEP_TIMEOUT).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    wall = time.perf_counter() - t0
+    cpu1 = server_cpu_s(roots)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    with open(json_path) as f:
+        lines = [ln for ln in f.read().splitlines() if ln.strip()]
+    return {"rc": rc, "wall_s": wall, "client_cpu_s": client, "server_cpu_s": cpu1 - cpu0}, lines
+
+
+def print_cpu(step, extra=""):
+    wall, client, server = step["wall_s"], step["client_cpu_s"], step["server_cpu_s"]
+    print(f"    rc={step['rc']} wall={wall:.1f}s client CPU {client:.1f}s ({100 * client / wall:.0f}%),"
+          f" server CPU {server:.1f}s ({100 * server / wall:.0f}%) {extra}".rstrip(), flush=True)
+
+
 def run_step(label, argv, roots):
     """Runs one client command; returns the step record (wall, client and server CPU, result)."""
     with tempfile.NamedTemporaryFile("r", suffix=".json") as js:
         argv = [a if a != "@JSON@" else js.name for a in argv]
         shown = argv[2:] if argv[:2] == MB else argv[1:]
         print(f"### {label}: {os.path.basename(argv[0]) if argv[:2] != MB else 'mailbench'} {' '.join(shown)}", flush=True)
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu0 = server_cpu_s(roots)
-        t0 = time.perf_counter()
-        try:
-            rc = subprocess.run(argv, timeout=STEP_TIMEOUT).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-        wall = time.perf_counter() - t0
-        cpu1 = server_cpu_s(roots)
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        lines = [ln for ln in js.read().splitlines() if ln.strip()]
-    step = {"rc": rc, "wall_s": wall, "client_cpu_s": client, "server_cpu_s": cpu1 - cpu0}
+        step, lines = measure(argv, js.name, roots)
     if lines:
         last = json.loads(lines[-1])
         step["result"] = last["median"]
         if "notes" in last:
             step["notes"] = last["notes"]
-    print(f"    rc={rc} wall={wall:.1f}s client CPU {client:.1f}s ({100 * client / wall:.0f}%),"
-          f" server CPU {cpu1 - cpu0:.1f}s ({100 * (cpu1 - cpu0) / wall:.0f}%)", flush=True)
+    print_cpu(step)
     return step
 
 
@@ -207,27 +218,15 @@ def run_p1(name, out, args):
                 "--addr-b", "bench1192@relay.test", "--password", "bench-password", "--insecure",
                 "-n", str(P1_N), "--warmup", "3", "--json-out", js.name] + client_args
         print(f"### {name}: p1: {' '.join(argv[1:])}", flush=True)
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu0 = server_cpu_s(roots)
-        t0 = time.perf_counter()
-        try:
-            rc = subprocess.run(argv, timeout=STEP_TIMEOUT).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-        wall = time.perf_counter() - t0
-        cpu1 = server_cpu_s(roots)
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        client = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        lines = [ln for ln in js.read().splitlines() if ln.strip()]
-    step = {"rc": rc, "wall_s": wall, "client_cpu_s": client, "server_cpu_s": cpu1 - cpu0}
+        step, lines = measure(argv, js.name, roots)
+    rc = step["rc"]
     if rc == 3:
         step["note"] = "skipped: the Delta Chat venv (tests/interop/setup.sh) could not be set up"
     elif lines:
         step["result"] = json.loads(lines[-1])
     else:
         step["note"] = f"failed (rc={rc}), see the output above"
-    print(f"    rc={rc} wall={wall:.1f}s client CPU {client:.1f}s ({100 * client / wall:.0f}%),"
-          f" server CPU {cpu1 - cpu0:.1f}s ({100 * (cpu1 - cpu0) / wall:.0f}%) {step.get('note', '')}", flush=True)
+    print_cpu(step, step.get("note", ""))
     results["steps"]["p1"] = step
     with open(out, "w") as f:
         json.dump(results, f, indent=1)

@@ -131,7 +131,8 @@ fn crc24(data: &[u8]) -> u32 {
     crc & 0x00ff_ffff
 }
 
-fn b64(data: &[u8]) -> String {
+/// Standard base64 with padding (armor and AUTH PLAIN).
+pub(crate) fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for ch in data.chunks(3) {

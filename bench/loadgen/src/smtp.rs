@@ -50,23 +50,6 @@ fn expect(r: &Reply, want: u16, what: &str) -> Result<()> {
 
 const EHLO: &[u8] = b"EHLO loadgen.localhost\r\n";
 
-/// Minimal base64 (AUTH PLAIN only).
-fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for ch in data.chunks(3) {
-        let n = (ch[0] as u32) << 16 | (*ch.get(1).unwrap_or(&0) as u32) << 8 | *ch.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= ch.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 impl Smtp {
     /// Connected, TLS-protected and authenticated, like mailbench's `smtp_open`.
     pub async fn open(t: &Target, login: &str) -> Result<Smtp> {
@@ -99,7 +82,7 @@ impl Smtp {
             })
         };
         let (pipelining, size) = (has("PIPELINING"), has("SIZE"));
-        let auth = format!("AUTH PLAIN {}\r\n", b64(format!("\0{login}\0{}", t.password).as_bytes()));
+        let auth = format!("AUTH PLAIN {}\r\n", crate::message::b64(format!("\0{login}\0{}", t.password).as_bytes()));
         c.send(auth.as_bytes()).await?;
         expect(&reply(&mut c).await?, 235, &format!("AUTH PLAIN as {login}"))?;
         Ok(Smtp { c, pipelining, size })
@@ -158,6 +141,7 @@ fn dot_stuff(msg: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::b64;
 
     #[test]
     fn base64_and_stuffing() {
