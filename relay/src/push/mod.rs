@@ -53,6 +53,7 @@ pub async fn run(ctx: Ctx) {
         client,
         roots,
         in_flight: HashSet::new(),
+        quiet_until: 0,
         last_ok: HashMap::new(),
         tags: std::collections::hash_map::RandomState::new(),
         requests: JoinSet::new(),
@@ -117,6 +118,8 @@ pub(crate) struct Notifier {
     /// Keyed hasher that turns job ids into log tags (PUSH-17).
     tags: std::collections::hash_map::RandomState,
     requests: JoinSet<Attempt>,
+    /// With push off: when to read the leftover jobs' schedule again (Unix ms).
+    quiet_until: i64,
 }
 
 impl Notifier {
@@ -136,6 +139,11 @@ impl Notifier {
             }
         }
         let url = cfg.push.notify_url.trim().to_string();
+        // Push off: no job can start, so a stored message is no reason to read the store (two
+        // blocking-pool reads per delivery, on the IMAP wake-up's path); poll once per interval.
+        if url.is_empty() && now < self.quiet_until {
+            return self.quiet_until;
+        }
         if !url.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT {
             let want = MAX_IN_FLIGHT + self.in_flight.len();
             match self.ctx.store.due_push_jobs(now, want).await {
@@ -161,6 +169,9 @@ impl Notifier {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading push schedule failed"),
+        }
+        if url.is_empty() {
+            self.quiet_until = now + POLL_MS;
         }
         wake
     }

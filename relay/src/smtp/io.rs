@@ -1,5 +1,9 @@
 //! The connection: a read buffer over `MaybeTls`, bounded line reads (SMTP-19), reply writes and
 //! the STARTTLS upgrade, which drops anything the client pipelined before the handshake.
+//!
+//! Replies are held while the client's next pipelined command is already buffered and go out
+//! together before the next read (RFC 2920 §3.2): one TLS record and one wake-up for the
+//! client instead of one per command.
 
 use std::io;
 
@@ -29,11 +33,13 @@ pub struct Conn {
     stream: MaybeTls,
     buf: Vec<u8>,
     pos: usize,
+    /// Replies not yet written.
+    out: Vec<u8>,
 }
 
 impl Conn {
     pub fn new(stream: MaybeTls) -> Self {
-        Self { stream, buf: Vec::with_capacity(READ_CHUNK), pos: 0 }
+        Self { stream, buf: Vec::with_capacity(READ_CHUNK), pos: 0, out: Vec::new() }
     }
 
     pub fn is_tls(&self) -> bool {
@@ -55,6 +61,7 @@ impl Conn {
 
     /// Read more bytes into the buffer; Eof when the peer closed.
     pub async fn fill(&mut self) -> Result<(), LineError> {
+        self.flush_out().await?;
         if self.pos > 0 && self.pos * 2 >= self.buf.len() {
             self.buf.drain(..self.pos);
             self.pos = 0;
@@ -97,12 +104,32 @@ impl Conn {
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await?;
+        self.out.extend_from_slice(bytes);
+        if self.pos < self.buf.len() {
+            return Ok(());
+        }
+        self.flush_out().await
+    }
+
+    /// Write the held replies. Cancel-safe: what was written is removed from `out` as it goes.
+    async fn flush_out(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        while !self.out.is_empty() {
+            let n = self.stream.write(&self.out).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.out.drain(..n);
+        }
+        self.out = Vec::new();
         self.stream.flush().await
     }
 
     /// STARTTLS: discard pipelined plaintext (command injection), then handshake.
     pub async fn upgrade(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        self.flush_out().await?;
         self.buf.clear();
         self.pos = 0;
         let plain = std::mem::replace(&mut self.stream, MaybeTls::Upgrading);
@@ -111,6 +138,7 @@ impl Conn {
     }
 
     pub async fn close(&mut self) {
+        let _ = self.flush_out().await;
         let _ = self.stream.shutdown().await;
     }
 }

@@ -123,11 +123,11 @@ pub(crate) fn delete_in_tx(tx: &mut Tx<'_>, id: AccountId, tombstone: &[u8]) -> 
 impl Store {
     pub async fn account_by_address(&self, address: &str) -> Result<Option<Account>> {
         let a = address.to_string();
-        self.read(move |c| by_address(c, &a)).await
+        self.read_point(move |c| by_address(c, &a)).await
     }
 
     pub async fn account_by_id(&self, id: AccountId) -> Result<Option<Account>> {
-        self.read(move |c| by_id(c, id)).await
+        self.read_point(move |c| by_id(c, id)).await
     }
 
     pub async fn is_tombstoned(&self, hash: Vec<u8>) -> Result<bool> {

@@ -248,8 +248,9 @@ impl super::Store {
     pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         if id.is_inline() {
             let key = id.0.clone();
+            // Inline bodies are at most INLINE_MAX bytes: a point lookup.
             return self
-                .read(move |c| {
+                .read_point(move |c| {
                     c.prepare_cached("SELECT data FROM blob_data WHERE id = ?1")?
                         .query_row([key], |r| r.get::<_, Vec<u8>>(0))
                         .optional()?

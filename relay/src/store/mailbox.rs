@@ -175,11 +175,11 @@ pub(crate) fn remove_messages(
 impl Store {
     pub async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<MailboxInfo>> {
         let name = name.to_string();
-        self.read(move |c| mailbox_by_name(c, account, &name)).await
+        self.read_point(move |c| mailbox_by_name(c, account, &name)).await
     }
 
     pub async fn mailbox_by_id(&self, id: MailboxId) -> Result<Option<MailboxInfo>> {
-        self.read(move |c| mailbox_by_id(c, id)).await
+        self.read_point(move |c| mailbox_by_id(c, id)).await
     }
 
     pub async fn list_mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>> {
@@ -204,30 +204,53 @@ impl Store {
     }
 
     /// Messages added or changed after `modseq`, and UIDs expunged after it (session catch-up).
+    /// The usual catch-up (a new message, a flag change) is a few rows and is read in place
+    /// (`read_point`); a larger one is read again off the async threads.
     pub async fn changes_since(&self, mailbox: MailboxId, modseq: i64) -> Result<(Vec<MessageMeta>, Vec<u32>, i64)> {
-        self.read(move |c| {
-            let highest: i64 = c
-                .prepare_cached("SELECT highestmodseq FROM mailboxes WHERE id = ?1")?
-                .query_row([mailbox], |r| r.get(0))
-                .optional()?
-                .ok_or(StoreError::NotFound)?;
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid"
-            ))?;
-            let changed =
-                st.query_map(params![mailbox, modseq], row_to_message)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st =
-                c.prepare_cached("SELECT uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid")?;
-            let gone = st
-                .query_map(params![mailbox, modseq], |r| r.get::<_, i64>(0).map(|u| u as u32))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok((changed, gone, highest))
-        })
-        .await
+        const QUICK_ROWS: i64 = 32;
+        if let Some(small) = self.read_point(move |c| changes(c, mailbox, modseq, QUICK_ROWS)).await? {
+            return Ok(small);
+        }
+        self.read(move |c| changes(c, mailbox, modseq, -1)?.ok_or(StoreError::Invalid("unbounded catch-up"))).await
     }
 
     /// Expunge the given UIDs of a mailbox (IMAP EXPUNGE/CLOSE/MOVE, retention).
     pub async fn expunge(&self, account: AccountId, mailbox: MailboxId, uids: Vec<u32>) -> Result<Vec<u32>> {
         self.write(move |tx| remove_messages(tx, account, mailbox, &uids)).await
     }
+}
+
+/// `changes_since` reading at most `limit` changed and `limit` expunged rows (-1: all); `None`
+/// when there were more.
+fn changes(
+    c: &Connection,
+    mailbox: MailboxId,
+    modseq: i64,
+    limit: i64,
+) -> Result<Option<(Vec<MessageMeta>, Vec<u32>, i64)>> {
+    let highest: i64 = c
+        .prepare_cached("SELECT highestmodseq FROM mailboxes WHERE id = ?1")?
+        .query_row([mailbox], |r| r.get(0))
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    let probe = if limit < 0 { -1 } else { limit + 1 };
+    // Rows come in (mailbox_id, modseq) index order and are sorted by UID here: `ORDER BY uid`
+    // made SQLite build a temporary b-tree per query (or scan the whole mailbox). The limit is
+    // part of the SQL text: a bound LIMIT makes SQLite re-prepare the statement on every rebind.
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY modseq LIMIT {probe}"
+    ))?;
+    let mut changed = st.query_map(params![mailbox, modseq], row_to_message)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut st = c.prepare_cached(&format!(
+        "SELECT uid FROM expunged WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY modseq LIMIT {probe}"
+    ))?;
+    let mut gone = st
+        .query_map(params![mailbox, modseq], |r| r.get::<_, i64>(0).map(|u| u as u32))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if limit >= 0 && (changed.len() as i64 > limit || gone.len() as i64 > limit) {
+        return Ok(None);
+    }
+    changed.sort_unstable_by_key(|m| m.uid);
+    gone.sort_unstable();
+    Ok(Some((changed, gone, highest)))
 }

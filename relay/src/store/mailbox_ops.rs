@@ -311,7 +311,9 @@ impl Store {
 
     /// Rows for the given UIDs (FETCH/SEARCH); UIDs no longer present are skipped (IMAP-27).
     pub async fn messages_by_uids(&self, mailbox: MailboxId, uids: Vec<u32>) -> Result<Vec<MessageMeta>> {
-        self.read(move |c| {
+        // A FETCH of a few new messages (the IDLE wake-up) is read in place; long sets are not.
+        let small = uids.len() <= 32;
+        let lookup = move |c: &Connection| {
             let mut st =
                 c.prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 AND uid = ?2"))?;
             let mut out = Vec::with_capacity(uids.len());
@@ -321,8 +323,8 @@ impl Store {
                 }
             }
             Ok(out)
-        })
-        .await
+        };
+        if small { self.read_point(lookup).await } else { self.read(lookup).await }
     }
 
     /// Bytes stored by an account over all mailboxes (QUOTA, IMAP-39).

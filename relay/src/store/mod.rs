@@ -89,6 +89,9 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Statement journals (each writer job's savepoint) and sorts stay in memory instead of
+    // spilling to unlinked temp files (an open + unlink + writes inside a group commit).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
@@ -122,6 +125,27 @@ impl Store {
         F: FnOnce(&mut writer::Tx<'_>) -> Result<T> + Send + 'static,
     {
         self.inner.writer.submit(f).await
+    }
+
+    /// A bounded point lookup (a few rows by key) on the latency path: run right here on the
+    /// calling async thread when a pooled reader is free, since the hop to a blocking thread and
+    /// back costs more than the query (issue 11, P2: two context switches, ≈ 0.1 ms on a small
+    /// VM). Never for scans or anything whose size the caller does not bound; those use `read`.
+    /// WAL readers never wait for the writer, so this does not block on it.
+    pub(crate) async fn read_point<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pooled = self.inner.readers.lock().ok().and_then(|mut p| p.pop());
+        match pooled {
+            Some(conn) => {
+                let out = f(&conn);
+                self.inner.give_back(conn);
+                out
+            }
+            None => self.read(f).await,
+        }
     }
 
     /// Run a read-only query on a pooled connection off the async threads.
@@ -193,12 +217,16 @@ impl Inner {
             None => open_conn(&self.db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
         };
         let out = f(&conn);
+        self.give_back(conn);
+        out
+    }
+
+    fn give_back(&self, conn: Connection) {
         if let Ok(mut pool) = self.readers.lock()
             && pool.len() < READER_POOL
         {
             pool.push(conn);
         }
-        out
     }
 }
 

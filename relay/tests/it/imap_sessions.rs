@@ -84,3 +84,39 @@ async fn imap_appversions_entry() {
         std::process::Command::new(crate::harness::BIN).args(["serve", "--config"]).arg(&cfg).output().expect("run");
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Catch-up of another session's changes (IMAP-25): a few are read in place, more than the
+/// in-place limit (32 rows) go through the full read; both must report everything, in UID order.
+#[tokio::test]
+async fn imap_catch_up_small_and_large() {
+    let relay = Relay::start("");
+    let addr = relay.new_address();
+    let mut a = login(&relay, &addr).await;
+    let mut b = login(&relay, &addr).await;
+    assert_ok(&a.imap("s", "SELECT INBOX").await);
+    assert_ok(&b.imap("s", "SELECT INBOX").await);
+    for (round, n) in [(0, 3), (1, 40)] {
+        for i in 0..n {
+            let msg = sample_message(&addr, &addr, &format!("m{round}-{i}"));
+            assert_ok(&append(&mut b, &format!("p{round}-{i}"), "INBOX", "()", &msg).await);
+        }
+        let total = if round == 0 { 3 } else { 43 };
+        let r = a.imap(&format!("n{round}"), "NOOP").await;
+        assert!(r.contains(&format!("* {total} EXISTS")), "{r:?}");
+    }
+    // b expunges 35 messages (UIDs 2..=36); a hears every one, as sequence numbers that stay
+    // valid while it applies them in order (all "* 2 EXPUNGE").
+    assert_ok(&b.imap("d", "UID STORE 2:36 +FLAGS.SILENT (\\Deleted)").await);
+    assert_ok(&b.imap("e", "EXPUNGE").await);
+    let r = a.imap("n2", "NOOP").await;
+    let gone: Vec<&String> = r.iter().filter(|l| l.ends_with(" EXPUNGE")).collect();
+    assert_eq!(gone.len(), 35, "{r:?}");
+    assert!(gone.iter().all(|l| l.as_str() == "* 2 EXPUNGE"), "{r:?}");
+    let r = a.imap("f", "UID SEARCH ALL").await;
+    let want: Vec<String> = std::iter::once(1).chain(37..=43).map(|u: u32| u.to_string()).collect();
+    assert_eq!(r[0], format!("* SEARCH {}", want.join(" ")), "{r:?}");
+    // A second small round after the large one still works.
+    assert_ok(&b.imap("g", "UID STORE 1 +FLAGS.SILENT (\\Seen)").await);
+    let r = a.imap("n3", "NOOP").await;
+    assert!(r.iter().any(|l| l.starts_with("* 1 FETCH (UID 1 FLAGS (\\Seen")), "{r:?}");
+}
