@@ -17,53 +17,15 @@ fi
 bin="${RELAY_BIN:-$target/debug/chatrelay}"
 lg="$target/debug/loadgen"
 
-work="$(mktemp -d)"
-pid=""
-cleanup() {
-    if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done; kill -KILL "$pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Free ports below the ephemeral range (32768+).
-ports=()
-while [ "${#ports[@]}" -lt 7 ]; do
-    p=$(( 22000 + RANDOM % 9000 ))
-    if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && [[ " ${ports[*]} " != *" $p "* ]]; then ports+=("$p"); fi
-done
-
 # relay.test and bench-password: loadgen's defaults (mailbench's users bench0001@relay.test).
-cat > "$work/chatrelay.toml" <<TOML
-mail_domain = "relay.test"
-data_dir = "$work/data"
-max_load_1m = 100000.0
-min_available_memory = "1B"
-min_free_disk_space = "1B"
-max_user_send_per_minute = 100000
-max_user_send_burst_size = 100000
-[listen]
-smtp = "127.0.0.1:${ports[0]}"
-submission = "127.0.0.1:${ports[1]}"
-submissions = "127.0.0.1:${ports[2]}"
-imap = "127.0.0.1:${ports[3]}"
-imaps = "127.0.0.1:${ports[4]}"
-http = "127.0.0.1:${ports[5]}"
-https = "127.0.0.1:${ports[6]}"
-[tls]
-mode = "self-signed"
-[delivery]
-resolver = "127.0.0.1:9"
+. "$here/../lib/relay.sh"
+RUST_LOG="${RUST_LOG:-warn}" relay_start "$bin" relay.test \
+    "max_user_send_per_minute = 100000
+max_user_send_burst_size = 100000" \
+    "[delivery]
+resolver = \"127.0.0.1:9\"
 [push]
-notify_url = ""
-TOML
-
-RUST_LOG="${RUST_LOG:-warn}" "$bin" serve --config "$work/chatrelay.toml" 2>"$work/relay.log" &
-pid=$!
-for _ in $(seq 200); do
-    (exec 3<>/dev/tcp/127.0.0.1/"${ports[4]}") 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/relay.log"; exit 1; }
-    sleep 0.1
-done
+notify_url = \"\""
 
 # The shared yardstick's gpg-made templates when present, else loadgen's synthetic body.
 [ -d "${BENCH_DIR:-$repo/../shared/bench}/templates" ] && export BENCH_DIR="${BENCH_DIR:-$repo/../shared/bench}"

@@ -15,7 +15,7 @@ OUT="${OUT:-$HERE/out}"
 VENV="${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/chatrelay-web-venv}"
 mkdir -p "$OUT"
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() { echo "FAIL: $*" >&2; [ -n "${work:-}" ] && tail -n 40 "$work/relay.log" >&2; exit 1; }
 [ -x "$BIN" ] || fail "no relay binary at $BIN (cargo build -p relay)"
 
 if [ ! -x /usr/bin/chromium ]; then
@@ -31,70 +31,28 @@ if ! "$VENV/bin/python" -c "import zxingcpp, PIL" 2>/dev/null; then
     timeout 600 "$VENV/bin/pip" install -q zxing-cpp pillow
 fi
 
-# Ports below the ephemeral range (32768+), so no client connection on this machine holds them.
-free_port() { python3 -c '
-import random, socket
-while True:
-    p = random.randint(20000, 31999)
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-    print(p)
-    break'; }
-
-TMP="$(mktemp -d)"
-RELAY_PID=""
-cleanup() {
-    if [ -n "$RELAY_PID" ]; then kill -TERM "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-declare -A P
-for name in smtp submission submissions imap imaps http https; do P[$name]=$(free_port); done
-cat > "$TMP/chatrelay.toml" <<TOML
-mail_domain = "chat.test"
-data_dir = "$TMP/data"
-max_load_1m = 100000.0
-min_available_memory = "1M"
-min_free_disk_space = "1M"
-[delivery]
-resolver = "127.0.0.1:9"
-[listen]
-smtp = "127.0.0.1:${P[smtp]}"
-submission = "127.0.0.1:${P[submission]}"
-submissions = "127.0.0.1:${P[submissions]}"
-imap = "127.0.0.1:${P[imap]}"
-imaps = "127.0.0.1:${P[imaps]}"
-http = "127.0.0.1:${P[http]}"
-https = "127.0.0.1:${P[https]}"
-[tls]
-mode = "self-signed"
+. "$ROOT/tests/lib/relay.sh"
+relay_start "$BIN" chat.test "" "[delivery]
+resolver = \"127.0.0.1:9\"
 [push]
-notify_url = ""
-TOML
-
-"$BIN" serve --config "$TMP/chatrelay.toml" 2>"$OUT/relay.log" &
-RELAY_PID=$!
+notify_url = \"\""
+https_port="${ports[6]}"
 for _ in $(seq 1 100); do
-    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',${P[https]}),0.2)" 2>/dev/null; then break; fi
-    kill -0 "$RELAY_PID" 2>/dev/null || fail "relay exited: $(cat "$OUT/relay.log")"
+    (exec 3<>/dev/tcp/127.0.0.1/"$https_port") 2>/dev/null && break
     sleep 0.1
 done
 
-URL="https://127.0.0.1:${P[https]}/"
+URL="https://127.0.0.1:$https_port/"
 SHOT="$OUT/index.png"
 rm -f "$SHOT"
 echo "screenshot of $URL"
 timeout 120 /usr/bin/chromium --headless --no-sandbox --disable-gpu --ignore-certificate-errors \
     --no-first-run --disable-background-networking --disable-component-update --disable-sync \
-    --hide-scrollbars --user-data-dir="$TMP/profile" --window-size=412,1100 \
+    --hide-scrollbars --user-data-dir="$work/profile" --window-size=412,1100 \
     --screenshot="$SHOT" "$URL" >"$OUT/chromium.log" 2>&1 || fail "chromium failed: $(tail -5 "$OUT/chromium.log")"
 [ -s "$SHOT" ] || fail "no screenshot"
 
-"$VENV/bin/python" - "$SHOT" "${P[imaps]}" "${P[submissions]}" <<'PY'
+"$VENV/bin/python" - "$SHOT" "${ports[4]}" "${ports[2]}" <<'PY'
 import sys, urllib.parse
 import zxingcpp
 from PIL import Image
@@ -119,8 +77,9 @@ PY
 for page in info privacy delete; do
     timeout 120 /usr/bin/chromium --headless --no-sandbox --disable-gpu --ignore-certificate-errors \
         --no-first-run --disable-background-networking --disable-component-update --disable-sync \
-        --hide-scrollbars --user-data-dir="$TMP/profile" --window-size=412,1400 \
+        --hide-scrollbars --user-data-dir="$work/profile" --window-size=412,1400 \
         --screenshot="$OUT/$page.png" "$URL$page" >>"$OUT/chromium.log" 2>&1 || fail "chromium failed on /$page"
     [ -s "$OUT/$page.png" ] || fail "no screenshot of /$page"
 done
+cp "$work/relay.log" "$OUT/relay.log"
 echo "screenshots kept in $OUT"

@@ -2,8 +2,9 @@
 //!
 //! In: typed calls from the protocol stages. Out: committed state plus `StoreEvent`s published
 //! after each commit (IMAP IDLE and the push notifier listen to them).
-//! Rules: rusqlite types never leave this module; no SQLite call runs on a tokio runtime thread
-//! (writes go to one writer thread that group-commits, reads to `spawn_blocking`); a write that
+//! Rules: rusqlite types never leave this module; writes go to one writer thread that
+//! group-commits; reads run on `spawn_blocking`, except bounded point lookups on the latency path
+//! (`read_point`: a few rows by key, microseconds) which run in place; a write that
 //! returned `Ok` is on stable storage (message file and directory fsync'd, WAL fsync'd with
 //! `synchronous = FULL`; small message bodies are rows written in that same commit). A later
 //! PostgreSQL + S3 backend replaces this module behind the same API.
