@@ -246,6 +246,7 @@ pub fn reload(ctx: &Ctx) {
             }
         }
     }
+    ctx.dkim.reload(&ctx.config.get());
     match ctx.tls.reload(&ctx.config.get()) {
         Ok(true) => tracing::info!("tls certificate reloaded"),
         Ok(false) => {}

@@ -3,12 +3,14 @@
 //!
 //! In: raw message bytes, the `From:` domain and the peer IP. Out: a `DkimVerdict` the caller maps
 //! to its reply. Key lookups use `delivery.resolver` with a 60 s limit and the bounded
-//! `cache::KeyCache`; a key that fails a verification is dropped from the cache.
+//! `cache::KeyCache`; a key that fails a verification is dropped from the cache. A SIGHUP that
+//! changes `delivery.resolver` rebuilds the resolver (`reload`).
 
 pub mod cache;
 pub mod sign;
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters};
@@ -34,25 +36,52 @@ pub enum DkimVerdict {
     TempFail,
 }
 
+type Auth = Arc<Result<MessageAuthenticator, String>>;
+
 pub struct Dkim {
-    auth: Result<MessageAuthenticator, String>,
+    /// The `delivery.resolver` it was built from, and the authenticator (cloned per verification,
+    /// so a reload never waits for one in progress).
+    auth: Mutex<(String, Auth)>,
     keys: cache::KeyCache,
     signer: Result<Signer, String>,
 }
 
+fn build_auth(resolver: &str) -> Auth {
+    let auth = crate::outbound::dns::build(resolver, Duration::from_secs(10), false).map(MessageAuthenticator);
+    if let Err(e) = &auth {
+        tracing::error!(error = %e, "dkim: no DNS resolver; incoming mail will be deferred");
+    }
+    Arc::new(auth)
+}
+
 impl Dkim {
     pub fn new(cfg: &Config) -> Self {
-        let auth = crate::outbound::dns::build(&cfg.delivery.resolver, Duration::from_secs(10), false)
-            .map(MessageAuthenticator);
-        if let Err(e) = &auth {
-            tracing::error!(error = %e, "dkim: no DNS resolver; incoming mail will be deferred");
-        }
+        let auth = Mutex::new((cfg.delivery.resolver.clone(), build_auth(&cfg.delivery.resolver)));
         let path = cfg.dkim.key.clone().unwrap_or_else(|| crate::outbound::dkim_key::default_path(&cfg.data_dir));
         let signer = Signer::load(&path, &cfg.mail_domain, &cfg.dkim.selector).map_err(|e| e.to_string());
         if let Err(e) = &signer {
             tracing::error!(error = %e, "dkim: signing key unusable; outbound mail waits in the queue");
         }
         Self { auth, keys: cache::KeyCache::default(), signer }
+    }
+
+    /// SIGHUP: use the reloaded config's `delivery.resolver` if it changed.
+    pub fn reload(&self, cfg: &Config) {
+        let mut g = match self.auth.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if g.0 != cfg.delivery.resolver {
+            *g = (cfg.delivery.resolver.clone(), build_auth(&cfg.delivery.resolver));
+            tracing::info!("dkim: resolver reloaded");
+        }
+    }
+
+    fn auth(&self) -> Auth {
+        match self.auth.lock() {
+            Ok(g) => g.1.clone(),
+            Err(p) => p.into_inner().1.clone(),
+        }
     }
 
     /// The signer for outbound mail and bounces.
@@ -80,7 +109,8 @@ impl Dkim {
         if msg.dkim_headers.is_empty() && !msg.has_dkim_errors {
             return DkimVerdict::NoSignature;
         }
-        let Ok(auth) = &self.auth else { return DkimVerdict::TempFail };
+        let auth = self.auth();
+        let Ok(auth) = auth.as_ref() else { return DkimVerdict::TempFail };
         let params = Parameters::new(&msg).with_txt_cache(&self.keys);
         let Ok(outputs) = tokio::time::timeout(VERIFY_TIMEOUT, auth.verify_dkim(params)).await else {
             return DkimVerdict::TempFail;

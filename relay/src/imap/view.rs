@@ -39,12 +39,18 @@ pub struct Selected {
 /// `\Recent` goes to exactly one session (IMAP-19): the highest UID already handed out per
 /// mailbox. In memory only; after a restart the next session sees them as recent again.
 static RECENT: LazyLock<Mutex<HashMap<MailboxId, u32>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Mailboxes tracked in `RECENT` before it starts over (deleted mailboxes are never removed one
+/// by one); starting over only means some messages are `\Recent` once more.
+const RECENT_MAX: usize = 100_000;
 
 fn claim_recent(mailbox: MailboxId, uid: u32) -> bool {
     let mut map = match RECENT.lock() {
         Ok(m) => m,
         Err(p) => p.into_inner(),
     };
+    if map.len() >= RECENT_MAX && !map.contains_key(&mailbox) {
+        *map = HashMap::new();
+    }
     let e = map.entry(mailbox).or_insert(0);
     if uid > *e {
         *e = uid;

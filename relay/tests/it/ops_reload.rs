@@ -50,3 +50,53 @@ async fn sighup_reloads_certificate_and_config() {
     assert_eq!(served_cert(&https).await, ck.cert.der().to_vec(), "old pair kept after a bad reload");
     assert!(relay.log().contains("keeping the old one"), "the rejection is logged");
 }
+
+/// A signed message on port 25; returns the reply to the end of DATA.
+async fn mx_send(relay: &Relay, from: &str, to: &str, signed: &[u8]) -> String {
+    let mut c = Lines::plain(&relay.addr(relay.ports.smtp)).await;
+    c.reply().await;
+    c.cmd("EHLO mx.a.test").await;
+    assert!(c.cmd("STARTTLS").await.starts_with("220"));
+    let mut c = c.starttls().await;
+    c.cmd("EHLO mx.a.test").await;
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).await.starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{to}>")).await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send_raw(smtp_data(&String::from_utf8_lossy(signed)).as_bytes()).await;
+    c.reply().await
+}
+
+/// OPS-17: a SIGHUP that changes `delivery.resolver` also moves DKIM verification to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_dkim_to_the_new_resolver() {
+    // The old resolver publishes another key under the same selector, the new one the right key.
+    let (old_dns, new_dns) = (crate::dns_server::TestDns::start().await, crate::dns_server::TestDns::start().await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = |name: &str| {
+        let path = dir.path().join(name);
+        relay::outbound::dkim_key::ensure(&path).expect("key");
+        relay::dkim::Signer::load(&path, "_a.test", "dkim").expect("signer")
+    };
+    let (signer, other) = (key("a.pem"), key("other.pem"));
+    old_dns.dkim("dkim", "_a.test", &other.public_key_b64());
+    new_dns.dkim("dkim", "_a.test", &signer.public_key_b64());
+    let relay = Relay::start(&format!("[delivery]\nresolver = \"{}\"\n", old_dns.resolver()));
+    let (from, to) = (format!("{}@_a.test", random_local()), relay.new_address());
+    seed_account(&relay::store::Store::open(&relay.data_dir()).expect("store"), &to).await;
+    let signed = signer.sign(encrypted_eml(&from, &to).replace('\n', "\r\n").as_bytes()).expect("sign");
+
+    assert_eq!(mx_send(&relay, &from, &to, &signed).await, "554 5.7.1 No valid DKIM signature found");
+
+    let cfg = std::fs::read_to_string(&relay.config_path).expect("config");
+    let cfg = cfg.replace(&old_dns.resolver(), &new_dns.resolver());
+    std::fs::write(&relay.config_path, cfg).expect("config");
+    let ok = Command::new("kill").args(["-HUP", &relay.pid().to_string()]).status().expect("kill");
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !relay.log().contains("dkim: resolver reloaded") {
+        assert!(Instant::now() < deadline, "no DKIM resolver reload logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = mx_send(&relay, &from, &to, &signed).await;
+    assert!(reply.starts_with("250"), "verified through the new resolver: {reply}");
+}
