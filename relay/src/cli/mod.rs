@@ -160,11 +160,17 @@ fn init_logging() {
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     // Blocking threads (store reads, file I/O, password hashes) left over from a burst give their
     // stacks back after 2 s instead of tokio's 10 s (P5: memory after load).
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_keep_alive(std::time::Duration::from_secs(2))
-        .build()
-        .map_err(Failure::runtime)
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all().thread_keep_alive(std::time::Duration::from_secs(2));
+    // One async worker per CPU but one, which the store's writer thread and the password hashes
+    // use: on 2 vCPUs a second worker cost more in cross-thread wake-ups than it gave (P2 p50
+    // 1.25 -> 0.9 ms with one worker, throughput within 5 %; docs/decisions.md).
+    // `TOKIO_WORKER_THREADS` still overrides.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        b.worker_threads(cpus.saturating_sub(1).max(1));
+    }
+    b.build().map_err(Failure::runtime)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
