@@ -66,17 +66,21 @@ pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: Bytes, 
     if rcpts.is_empty() {
         return Err(Reply::new(554, "5.5.1", "Error: no valid recipients"));
     }
-    let from_domain = {
-        let msg = message::parse(&bytes)?;
-        let from = if sender.is_empty() { message::from_address(&msg)? } else { message::check_from(&msg, sender)? };
-        let addrs: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
-        let verdict = filter::check(&msg, Variant::Incoming, &Envelope { mail_from: sender, rcpts: &addrs });
-        if !verdict.accepted() && !rcpts.iter().all(|r| r.cleartext) {
+    let (b, mail_from) = (bytes.clone(), sender.to_string());
+    let addrs: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
+    let cleartext_ok = rcpts.iter().all(|r| r.cleartext);
+    let from_domain = message::checked(bytes.len(), move || {
+        let msg = message::parse(&b)?;
+        let from =
+            if mail_from.is_empty() { message::from_address(&msg)? } else { message::check_from(&msg, &mail_from)? };
+        let verdict = filter::check(&msg, Variant::Incoming, &Envelope { mail_from: &mail_from, rcpts: &addrs });
+        if !verdict.accepted() && !cleartext_ok {
             tracing::debug!(?verdict, "incoming message refused by the encryption filter");
             return Err(reply::encryption_needed());
         }
-        from.domain().to_string()
-    };
+        Ok(from.domain().to_string())
+    })
+    .await?;
     match ctx.dkim.verify(&bytes, &from_domain, peer).await {
         DkimVerdict::Pass | DkimVerdict::Skipped => {}
         DkimVerdict::NoSignature => return Err(reply::no_dkim()),

@@ -17,16 +17,19 @@ use crate::filter::{self, Envelope, Variant};
 use crate::store::{Account, RemoteBatch};
 
 pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) -> Result<String, Reply> {
-    {
-        let msg = message::parse(&bytes)?;
-        message::check_from(&msg, &tx.mail_from)?;
-        let addrs: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
-        let verdict = filter::check(&msg, Variant::Outgoing, &Envelope { mail_from: &tx.mail_from, rcpts: &addrs });
+    let (b, mail_from) = (bytes.clone(), tx.mail_from.clone());
+    let addrs: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
+    message::checked(bytes.len(), move || {
+        let msg = message::parse(&b)?;
+        message::check_from(&msg, &mail_from)?;
+        let verdict = filter::check(&msg, Variant::Outgoing, &Envelope { mail_from: &mail_from, rcpts: &addrs });
         if !verdict.accepted() {
             tracing::debug!(?verdict, "outgoing message refused by the encryption filter");
             return Err(reply::encryption_needed());
         }
-    }
+        Ok(())
+    })
+    .await?;
     // Only the header sections are rewritten; both copies share the received body (no copy of
     // a large message is made).
     let (submitted, body_at) = headers::clean_head(&bytes, SUBMISSION_DROP, true);
