@@ -81,7 +81,18 @@ pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: Bytes, 
         Ok(from.domain().to_string())
     })
     .await?;
-    match ctx.dkim.verify(&bytes, &from_domain, peer).await {
+    // DKIM hashes the whole message: a large one is verified on a blocking thread (its key
+    // lookup still runs on the runtime's I/O driver) so the async worker keeps serving.
+    let verdict = if bytes.len() > message::IN_PLACE_MAX {
+        let (dkim, b, domain) = (ctx.dkim.clone(), bytes.clone(), from_domain.clone());
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || rt.block_on(dkim.verify(&b, &domain, peer)))
+            .await
+            .unwrap_or(DkimVerdict::TempFail)
+    } else {
+        ctx.dkim.verify(&bytes, &from_domain, peer).await
+    };
+    match verdict {
         DkimVerdict::Pass | DkimVerdict::Skipped => {}
         DkimVerdict::NoSignature => return Err(reply::no_dkim()),
         DkimVerdict::Invalid => return Err(reply::invalid_dkim()),

@@ -10,7 +10,7 @@ use crate::address::Address;
 /// ones on the blocking pool. Parsing costs ≈ 3 ms of CPU per MB, and on a small machine there is
 /// one async worker (`cli::runtime`): a 30 MB message checked in place would stall every other
 /// session on it for ≈ 0.1 s.
-const IN_PLACE_MAX: usize = 256 * 1024;
+pub(crate) const IN_PLACE_MAX: usize = 256 * 1024;
 
 /// Run the end-of-DATA checks `f` for a message of `len` bytes: in place when small, else on a
 /// blocking thread. A check that panicked is a local error.

@@ -206,7 +206,7 @@ impl Store {
     /// Messages added or changed after `modseq`, and UIDs expunged after it (session catch-up).
     /// The usual catch-up (a new message, a flag change) is a few rows and is read in place
     /// (`read_point`); a larger one is read again off the async threads.
-    pub async fn changes_since(&self, mailbox: MailboxId, modseq: i64) -> Result<(Vec<MessageMeta>, Vec<u32>, i64)> {
+    pub async fn changes_since(&self, mailbox: MailboxId, modseq: i64) -> Result<Changes> {
         const QUICK_ROWS: i64 = 32;
         if let Some(small) = self.read_point(move |c| changes(c, mailbox, modseq, QUICK_ROWS)).await? {
             return Ok(small);
@@ -220,14 +220,12 @@ impl Store {
     }
 }
 
+/// Changed rows, expunged UIDs and the mailbox's highest modseq.
+type Changes = (Vec<MessageMeta>, Vec<u32>, i64);
+
 /// `changes_since` reading at most `limit` changed and `limit` expunged rows (-1: all); `None`
 /// when there were more.
-fn changes(
-    c: &Connection,
-    mailbox: MailboxId,
-    modseq: i64,
-    limit: i64,
-) -> Result<Option<(Vec<MessageMeta>, Vec<u32>, i64)>> {
+fn changes(c: &Connection, mailbox: MailboxId, modseq: i64, limit: i64) -> Result<Option<Changes>> {
     let highest: i64 = c
         .prepare_cached("SELECT highestmodseq FROM mailboxes WHERE id = ?1")?
         .query_row([mailbox], |r| r.get(0))

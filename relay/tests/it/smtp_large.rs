@@ -78,3 +78,26 @@ async fn thirty_mb_message_rss_growth_at_most_twice_its_size() {
     assert_eq!(stored.len(), 1);
     assert!(stored[0].len() as u64 >= size - 4096, "stored {} of {size} bytes", stored[0].len());
 }
+
+/// SMTP-42: a large message (verified on a blocking thread) passes DKIM like a small one, and a
+/// tampered one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_signed_message_on_port_25_is_verified() {
+    let dns = crate::dns_server::TestDns::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.pem");
+    relay::outbound::dkim_key::ensure(&path).expect("key");
+    let signer = relay::dkim::Signer::load(&path, "_a.test", "dkim").expect("signer");
+    dns.dkim("dkim", "_a.test", &signer.public_key_b64());
+    let relay = Relay::start(&format!("[delivery]\nresolver = \"{}\"\n", dns.resolver()));
+    let (from, to) = (format!("{}@_a.test", random_local()), relay.new_address());
+    seed_account(&relay::store::Store::open(&relay.data_dir()).expect("store"), &to).await;
+    let eml = big_encrypted_eml(&from, &to, 600 * 1024);
+    let signed = signer.sign(eml.as_bytes()).expect("sign");
+    assert!(signed.len() > 512 * 1024);
+    let tampered = String::from_utf8_lossy(&signed).replacen("Subject: [...]", "Subject: [..]", 1).into_bytes();
+    assert_ne!(tampered, signed);
+    assert_eq!(mx_send(&relay, &from, &to, &tampered).await, "554 5.7.1 No valid DKIM signature found");
+    let reply = mx_send(&relay, &from, &to, &signed).await;
+    assert!(reply.starts_with("250"), "{reply}");
+}

@@ -91,3 +91,18 @@ pub async fn inbox_messages(relay: &Relay, addr: &str) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// A signed message on port 25; returns the reply to the end of DATA.
+pub async fn mx_send(relay: &Relay, from: &str, to: &str, signed: &[u8]) -> String {
+    let mut c = Lines::plain(&relay.addr(relay.ports.smtp)).await;
+    c.reply().await;
+    c.cmd("EHLO mx.a.test").await;
+    assert!(c.cmd("STARTTLS").await.starts_with("220"));
+    let mut c = c.starttls().await;
+    c.cmd("EHLO mx.a.test").await;
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).await.starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{to}>")).await.starts_with("250"));
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send_raw(smtp_data(&String::from_utf8_lossy(signed)).as_bytes()).await;
+    c.reply().await
+}
