@@ -164,7 +164,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     b.enable_all().thread_keep_alive(std::time::Duration::from_secs(2));
     // One async worker per CPU but one, which the store's writer thread and the password hashes
     // use: on 2 vCPUs a second worker cost more in cross-thread wake-ups than it gave (P2 p50
-    // 1.25 -> 0.9 ms with one worker, throughput within 5 %; docs/decisions.md).
+    // 1.25 -> 0.9 ms with one worker, peak throughput 5-15 % lower; docs/decisions.md).
     // `TOKIO_WORKER_THREADS` still overrides.
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
