@@ -123,7 +123,10 @@ impl Conn {
             }
             self.out.drain(..n);
         }
-        self.out = Vec::new();
+        // Keep the small buffer for the next replies; give back one a large reply grew.
+        if self.out.capacity() > 4096 {
+            self.out = Vec::new();
+        }
         self.stream.flush().await
     }
 

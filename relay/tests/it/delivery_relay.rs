@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dns_server::TestDns;
-use crate::harness::{Lines, Ports, Relay, free_port, random_local, tls_wrap};
+use crate::harness::{Ports, Relay, free_port, random_local, tls_wrap};
 use relay::store::{CreateOutcome, Store};
 
 fn encrypted(from: &str, to: &str) -> String {
@@ -171,17 +171,7 @@ async fn broken_dkim_signature_is_refused_554() {
     let broken = String::from_utf8_lossy(&signed).replace("Subject: [...]", "Subject: [..]").into_bytes();
     assert_eq!(post_mxdeliv(&p.b, &ua, &ub, &broken).await, (400, "554 5.7.1 No valid DKIM signature found".into()));
     // Port 25 gives the same reply (DLV-44).
-    let mut c = Lines::plain(&p.b.addr(p.b.ports.smtp)).await;
-    c.reply().await;
-    c.cmd("EHLO mx.a.test").await;
-    assert!(c.cmd("STARTTLS").await.starts_with("220"));
-    let mut c = c.starttls().await;
-    c.cmd("EHLO mx.a.test").await;
-    assert!(c.cmd(&format!("MAIL FROM:<{ua}>")).await.starts_with("250"));
-    assert!(c.cmd(&format!("RCPT TO:<{ub}>")).await.starts_with("250"));
-    assert!(c.cmd("DATA").await.starts_with("354"));
-    c.send_raw(crate::harness::smtp_data(&String::from_utf8_lossy(&broken)).as_bytes()).await;
-    assert_eq!(c.reply().await, "554 5.7.1 No valid DKIM signature found");
+    assert_eq!(crate::harness::mx_send(&p.b, &ua, &ub, &broken).await, "554 5.7.1 No valid DKIM signature found");
     // And the intact one is accepted.
     assert_eq!(post_mxdeliv(&p.b, &ua, &ub, &signed).await, (200, "250 OK".into()));
     assert_eq!(inbox(&p.b, &ub).await.len(), 1);
