@@ -79,6 +79,17 @@ pub(crate) fn path_of(dir: &Path, id: &BlobId) -> PathBuf {
     dir.join(&id.0)
 }
 
+/// Make a new blob file durable: its data, then its directory entry. Its pages then leave the
+/// page cache: a file blob is written once and read about once (the recipient's FETCH), so
+/// keeping it cached only pushes out the database's pages and makes every later write allocate
+/// pages afresh, which costs more than the write itself on small VMs that hand free memory back
+/// to the host (P3', docs/decisions.md). Dropping them is only a hint; errors do not matter.
+fn make_durable(file: &File, dir: &Path) -> std::io::Result<()> {
+    file.sync_all()?;
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+    sync_dir(dir)
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -89,7 +100,7 @@ fn write_file(dir: &Path, parts: &[Bytes]) -> Result<BlobId> {
     let path = path_of(dir, &id);
     let mut f = File::options().write(true).create_new(true).open(&path)?;
     let written = parts.iter().try_for_each(|p| f.write_all(p));
-    if let Err(e) = written.and_then(|()| f.sync_all()).and_then(|()| sync_dir(dir)) {
+    if let Err(e) = written.and_then(|()| make_durable(&f, dir)) {
         let _ = std::fs::remove_file(&path);
         return Err(StoreError::Io(e));
     }
@@ -167,8 +178,7 @@ impl BlobWriter {
                 None => File::options().write(true).create_new(true).open(path_of(&dir, &id))?,
             };
             f.write_all(&buf)?;
-            f.sync_all()?;
-            sync_dir(&dir)?;
+            make_durable(&f, &dir)?;
             Ok(())
         })
         .await

@@ -87,6 +87,9 @@ const READER_POOL: usize = 8;
 /// Idle readers kept after a burst.
 const READERS_AT_REST: usize = 2;
 
+/// Prepared statements kept per connection (the store has 41 `prepare_cached` call sites).
+const STATEMENT_CACHE: usize = 64;
+
 fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -95,6 +98,10 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection> {
     // Statement journals (each writer job's savepoint) and sorts stay in memory instead of
     // spilling to unlinked temp files (an open + unlink + writes inside a group commit).
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // rusqlite keeps 16 statements by default, fewer than the store's distinct queries, so a busy
+    // connection re-parsed SQL all the time and its cached statements were allocated afresh all
+    // through a burst (P5: they pin heap pages afterwards). Every query fits in this one.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
