@@ -12,6 +12,7 @@ pub mod password;
 pub mod secret;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
 
@@ -59,6 +60,8 @@ pub struct Accounts {
     secret: Secret,
     cache: cache::LoginCache,
     verify_slots: Semaphore,
+    /// Hash jobs waiting or running; the last one to finish frees the kept argon2 memory.
+    hash_jobs: Arc<AtomicUsize>,
     gates: gates::Gates,
     metrics: Metrics,
 }
@@ -73,6 +76,7 @@ impl Accounts {
             secret,
             cache: cache::LoginCache::default(),
             verify_slots: Semaphore::new(cpus),
+            hash_jobs: Arc::default(),
             gates: gates::Gates::new(data_dir),
             metrics,
         })
@@ -183,8 +187,16 @@ impl Accounts {
 
     /// Run a CPU-heavy hash job on a blocking thread, at most one per CPU at a time (ACC-21).
     async fn run_hash_job<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+        let job = HashJob::new(&self.hash_jobs);
         let _permit = self.verify_slots.acquire().await.map_err(|_| AuthError::Store(StoreError::Closed))?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| AuthError::Store(StoreError::Closed))
+        // The job's end (and so the memory release) happens on the blocking thread, after `f`.
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(job);
+            out
+        })
+        .await
+        .map_err(|_| AuthError::Store(StoreError::Closed))
     }
 
     /// Delete an account and everything it owns, tombstoning the address (ACC-26..ACC-30).
@@ -213,4 +225,24 @@ pub fn valid_new_address(cfg: &Config, addr: &str) -> bool {
         && a.domain() == cfg.mail_domain.to_lowercase()
         && (cfg.username_min_length..=cfg.username_max_length).contains(&local.len())
         && local.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Counts a hash job from before it queues for a slot until it is done (or cancelled). When
+/// none is left the burst is over: the argon2 working memory kept for reuse (19 MiB per slot)
+/// is freed, so a quiet relay holds none of it.
+struct HashJob(Arc<AtomicUsize>);
+
+impl HashJob {
+    fn new(jobs: &Arc<AtomicUsize>) -> Self {
+        jobs.fetch_add(1, Ordering::SeqCst);
+        Self(jobs.clone())
+    }
+}
+
+impl Drop for HashJob {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            password::release_scratch();
+        }
+    }
 }
