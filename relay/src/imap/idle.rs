@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use super::replies as r;
 use super::session::{AUTH_TIMEOUT, Reply, Session, next_event};
-use crate::store::MailboxEvent;
 
 const KEEPALIVE: Duration = Duration::from_secs(120);
 
 pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
     s.catch_up(true).await;
+    if s.pending.account_gone {
+        s.untagged(r::BYE_ACCOUNT_GONE);
+        return Reply::Close;
+    }
     s.untagged(r::IDLING);
     if s.conn.flush().await.is_err() {
         return Reply::Close;
@@ -30,15 +33,16 @@ pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
             res = s.conn.fill() => if !matches!(res, Ok(n) if n > 0) { return Reply::Close },
             ev = next_event(&mut s.sub) => {
                 let selected = s.sel.as_ref().map(|sel| sel.id);
-                match ev {
-                    MailboxEvent::AccountGone => {
-                        s.untagged(r::BYE_ACCOUNT_GONE);
-                        return Reply::Close;
-                    }
-                    // Changes in other mailboxes need no work here.
-                    MailboxEvent::Changed { mailbox } if Some(mailbox) != selected => continue,
-                    _ => s.catch_up(true).await,
+                s.pending.note(ev, selected);
+                if s.pending.account_gone {
+                    s.untagged(r::BYE_ACCOUNT_GONE);
+                    return Reply::Close;
                 }
+                // Changes in other mailboxes need no work here.
+                if !s.pending.any() {
+                    continue;
+                }
+                s.catch_up(true).await;
                 if s.conn.flush().await.is_err() {
                     return Reply::Close;
                 }

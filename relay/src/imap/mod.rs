@@ -21,6 +21,7 @@ mod metadata;
 // Public for relay/benches (FETCH encoding is measured there).
 pub mod mime;
 mod misc;
+mod pending;
 mod quota;
 mod replies;
 mod search;

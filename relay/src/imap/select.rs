@@ -11,6 +11,9 @@ use crate::store::Flags;
 
 pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> Reply {
     s.sel = None;
+    // The new view is read below, after everything heard so far.
+    s.pending.drain(&mut s.sub, None);
+    s.pending.reset();
     let Some(acc) = s.account.as_ref().map(|a| a.id) else { return Reply::Done(r::BAD_STATE_AUTH.into()) };
     let Some(name) = name_of(mailbox) else { return Reply::Done(r::NO_NAME.into()) };
     let info = match s.ctx.store.mailbox(acc, &name).await {

@@ -10,6 +10,7 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::io::{Conn, Line};
+use super::pending::Pending;
 use super::replies as r;
 use super::view::Selected;
 use crate::context::{ConnInfo, Ctx};
@@ -46,6 +47,8 @@ pub struct Session {
     pub account: Option<Account>,
     pub sub: Option<Subscription>,
     pub sel: Option<Selected>,
+    /// Store events heard since the last catch-up.
+    pub pending: Pending,
     pub auth_failures: u32,
 }
 
@@ -140,7 +143,7 @@ const KNOWN: &[&str] = &[
 
 impl Session {
     pub fn new(ctx: Ctx, stream: MaybeTls, info: ConnInfo) -> Self {
-        Self { ctx, conn: Conn::new(stream), info, account: None, sub: None, sel: None, auth_failures: 0 }
+        Self { ctx, conn: Conn::new(stream), info, account: None, sub: None, sel: None, pending: Pending::default(), auth_failures: 0 }
     }
 
     pub fn untagged(&mut self, s: &str) {
@@ -182,6 +185,10 @@ impl Session {
 
     /// Wait for client bytes while watching shutdown, the inactivity timeout and account events.
     async fn wait_input(&mut self) -> Wait {
+        if self.pending.account_gone {
+            self.untagged(r::BYE_ACCOUNT_GONE);
+            return Wait::Close;
+        }
         if self.conn.buffered() > 0 {
             return Wait::Input;
         }
@@ -191,9 +198,13 @@ impl Session {
                 r = self.conn.fill() => return match r { Ok(n) if n > 0 => Wait::Input, _ => Wait::Close },
                 _ = self.ctx.shutdown.cancelled() => { self.untagged(r::BYE_SHUTDOWN); return Wait::Close }
                 _ = tokio::time::sleep_until(deadline) => { self.untagged(r::BYE_AUTOLOGOUT); return Wait::Close }
-                ev = next_event(&mut self.sub) => if ev == MailboxEvent::AccountGone {
-                    self.untagged(r::BYE_ACCOUNT_GONE);
-                    return Wait::Close;
+                ev = next_event(&mut self.sub) => {
+                    let selected = self.sel.as_ref().map(|s| s.id);
+                    self.pending.note(ev, selected);
+                    if self.pending.account_gone {
+                        self.untagged(r::BYE_ACCOUNT_GONE);
+                        return Wait::Close;
+                    }
                 },
             }
         }
@@ -292,12 +303,30 @@ impl Session {
     /// Announce what other sessions changed in the selected mailbox.
     pub async fn catch_up(&mut self, allow_expunge: bool) {
         let Some(sel) = self.sel.as_mut() else { return };
+        self.pending.drain(&mut self.sub, Some(sel.id));
         let mut out = String::new();
-        match sel.catch_up(&self.ctx.store, allow_expunge, &mut out).await {
-            Ok(()) => {}
-            // Deleted by another session: nothing left to show; later commands get BAD.
-            Err(crate::store::StoreError::NotFound) => self.sel = None,
-            Err(e) => tracing::warn!(conn = self.info.id, error = %e, "imap catch-up failed"),
+        if allow_expunge {
+            sel.release_expunges(&mut out);
+        }
+        // Deliveries in commit order straight from their events; anything else, or a gap,
+        // reads the store.
+        let mut query = std::mem::take(&mut self.pending.stale);
+        for (_, uid, modseq) in self.pending.appended.drain(..) {
+            if !query && !sel.apply_appended(uid, modseq, allow_expunge, &mut out) {
+                query = true;
+            }
+        }
+        if query {
+            match sel.catch_up(&self.ctx.store, allow_expunge, &mut out).await {
+                Ok(()) => {}
+                // Deleted by another session: nothing left to show; later commands get BAD.
+                Err(crate::store::StoreError::NotFound) => self.sel = None,
+                Err(e) => {
+                    // Try again at the next catch-up.
+                    self.pending.stale = true;
+                    tracing::warn!(conn = self.info.id, error = %e, "imap catch-up failed");
+                }
+            }
         }
         self.conn.push(out.as_bytes());
     }

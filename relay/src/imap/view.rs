@@ -152,10 +152,45 @@ impl Selected {
         out
     }
 
-    /// Bring the view up to date and write the untagged responses (IMAP-25). Expunges are held
-    /// back when `allow_expunge` is false (IMAP-26).
+    /// Bring the view up to date from the store and write the untagged responses (IMAP-25).
+    /// Expunges are held back when `allow_expunge` is false (IMAP-26).
     pub async fn catch_up(&mut self, store: &Store, allow_expunge: bool, out: &mut String) -> Result<(), StoreError> {
         let (changed, gone, highest) = store.changes_since(self.id, self.modseq).await?;
+        self.apply(&changed, gone, highest, allow_expunge, out);
+        Ok(())
+    }
+
+    /// Show a delivered message (default flags) without reading the store, when its modseq is
+    /// the view's next one, so nothing else can have changed in between. Already seen: true,
+    /// nothing to do. A gap: false, the caller catches up from the store.
+    pub fn apply_appended(&mut self, uid: u32, modseq: i64, allow_expunge: bool, out: &mut String) -> bool {
+        if modseq <= self.modseq {
+            return true;
+        }
+        if modseq != self.modseq + 1 {
+            return false;
+        }
+        let meta = MessageMeta {
+            uid,
+            blob: crate::store::BlobId(String::new()),
+            size: 0,
+            internal_date: 0,
+            flags: Flags::default(),
+            keywords: String::new(),
+            modseq,
+        };
+        self.apply(std::slice::from_ref(&meta), Vec::new(), modseq, allow_expunge, out);
+        true
+    }
+
+    /// Announce expunges held back during a FETCH, STORE or SEARCH (IMAP-26).
+    pub fn release_expunges(&mut self, out: &mut String) {
+        if !self.pending_expunge.is_empty() {
+            self.apply(&[], Vec::new(), self.modseq, true, out);
+        }
+    }
+
+    fn apply(&mut self, changed: &[MessageMeta], gone: Vec<u32>, highest: i64, allow_expunge: bool, out: &mut String) {
         for uid in gone {
             if self.index_of(uid).is_some() && !self.pending_expunge.contains(&uid) {
                 self.pending_expunge.push(uid);
@@ -173,7 +208,7 @@ impl Selected {
             }
         }
         let before = self.msgs.len();
-        for m in &changed {
+        for m in changed {
             match self.msgs.binary_search_by_key(&m.uid, |v| v.uid) {
                 Ok(i) => {
                     let v = &mut self.msgs[i];
@@ -204,7 +239,6 @@ impl Selected {
             let _ = write!(out, "* {} RECENT\r\n", self.n_recent);
         }
         self.modseq = self.modseq.max(highest);
-        Ok(())
     }
 }
 

@@ -1,12 +1,18 @@
 //! WAL checkpoints off the commit path. SQLite's automatic checkpoint runs inside the commit that
 //! crosses the threshold, so that one delivery would wait for a few MB of page copies and a
 //! database fsync. Instead the writer nudges this thread after each commit; it runs a PASSIVE
-//! checkpoint (never blocks the writer or readers) `MIN_INTERVAL` later, so at most that often. Durability is
-//! unchanged: a committed transaction is already fsync'd in the WAL.
+//! checkpoint (never blocks the writer or readers) once `COMMITS` commits have gathered or the
+//! writer has been quiet for `QUIET`, and never more often than every `MIN_INTERVAL`. A complete
+//! checkpoint makes the next commit restart the WAL, which costs that commit an extra fsync of
+//! the WAL header, so checkpointing after every commit would put two fsyncs on the path of most
+//! deliveries at low rates. Durability is unchanged: a committed transaction is already fsync'd
+//! in the WAL.
 
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -14,6 +20,10 @@ use super::Result;
 
 /// Bursts of commits share one checkpoint.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// A checkpoint is due after this many commits (a few MB of WAL at most for small messages)...
+const COMMITS: u64 = 100;
+/// ...or once the writer has been idle this long.
+const QUIET: Duration = Duration::from_secs(2);
 /// Backstop for the writer if this thread cannot keep up (pages, ~100 MB).
 pub(super) const WRITER_AUTOCHECKPOINT: i64 = 25_000;
 /// The WAL file is cut back to this size after a checkpoint let it restart.
@@ -21,18 +31,22 @@ pub(super) const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 pub(super) struct Checkpointer {
     nudge: SyncSender<()>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Checkpointer {
     pub fn spawn(db_path: &Path) -> Result<Self> {
         let conn = super::open_conn(db_path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let (nudge, rx) = mpsc::sync_channel(1);
-        std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || run(conn, rx))?;
-        Ok(Self { nudge })
+        let commits = Arc::new(AtomicU64::new(0));
+        let seen = commits.clone();
+        std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || run(conn, rx, &seen))?;
+        Ok(Self { nudge, commits })
     }
 
     /// Called by the writer after a commit; never blocks.
     pub fn nudge(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
         match self.nudge.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) => {}
             Err(TrySendError::Disconnected(())) => tracing::warn!("checkpoint thread gone"),
@@ -40,20 +54,38 @@ impl Checkpointer {
     }
 }
 
-fn run(conn: Connection, rx: Receiver<()>) {
-    // Ends when the writer (the only sender) is dropped at shutdown. The checkpoint runs
-    // `MIN_INTERVAL` after the nudge, not right away: right after a commit is when the sessions
-    // it woke read the new rows and answer their clients, and a checkpoint then competes with
-    // them for the CPU and the disk (its database fsync).
+fn run(conn: Connection, rx: Receiver<()>, commits: &AtomicU64) {
+    // Ends when the writer (the only sender) is dropped at shutdown. The checkpoint never runs
+    // right after a commit: that is when the sessions it woke read the new rows and answer their
+    // clients, and a checkpoint then competes with them for the CPU and the disk.
     while rx.recv().is_ok() {
-        std::thread::sleep(MIN_INTERVAL);
-        let _ = rx.try_recv();
-        let res = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        });
-        match res {
-            Ok((_busy, log, done)) => tracing::trace!(log, done, "wal checkpoint"),
-            Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
+        let earliest = Instant::now() + MIN_INTERVAL;
+        loop {
+            match rx.recv_timeout(QUIET) {
+                Ok(()) if commits.load(Ordering::Relaxed) < COMMITS => {}
+                Ok(()) => {
+                    std::thread::sleep(earliest.saturating_duration_since(Instant::now()));
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    checkpoint(&conn);
+                    return;
+                }
+            }
         }
+        let _ = rx.try_recv();
+        commits.store(0, Ordering::Relaxed);
+        checkpoint(&conn);
+    }
+}
+
+fn checkpoint(conn: &Connection) {
+    let res = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    match res {
+        Ok((_busy, log, done)) => tracing::trace!(log, done, "wal checkpoint"),
+        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
     }
 }

@@ -65,12 +65,12 @@ pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Res
             }
             seen.push(account);
             let mailbox = inbox_id(tx, account)?;
-            let uid = insert_message(tx, mailbox, blob, size, now, Flags::default(), "")?;
+            let (uid, modseq) = insert_message(tx, mailbox, blob, size, now, Flags::default(), "")?;
             let notify = d.sender_account != Some(account);
             if notify && d.push {
                 super::push::enqueue_for_account(tx, account, now_ms)?;
             }
-            tx.publish(StoreEvent::Stored(MessageStored { account, mailbox, uid, size, notify, stored_at_ms: now_ms }));
+            tx.publish(StoreEvent::Stored(MessageStored { account, mailbox, uid, modseq, size, notify, stored_at_ms: now_ms }));
             receipt.stored.push((account, mailbox, uid));
         }
         if receipt.stored.is_empty() {

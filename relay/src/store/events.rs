@@ -19,6 +19,8 @@ pub struct MessageStored {
     pub account: AccountId,
     pub mailbox: MailboxId,
     pub uid: u32,
+    /// The mailbox's modseq after this message (its `highestmodseq` at the commit).
+    pub modseq: i64,
     pub size: u64,
     /// False for self-sent copies (bcc-self, PUSH-5).
     pub notify: bool,
@@ -31,6 +33,9 @@ pub struct MessageStored {
 pub enum MailboxEvent {
     /// Messages, flags or expunges changed in this mailbox; catch up from the store.
     Changed { mailbox: MailboxId },
+    /// One message was delivered to this mailbox with default flags: all a view needs to
+    /// show it when `modseq` is the view's next one (else catch up from the store).
+    Appended { mailbox: MailboxId, uid: u32, modseq: i64 },
     /// Mailboxes were created, deleted or renamed.
     MailboxesChanged,
     /// The account was deleted or blocked: close the session (ACC-28).
@@ -126,9 +131,9 @@ impl Events {
                 }
             }
             StoreEvent::Stored(m) => {
-                let (account, mailbox) = (m.account, m.mailbox);
+                let (account, mailbox, uid, modseq) = (m.account, m.mailbox, m.uid, m.modseq);
                 let _ = self.inner.stored.send(m);
-                self.publish(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
+                self.publish(StoreEvent::Mailbox { account, event: MailboxEvent::Appended { mailbox, uid, modseq } });
             }
             StoreEvent::QueueChanged => self.inner.queue.notify_one(),
         }

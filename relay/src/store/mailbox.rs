@@ -98,6 +98,7 @@ pub(crate) fn inbox_id(tx: &Tx<'_>, account: AccountId) -> Result<MailboxId> {
 }
 
 /// Insert one message row with the next UID; updates usage; publishes nothing (callers decide).
+/// Returns the UID and the mailbox's new modseq.
 pub(crate) fn insert_message(
     tx: &Tx<'_>,
     mailbox: MailboxId,
@@ -106,7 +107,7 @@ pub(crate) fn insert_message(
     internal_date: i64,
     flags: Flags,
     keywords: &str,
-) -> Result<u32> {
+) -> Result<(u32, i64)> {
     let (uid, modseq): (i64, i64) = tx
         .prepare_cached(
             "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 WHERE id = ?1
@@ -124,7 +125,7 @@ pub(crate) fn insert_message(
         "UPDATE accounts SET usage_bytes = usage_bytes + ?2 WHERE id = (SELECT account_id FROM mailboxes WHERE id = ?1)",
     )?
     .execute(params![mailbox, size as i64])?;
-    Ok(uid as u32)
+    Ok((uid as u32, modseq))
 }
 
 /// Remove messages by UID: rows deleted, expunge records written, usage reduced, files released

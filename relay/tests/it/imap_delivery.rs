@@ -83,3 +83,58 @@ async fn imap_on_443_with_alpn() {
     let r = c.imap("a", &format!("LOGIN {email} {PASSWORD}")).await;
     assert!(last(&r).starts_with("a OK"), "{r:?}");
 }
+
+/// Deliveries are shown from their commit events when nothing else changed in between; a flag
+/// change by another session between two deliveries must still reach this session, in order,
+/// with the right sequence numbers, whether it was idling or between commands.
+#[tokio::test]
+async fn imap_deliveries_and_flag_changes_interleave() {
+    let relay = Relay::start("");
+    let (alice, bob) = (relay.new_address(), relay.new_address());
+    create_account(&relay, &alice).await;
+    let mut b = login(&relay, &bob).await;
+    let mut other = login(&relay, &bob).await;
+    assert_ok(&b.imap("s", "SELECT INBOX").await);
+    assert_ok(&other.imap("s", "SELECT INBOX").await);
+    let (mut smtp, r) = smtp_login(&relay, &alice, PASSWORD).await;
+    assert!(r.starts_with("250") || r.starts_with("235"), "{r}");
+    let eml = encrypted_eml(&alice, &bob);
+    // Between commands: delivery, flag change by the other session, delivery.
+    deliver(&mut smtp, &alice, &bob, &eml).await;
+    let r = b.imap("n0", "NOOP").await;
+    assert!(r.iter().any(|l| l == "* 1 EXISTS"), "{r:?}");
+    assert_ok(&other.imap("o1", "NOOP").await);
+    assert_ok(&other.imap("st", "UID STORE 1 +FLAGS (\\Flagged)").await);
+    deliver(&mut smtp, &alice, &bob, &eml).await;
+    let r = b.imap("n", "NOOP").await;
+    assert_ok(&r);
+    assert!(r.iter().any(|l| l == "* 2 EXISTS"), "{r:?}");
+    assert!(r.iter().any(|l| l.starts_with("* 1 FETCH (UID 1 FLAGS (\\Flagged")), "flag change shown: {r:?}");
+    let r = b.imap("f", "UID FETCH 1:* (UID FLAGS)").await;
+    assert!(r.iter().any(|l| l.starts_with("* 2 FETCH (UID 2 FLAGS (")), "{r:?}");
+
+    // In IDLE: a flag change, then a delivery; EXISTS must come and the flags must be right.
+    b.send("i IDLE").await;
+    assert_eq!(b.line().await.as_deref(), Some("+ idling"));
+    assert_ok(&other.imap("o2", "NOOP").await);
+    assert_ok(&other.imap("st2", "UID STORE 2 +FLAGS (\\Seen)").await);
+    let (l, _) = wait_line(&mut b, |l| l.starts_with("* 2 FETCH")).await;
+    assert!(l.contains("\\Seen"), "{l}");
+    deliver(&mut smtp, &alice, &bob, &eml).await;
+    let (l, _) = wait_line(&mut b, |l| l.ends_with(" EXISTS")).await;
+    assert_eq!(l, "* 3 EXISTS");
+    b.send("DONE").await;
+    assert_eq!(last(&b.until_tag("i").await), "i OK IDLE terminated");
+    let r = b.imap("f2", "FETCH 1:* (UID FLAGS)").await;
+    assert_ok(&r);
+    let fetched: Vec<_> = r.iter().filter(|l| l.contains(" FETCH (")).collect();
+    assert_eq!(fetched.len(), 3, "{r:?}");
+    assert!(fetched[0].contains("UID 1") && fetched[0].contains("\\Flagged"), "{r:?}");
+    assert!(fetched[1].contains("UID 2") && fetched[1].contains("\\Seen"), "{r:?}");
+    assert!(fetched[2].starts_with("* 3 FETCH") && fetched[2].contains("UID 3"), "{r:?}");
+}
+
+async fn deliver(smtp: &mut Lines, from: &str, to: &str, eml: &str) {
+    let reply = send_mail(smtp, from, &[to], eml).await;
+    assert!(reply.starts_with("250"), "{reply}");
+}
