@@ -183,8 +183,11 @@ def run(name, out, server_args, cold_start_ms):
             json.dump(results, f, indent=1)
 
     for key, pre, sub, post in ([] if LG_ONLY else steps()):
-        if key == "rss_after":
-            time.sleep(5)  # let the server settle after the load
+        if key in ("rss_after", "fanout"):
+            # Let the server settle after the load; before the second fanout this also lets
+            # chatrelay's trim (every 3 s after connections closed) give back the first one's
+            # memory, so its "at rest" baseline is a rested server and not a warm heap.
+            time.sleep(5)
         # "--repeat" is a global option: it goes in front of the subcommand.
         argv = MB + server_args + pre + post + ["--json-out", "@JSON@"] + sub
         results["steps"][key] = run_step(f"{name}: {key}", argv, roots)
