@@ -36,7 +36,10 @@ fn with_scratch<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
     let reused = if pooled { SCRATCH.lock().ok().and_then(|mut p| p.pop()) } else { None };
     let mut mem = reused.filter(|m| m.len() == blocks).unwrap_or_else(|| vec![Block::default(); blocks]);
     let out = f(&mut mem);
-    if pooled && let Ok(mut pool) = SCRATCH.lock() && pool.len() < SCRATCH_KEPT {
+    if pooled
+        && let Ok(mut pool) = SCRATCH.lock()
+        && pool.len() < SCRATCH_KEPT
+    {
         pool.push(mem);
     }
     out
@@ -129,7 +132,9 @@ mod tests {
         let ours = hash("pw-1").expect("hash");
         assert!(Argon2::default().verify_password(b"pw-1", &PasswordHash::new(&ours).expect("phc")).is_ok());
         assert!(Argon2::default().verify_password(b"pw-2", &PasswordHash::new(&ours).expect("phc")).is_err());
-        for (m, t, alg) in [(19_456, 2, Algorithm::Argon2id), (8_192, 3, Algorithm::Argon2id), (4_096, 1, Algorithm::Argon2i)] {
+        for (m, t, alg) in
+            [(19_456, 2, Algorithm::Argon2id), (8_192, 3, Algorithm::Argon2id), (4_096, 1, Algorithm::Argon2i)]
+        {
             let p = Params::new(m, t, 1, None).expect("params");
             let theirs = Argon2::new(alg, Version::V0x13, p)
                 .hash_password_with_salt(b"pw-3", b"0123456789abcdef")

@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
+use super::pending::next_event;
 use super::replies as r;
-use super::session::{AUTH_TIMEOUT, Reply, Session, next_event};
+use super::session::{AUTH_TIMEOUT, Reply, Session};
 
 const KEEPALIVE: Duration = Duration::from_secs(120);
 
 pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
     s.catch_up(true).await;
-    if s.pending.account_gone {
-        s.untagged(r::BYE_ACCOUNT_GONE);
+    if !s.account_alive() {
         return Reply::Close;
     }
     s.untagged(r::IDLING);
@@ -32,10 +32,7 @@ pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
         tokio::select! {
             res = s.conn.fill() => if !matches!(res, Ok(n) if n > 0) { return Reply::Close },
             ev = next_event(&mut s.sub) => {
-                let selected = s.sel.as_ref().map(|sel| sel.id);
-                s.pending.note(ev, selected);
-                if s.pending.account_gone {
-                    s.untagged(r::BYE_ACCOUNT_GONE);
+                if !s.hear(ev) {
                     return Reply::Close;
                 }
                 // Changes in other mailboxes need no work here.

@@ -7,14 +7,13 @@ use std::time::Duration;
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::command::{Command, CommandBody};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::io::{Conn, Line};
-use super::pending::Pending;
+use super::pending::{Pending, next_event};
 use super::replies as r;
 use super::view::Selected;
 use crate::context::{ConnInfo, Ctx};
-use crate::store::{Account, MailboxEvent, Subscription};
+use crate::store::{Account, Subscription};
 use crate::tls::MaybeTls;
 
 pub const LINE_MAX: usize = 64 * 1024;
@@ -55,19 +54,6 @@ pub struct Session {
 enum Wait {
     Input,
     Close,
-}
-
-/// Wait for the next account event; never resolves without a subscription.
-pub async fn next_event(sub: &mut Option<Subscription>) -> MailboxEvent {
-    match sub {
-        None => std::future::pending().await,
-        Some(s) => match s.rx.recv().await {
-            Ok(ev) => ev,
-            // Lagged: something changed, catch up from the store (events only say *that*).
-            Err(RecvError::Lagged(_)) => MailboxEvent::MailboxesChanged,
-            Err(RecvError::Closed) => std::future::pending().await,
-        },
-    }
 }
 
 fn literal_suffix(line: &[u8]) -> Option<(usize, bool)> {
@@ -143,7 +129,16 @@ const KNOWN: &[&str] = &[
 
 impl Session {
     pub fn new(ctx: Ctx, stream: MaybeTls, info: ConnInfo) -> Self {
-        Self { ctx, conn: Conn::new(stream), info, account: None, sub: None, sel: None, pending: Pending::default(), auth_failures: 0 }
+        Self {
+            ctx,
+            conn: Conn::new(stream),
+            info,
+            account: None,
+            sub: None,
+            sel: None,
+            pending: Pending::default(),
+            auth_failures: 0,
+        }
     }
 
     pub fn untagged(&mut self, s: &str) {
@@ -185,8 +180,7 @@ impl Session {
 
     /// Wait for client bytes while watching shutdown, the inactivity timeout and account events.
     async fn wait_input(&mut self) -> Wait {
-        if self.pending.account_gone {
-            self.untagged(r::BYE_ACCOUNT_GONE);
+        if !self.account_alive() {
             return Wait::Close;
         }
         if self.conn.buffered() > 0 {
@@ -198,14 +192,7 @@ impl Session {
                 r = self.conn.fill() => return match r { Ok(n) if n > 0 => Wait::Input, _ => Wait::Close },
                 _ = self.ctx.shutdown.cancelled() => { self.untagged(r::BYE_SHUTDOWN); return Wait::Close }
                 _ = tokio::time::sleep_until(deadline) => { self.untagged(r::BYE_AUTOLOGOUT); return Wait::Close }
-                ev = next_event(&mut self.sub) => {
-                    let selected = self.sel.as_ref().map(|s| s.id);
-                    self.pending.note(ev, selected);
-                    if self.pending.account_gone {
-                        self.untagged(r::BYE_ACCOUNT_GONE);
-                        return Wait::Close;
-                    }
-                },
+                ev = next_event(&mut self.sub) => if !self.hear(ev) { return Wait::Close },
             }
         }
     }
@@ -298,37 +285,6 @@ impl Session {
             Reply::Handled => true,
             Reply::Close => false,
         }
-    }
-
-    /// Announce what other sessions changed in the selected mailbox.
-    pub async fn catch_up(&mut self, allow_expunge: bool) {
-        let Some(sel) = self.sel.as_mut() else { return };
-        self.pending.drain(&mut self.sub, Some(sel.id));
-        let mut out = String::new();
-        if allow_expunge {
-            sel.release_expunges(&mut out);
-        }
-        // Deliveries in commit order straight from their events; anything else, or a gap,
-        // reads the store.
-        let mut query = std::mem::take(&mut self.pending.stale);
-        for (_, uid, modseq) in self.pending.appended.drain(..) {
-            if !query && !sel.apply_appended(uid, modseq, allow_expunge, &mut out) {
-                query = true;
-            }
-        }
-        if query {
-            match sel.catch_up(&self.ctx.store, allow_expunge, &mut out).await {
-                Ok(()) => {}
-                // Deleted by another session: nothing left to show; later commands get BAD.
-                Err(crate::store::StoreError::NotFound) => self.sel = None,
-                Err(e) => {
-                    // Try again at the next catch-up.
-                    self.pending.stale = true;
-                    tracing::warn!(conn = self.info.id, error = %e, "imap catch-up failed");
-                }
-            }
-        }
-        self.conn.push(out.as_bytes());
     }
 
     async fn dispatch(&mut self, tag: &str, cmd: Command<'_>) -> Reply {

@@ -68,10 +68,7 @@ fn run(conn: Connection, rx: Receiver<()>, commits: &AtomicU64) {
                     break;
                 }
                 Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    checkpoint(&conn);
-                    return;
-                }
+                Err(RecvTimeoutError::Disconnected) => return,
             }
         }
         let _ = rx.try_recv();

@@ -70,7 +70,15 @@ pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Res
             if notify && d.push {
                 super::push::enqueue_for_account(tx, account, now_ms)?;
             }
-            tx.publish(StoreEvent::Stored(MessageStored { account, mailbox, uid, modseq, size, notify, stored_at_ms: now_ms }));
+            tx.publish(StoreEvent::Stored(MessageStored {
+                account,
+                mailbox,
+                uid,
+                modseq,
+                size,
+                notify,
+                stored_at_ms: now_ms,
+            }));
             receipt.stored.push((account, mailbox, uid));
         }
         if receipt.stored.is_empty() {
