@@ -49,7 +49,7 @@ pub async fn run(ctx: Ctx) {
                 next = Instant::now() + interval(&ctx.config.get());
             }
             ev = stored.recv() => match ev {
-                Ok(m) => trim_if_over(&ctx, m.account).await,
+                Ok(m) => trim_if_over(&ctx, m.account, m.usage_bytes).await,
                 // The next pass covers whatever we missed.
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => {
@@ -107,15 +107,12 @@ async fn one_pass(ctx: &Ctx, trigger: &'static str) -> Result<ExpiryReport, Stor
     res
 }
 
-/// RET-6: after a delivery, trim the account if it is above 75 %.
-async fn trim_if_over(ctx: &Ctx, account: AccountId) {
+/// RET-6: after a delivery, trim the account if it is above 75 %. The event carries the usage the
+/// delivery committed, so the common case reads nothing; the trim itself reads the current rows.
+async fn trim_if_over(ctx: &Ctx, account: AccountId, usage_bytes: u64) {
     let p = policy(&ctx.config.get());
-    match ctx.store.account_by_id(account).await {
-        Ok(Some(acc)) if acc.usage_bytes > p.trim_threshold() => {
-            trim_now(ctx, account, p).await;
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "usage check after delivery failed"),
+    if usage_bytes > p.trim_threshold() {
+        trim_now(ctx, account, p).await;
     }
 }
 

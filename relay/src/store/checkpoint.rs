@@ -1,8 +1,10 @@
 //! WAL checkpoints off the commit path. SQLite's automatic checkpoint runs inside the commit that
 //! crosses the threshold, so that one delivery would wait for a few MB of page copies and a
-//! database fsync. Instead the writer nudges this thread after each commit; it runs a PASSIVE
-//! checkpoint (never blocks the writer or readers) once `COMMITS` commits have gathered or the
-//! writer has been quiet for `QUIET`, and never more often than every `MIN_INTERVAL`. A complete
+//! database fsync. Instead the writer counts its commits and wakes this thread only at the first
+//! one after a checkpoint and at the `COMMITS`th (a wakeup per commit cost every delivery a context
+//! switch); it runs a PASSIVE checkpoint (never blocks the writer or readers) once `COMMITS`
+//! commits have gathered or no commit came for a whole `QUIET` period (so 1–2 × `QUIET` after the
+//! last one), and never more often than every `MIN_INTERVAL`. A complete
 //! checkpoint makes the next commit restart the WAL, which costs that commit an extra fsync of
 //! the WAL header, so checkpointing after every commit would put two fsyncs on the path of most
 //! deliveries at low rates. Durability is unchanged: a committed transaction is already fsync'd
@@ -44,9 +46,13 @@ impl Checkpointer {
         Ok(Self { nudge, commits })
     }
 
-    /// Called by the writer after a commit; never blocks.
+    /// Called by the writer after a commit; never blocks, and only wakes the thread when it has
+    /// something to decide.
     pub fn nudge(&self) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
+        let n = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if n != 1 && n != COMMITS {
+            return;
+        }
         match self.nudge.try_send(()) {
             Ok(()) | Err(TrySendError::Full(())) => {}
             Err(TrySendError::Disconnected(())) => tracing::warn!("checkpoint thread gone"),
@@ -60,6 +66,7 @@ fn run(conn: Connection, rx: Receiver<()>, commits: &AtomicU64) {
     // clients, and a checkpoint then competes with them for the CPU and the disk.
     while rx.recv().is_ok() {
         let earliest = Instant::now() + MIN_INTERVAL;
+        let mut seen = commits.load(Ordering::Relaxed);
         loop {
             match rx.recv_timeout(QUIET) {
                 Ok(()) if commits.load(Ordering::Relaxed) < COMMITS => {}
@@ -67,10 +74,18 @@ fn run(conn: Connection, rx: Receiver<()>, commits: &AtomicU64) {
                     std::thread::sleep(earliest.saturating_duration_since(Instant::now()));
                     break;
                 }
-                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = commits.load(Ordering::Relaxed);
+                    if now == seen || now >= COMMITS {
+                        break;
+                    }
+                    seen = now;
+                }
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+        // Commits counted from here on are either covered by the checkpoint below or start
+        // the next round (the writer wakes us again at the first).
         let _ = rx.try_recv();
         commits.store(0, Ordering::Relaxed);
         checkpoint(&conn);

@@ -65,7 +65,8 @@ pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Res
             }
             seen.push(account);
             let mailbox = inbox_id(tx, account)?;
-            let (uid, modseq) = insert_message(tx, mailbox, blob, size, now, Flags::default(), "")?;
+            let ins = insert_message(tx, mailbox, blob, size, now, Flags::default(), "")?;
+            let (uid, modseq) = (ins.uid, ins.modseq);
             let notify = d.sender_account != Some(account);
             if notify && d.push {
                 super::push::enqueue_for_account(tx, account, now_ms)?;
@@ -76,6 +77,7 @@ pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Res
                 uid,
                 modseq,
                 size,
+                usage_bytes: ins.usage_bytes,
                 notify,
                 stored_at_ms: now_ms,
             }));

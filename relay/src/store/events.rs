@@ -22,6 +22,8 @@ pub struct MessageStored {
     /// The mailbox's modseq after this message (its `highestmodseq` at the commit).
     pub modseq: i64,
     pub size: u64,
+    /// The account's usage after this message, so quota checks need no read (RET-6).
+    pub usage_bytes: u64,
     /// False for self-sent copies (bcc-self, PUSH-5).
     pub notify: bool,
     /// When the delivery committed (Unix ms), for latency metrics.

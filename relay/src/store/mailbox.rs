@@ -97,8 +97,16 @@ pub(crate) fn inbox_id(tx: &Tx<'_>, account: AccountId) -> Result<MailboxId> {
     Ok(tx.last_insert_rowid())
 }
 
+/// What `insert_message` assigned.
+pub(crate) struct Inserted {
+    pub uid: u32,
+    /// The mailbox's new modseq.
+    pub modseq: i64,
+    /// The account's usage including this message.
+    pub usage_bytes: u64,
+}
+
 /// Insert one message row with the next UID; updates usage; publishes nothing (callers decide).
-/// Returns the UID and the mailbox's new modseq.
 pub(crate) fn insert_message(
     tx: &Tx<'_>,
     mailbox: MailboxId,
@@ -107,7 +115,7 @@ pub(crate) fn insert_message(
     internal_date: i64,
     flags: Flags,
     keywords: &str,
-) -> Result<(u32, i64)> {
+) -> Result<Inserted> {
     let (uid, modseq): (i64, i64) = tx
         .prepare_cached(
             "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 WHERE id = ?1
@@ -121,11 +129,15 @@ pub(crate) fn insert_message(
          VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![mailbox, uid, blob.0, size as i64, internal_date, flags.0 as i64, keywords, modseq])?;
-    tx.prepare_cached(
-        "UPDATE accounts SET usage_bytes = usage_bytes + ?2 WHERE id = (SELECT account_id FROM mailboxes WHERE id = ?1)",
-    )?
-    .execute(params![mailbox, size as i64])?;
-    Ok((uid as u32, modseq))
+    let usage: i64 = tx
+        .prepare_cached(
+            "UPDATE accounts SET usage_bytes = usage_bytes + ?2
+             WHERE id = (SELECT account_id FROM mailboxes WHERE id = ?1) RETURNING usage_bytes",
+        )?
+        .query_row(params![mailbox, size as i64], |r| r.get(0))
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    Ok(Inserted { uid: uid as u32, modseq, usage_bytes: u64::try_from(usage).unwrap_or(0) })
 }
 
 /// Remove messages by UID: rows deleted, expunge records written, usage reduced, files released

@@ -92,7 +92,7 @@ fn copy_rows(tx: &Tx<'_>, src: MailboxId, uids: &[u32], dst: MailboxId) -> Resul
             .query_row(params![src, uid], row_to_message)
             .optional()?;
         if let Some(m) = row {
-            let (new, _) = insert_message(tx, dst, &m.blob, m.size, m.internal_date, m.flags, &m.keywords)?;
+            let new = insert_message(tx, dst, &m.blob, m.size, m.internal_date, m.flags, &m.keywords)?.uid;
             out.push((uid, new));
         }
     }
@@ -265,7 +265,7 @@ impl Store {
             check_keyword_limit(tx, mailbox, &keywords)?;
             let kw = merge_keywords("", FlagOp::Add, &keywords);
             super::blobs::persist(tx, &blob)?;
-            let (uid, _) = insert_message(tx, mailbox, blob.id(), size, internal_date, Flags(flags), &kw)?;
+            let uid = insert_message(tx, mailbox, blob.id(), size, internal_date, Flags(flags), &kw)?.uid;
             tx.publish(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
             Ok((m.uidvalidity, uid))
         })
