@@ -17,6 +17,7 @@ pub mod expiry;
 pub mod filter;
 pub mod http;
 pub mod imap;
+pub mod inflight;
 pub mod limits;
 pub mod memory;
 pub mod metrics;

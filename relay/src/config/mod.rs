@@ -38,6 +38,8 @@ pub struct Config {
     pub max_smtp_connections: usize,
     pub max_imap_connections: usize,
     pub max_smtp_recipients: usize,
+    /// Message bytes being received at once on port 25 and `/mxdeliv` together (issue 31).
+    pub max_inflight_message_bytes: ByteSize,
 
     pub delete_mails_after: ConfDuration,
     pub delete_large_after: ConfDuration,
@@ -167,6 +169,7 @@ impl Default for Config {
             max_smtp_connections: 1000,
             max_imap_connections: 10_000,
             max_smtp_recipients: 1000,
+            max_inflight_message_bytes: ByteSize(128 * 1024 * 1024),
             delete_mails_after: ConfDuration::from_secs(20 * 86_400),
             delete_large_after: ConfDuration::from_secs(7 * 86_400),
             large_message_size: ByteSize(200_000),
@@ -302,6 +305,13 @@ impl Config {
 /// The live config, swapped whole on SIGHUP. Readers take a cheap `Arc` snapshot.
 #[derive(Clone)]
 pub struct ConfigHandle(Arc<RwLock<Arc<Config>>>);
+
+impl Config {
+    /// The in-flight budget; never below one message of `max_message_size`.
+    pub fn inflight_budget(&self) -> u64 {
+        self.max_inflight_message_bytes.0.max(self.max_message_size.0)
+    }
+}
 
 impl ConfigHandle {
     pub fn new(cfg: Config) -> Self {

@@ -1,5 +1,7 @@
 //! The DKIM key cache (SMTP-43): at most `CAPACITY` keys, each kept until its DNS TTL runs out,
 //! and dropped at once when a verification with it fails (the key may have been rotated).
+//! Negative answers (no such key, bad record) take at most `NEGATIVE_CAPACITY` places and are
+//! evicted before any real key, so junk selectors cannot flush the keys of real peers (issue 31).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -10,6 +12,8 @@ use std::time::Instant;
 use mail_auth::{ResolverCache, Txt};
 
 pub const CAPACITY: usize = 1000;
+/// Places negative answers may take.
+pub const NEGATIVE_CAPACITY: usize = CAPACITY / 4;
 
 #[derive(Default)]
 pub struct KeyCache {
@@ -65,14 +69,29 @@ impl ResolverCache<Box<str>, Txt> for KeyCache {
             return;
         }
         let Ok(mut m) = self.map.lock() else { return };
-        if m.len() >= CAPACITY && !m.contains_key(&key) {
-            let now = Instant::now();
+        if m.contains_key(&key) {
+            m.insert(key, (value, valid_until));
+            return;
+        }
+        let negative = matches!(&value, Txt::Error(_));
+        let now = Instant::now();
+        if m.len() >= CAPACITY || negative {
             m.retain(|_, (_, until)| *until > now);
-            if m.len() >= CAPACITY {
-                // Still full: drop the entry closest to expiry.
-                if let Some(k) = m.iter().min_by_key(|(_, (_, until))| *until).map(|(k, _)| k.clone()) {
+        }
+        let negatives = m.values().filter(|(v, _)| matches!(v, Txt::Error(_))).count();
+        if m.len() >= CAPACITY || (negative && negatives >= NEGATIVE_CAPACITY) {
+            // Drop a negative answer first, else (only for a real key) the key closest to expiry.
+            let victim = m
+                .iter()
+                .filter(|(_, (v, _))| matches!(v, Txt::Error(_)))
+                .min_by_key(|(_, (_, until))| *until)
+                .or_else(|| if negative { None } else { m.iter().min_by_key(|(_, (_, until))| *until) })
+                .map(|(k, _)| k.clone());
+            match victim {
+                Some(k) => {
                     m.remove(&k);
                 }
+                None => return,
             }
         }
         m.insert(key, (value, valid_until));

@@ -32,6 +32,9 @@ pub fn policy(cfg: &Config) -> RetentionPolicy {
     }
 }
 
+/// How often the expiry task looks for a reloaded `expire_interval`.
+const RECONFIG_CHECK: Duration = Duration::from_secs(1);
+
 fn interval(cfg: &Config) -> Duration {
     cfg.expire_interval.get().max(Duration::from_secs(1))
 }
@@ -40,13 +43,28 @@ fn interval(cfg: &Config) -> Duration {
 /// (RET-1), and a trim of any account a delivery lifted above 75 % (RET-6).
 pub async fn run(ctx: Ctx) {
     let mut stored = ctx.store.events().subscribe_stored();
-    let mut next = Instant::now() + interval(&ctx.config.get());
+    let mut current = interval(&ctx.config.get());
+    let mut last = Instant::now();
+    let mut next = last + current;
+    // A SIGHUP may change expire_interval: it counts from the last pass at once (issue 31),
+    // instead of after the old sleep.
+    let mut reconfig = tokio::time::interval(RECONFIG_CHECK);
+    reconfig.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {
                 let _ = one_pass(&ctx, "interval").await;
-                next = Instant::now() + interval(&ctx.config.get());
+                last = Instant::now();
+                current = interval(&ctx.config.get());
+                next = last + current;
+            }
+            _ = reconfig.tick() => {
+                let now = interval(&ctx.config.get());
+                if now != current {
+                    current = now;
+                    next = last + now;
+                }
             }
             ev = stored.recv() => match ev {
                 Ok(m) => trim_if_over(&ctx, m.account, m.usage_bytes).await,

@@ -87,6 +87,10 @@ pub async fn run_pass(
     }
     let orphans = store.orphan_blobs(ORPHAN_MIN_AGE_SECS).await?;
     rep.orphans_removed = store.remove_orphans(orphans).await?;
+    // PRIV-16a: what the pass removed must not stay readable in the WAL.
+    if let Err(e) = store.scrub().await {
+        tracing::warn!(error = %e, "scrub after the expiry pass failed");
+    }
     Ok(rep)
 }
 

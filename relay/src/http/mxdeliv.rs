@@ -3,8 +3,11 @@
 //! line is the body: 200 `250 OK`, 400 with the refusal, 413 over `max_message_size`.
 //!
 //! `routes.rs` routes the POST here (other methods get 405 there) with `ConnInfo` as a request
-//! extension. The body is read here, up to `max_message_size`, so the 413 carries the reference
-//! text and the rest of an oversized body is never read.
+//! extension. The envelope headers and recipients are checked before a byte of the body is read
+//! (issue 31: a POST without `X-Mail-To` used to be buffered whole first); the body is then
+//! streamed, up to `max_message_size` (so the 413 carries the reference text and the rest of an
+//! oversized body is never read) and within the in-flight budget shared with port 25
+//! (`inflight`). A stalled sender is cut by the route's 60 s timeout.
 
 use axum::body::Body;
 use axum::extract::{Extension, State};
@@ -54,19 +57,82 @@ pub async fn handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let limit = ctx.config.get().max_message_size.0;
+    let (status, text) = receive(ctx, conn, headers, body).await;
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), text).into_response()
+}
+
+/// Envelope, declared size and recipients first; then the body; then port 25's pipeline.
+async fn receive(ctx: Ctx, conn: ConnInfo, headers: HeaderMap, body: Body) -> (u16, String) {
+    let cfg = ctx.config.get();
+    let limit = cfg.max_message_size.0;
+    let Some(env) = envelope(&headers, cfg.max_smtp_recipients) else {
+        return (400, replies::BAD_ENVELOPE.to_string());
+    };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let (status, text) = if declared.is_some_and(|n| n > limit) {
-        too_big(&ctx)
-    } else {
-        match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await {
-            Ok(bytes) => handle(ctx, conn, &headers, bytes).await,
-            // Over the limit while streaming, or the peer went away: either way, nothing is kept.
-            Err(_) => too_big(&ctx),
+    if declared.is_some_and(|n| n > limit) {
+        return too_big(&ctx);
+    }
+    if let Err(r) = check_recipients(&ctx, &env).await {
+        return refused(&ctx, r);
+    }
+    let mut held = crate::inflight::Reservation::new(cfg.inflight_budget());
+    match read_body(body, limit, &mut held).await {
+        Ok(bytes) => handle(ctx, conn, &headers, bytes).await,
+        Err(BodyError::TooBig) => too_big(&ctx),
+        Err(BodyError::OverBudget) => {
+            ctx.metrics.limit_hit("inflight_bytes");
+            refused(&ctx, smtp_reply::over_budget())
         }
-    };
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), text).into_response()
+        // Over a body limit layered on the route, or the peer went away: nothing is kept.
+        Err(BodyError::Gone) => too_big(&ctx),
+    }
+}
+
+enum BodyError {
+    TooBig,
+    OverBudget,
+    Gone,
+}
+
+/// Stream the body into one buffer, reserving it in the in-flight budget as it grows.
+async fn read_body(body: Body, limit: u64, held: &mut crate::inflight::Reservation) -> Result<Bytes, BodyError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| BodyError::Gone)?;
+        let len = (buf.len() + chunk.len()) as u64;
+        if len > limit {
+            return Err(BodyError::TooBig);
+        }
+        if len > held.held() && !held.grow((len - held.held()).max(RESERVE_STEP)) {
+            return Err(BodyError::OverBudget);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The in-flight budget is reserved in steps of this much.
+const RESERVE_STEP: u64 = 256 * 1024;
+
+/// Relaying, unknown user and full mailbox (DLV-44), answered before the body is read.
+async fn check_recipients(ctx: &Ctx, env: &Envelope) -> Result<(), Reply> {
+    let domain = ctx.config.get().mail_domain.clone();
+    for r in &env.rcpts {
+        if !r.is_local(&domain) {
+            return Err(smtp_reply::relay_denied(r.as_str()));
+        }
+        ingress::check_recipient(ctx, r.as_str()).await?;
+    }
+    Ok(())
+}
+
+fn refused(ctx: &Ctx, r: Reply) -> (u16, String) {
+    ctx.metrics.smtp_message("mxdeliv", "rejected", crate::smtp::reply::metric_reason(&r));
+    tracing::debug!(reply = %r, "mxdeliv refused");
+    (400, r.to_string())
 }
 
 fn too_big(ctx: &Ctx) -> (u16, String) {
@@ -88,11 +154,7 @@ pub async fn handle(ctx: Ctx, conn: ConnInfo, headers: &HeaderMap, body: Bytes) 
             ctx.metrics.smtp_message("mxdeliv", "accepted", "");
             (200, replies::OK.to_string())
         }
-        Err(r) => {
-            ctx.metrics.smtp_message("mxdeliv", "rejected", crate::smtp::reply::metric_reason(&r));
-            tracing::debug!(reply = %r, "mxdeliv refused");
-            (400, r.to_string())
-        }
+        Err(r) => refused(&ctx, r),
     }
 }
 

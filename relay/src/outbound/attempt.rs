@@ -119,16 +119,24 @@ impl Transport {
             let mut https_failed = false;
             if cfg.delivery.try_https && !self.https_known_absent(&host.name) {
                 for ip in &addrs {
-                    let job = https::HttpsJob {
+                    let base = JobBase {
                         addr: SocketAddr::new(*ip, cfg.delivery.https_port),
                         host: &host.name,
                         port: cfg.delivery.https_port,
                         tls: https_tls.clone(),
                         sender,
-                        rcpts,
                         message,
                     };
-                    match https::deliver(job).await {
+                    match https::deliver(base.job(rcpts)).await {
+                        HttpsOutcome::Final(r @ RcptResult::Delivered(_)) => {
+                            return AttemptResult { rcpts: all(r), transport: "https" };
+                        }
+                        // DLV-20a: the peer answers for the whole batch; one recipient must not
+                        // decide for the others, so each is asked on its own.
+                        HttpsOutcome::Final(r) if rcpts.len() > 1 => {
+                            let each = one_by_one(&base, rcpts, &r).await;
+                            return AttemptResult { rcpts: each, transport: "https" };
+                        }
                         HttpsOutcome::Final(r) => return AttemptResult { rcpts: all(r), transport: "https" },
                         HttpsOutcome::NoHttps(e) => {
                             tracing::debug!(host = %host.name, error = %e, "no HTTPS delivery here; trying SMTP");
@@ -166,4 +174,45 @@ impl Transport {
             transport: "smtp",
         }
     }
+}
+
+/// What `one_by_one` needs to build a request per recipient.
+struct JobBase<'a> {
+    addr: SocketAddr,
+    host: &'a str,
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    sender: &'a str,
+    message: &'a [u8],
+}
+
+impl JobBase<'_> {
+    fn job<'a>(&'a self, rcpts: &'a [String]) -> https::HttpsJob<'a> {
+        https::HttpsJob {
+            addr: self.addr,
+            host: self.host,
+            port: self.port,
+            tls: self.tls.clone(),
+            sender: self.sender,
+            rcpts,
+            message: self.message,
+        }
+    }
+}
+
+/// DLV-20a: one POST per recipient after the peer refused the batch. A recipient whose own
+/// request gets no usable answer is deferred (never bounced on the batch's word).
+async fn one_by_one(base: &JobBase<'_>, rcpts: &[String], batch: &RcptResult) -> Vec<(String, RcptResult)> {
+    let mut out = Vec::with_capacity(rcpts.len());
+    for r in rcpts {
+        let res = match https::deliver(base.job(std::slice::from_ref(r))).await {
+            HttpsOutcome::Final(res) => res,
+            HttpsOutcome::NoHttps(e) => {
+                tracing::debug!(error = %e, "single-recipient retry got no HTTPS answer");
+                RcptResult::Temporary(batch.text().to_string())
+            }
+        };
+        out.push((r.clone(), res));
+    }
+    out
 }

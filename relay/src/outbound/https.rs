@@ -45,7 +45,10 @@ pub async fn deliver(job: HttpsJob<'_>) -> HttpsOutcome {
 /// DLV-20.
 fn classify(status: u16, body: &str) -> HttpsOutcome {
     let line = body.lines().next().unwrap_or("").trim();
-    let has_code = line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit);
+    // A refusal must carry a 4xx or 5xx code: a 400 whose body says `250 OK` is not a delivery.
+    let has_code = line.len() >= 3
+        && matches!(line.as_bytes()[0], b'4' | b'5')
+        && line.as_bytes()[1..3].iter().all(u8::is_ascii_digit);
     match status {
         200 => HttpsOutcome::Final(RcptResult::Delivered(DELIVERED_HTTPS.to_string())),
         400 | 413 if has_code => HttpsOutcome::Final(RcptResult::from_reply(line)),
@@ -144,6 +147,8 @@ mod tests {
         ));
         assert!(matches!(classify(400, "451 4.3.0 Local error"), HttpsOutcome::Final(RcptResult::Temporary(_))));
         assert!(matches!(classify(400, "bad"), HttpsOutcome::NoHttps(_)));
+        assert!(matches!(classify(400, "250 OK"), HttpsOutcome::NoHttps(_)), "issue 31: a 400 is never a delivery");
+        assert!(matches!(classify(413, "250 OK"), HttpsOutcome::NoHttps(_)));
         assert!(matches!(classify(404, "550 x"), HttpsOutcome::NoHttps(_)));
         assert!(matches!(classify(503, ""), HttpsOutcome::NoHttps(_)));
     }

@@ -1,12 +1,15 @@
 //! DATA: stream the message off the wire with dot-unstuffing, bare LF stored as CRLF, the end
 //! recognised only at CRLF "." CRLF (SMTP-25), and the size limit enforced while reading
-//! (SMTP-20, SMTP-21): past the limit the rest is read and discarded, never buffered.
+//! (SMTP-20, SMTP-21): past the limit the rest is read and discarded, never buffered. The bytes
+//! kept also count against the global in-flight budget (`inflight`, issue 31); past it the rest
+//! is read and discarded too, and the message is refused with a transient reply.
 
 use std::time::Duration;
 
 use tokio::time::{Instant, timeout_at};
 
 use super::io::{Conn, LineError};
+use crate::inflight::Reservation;
 
 /// No bytes at all for this long ends the session (SMTP-23).
 pub const IDLE: Duration = Duration::from_secs(300);
@@ -20,6 +23,8 @@ const PIECE: usize = 64 * 1024;
 pub enum Body {
     Complete(Vec<u8>),
     TooLarge,
+    /// The global in-flight budget was spent while receiving.
+    OverBudget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,20 +44,46 @@ pub struct Decoder {
     out: Vec<u8>,
     size: u64,
     limit: u64,
+    /// Reserved from the in-flight budget ahead of `out` (`None`: unbounded, unit tests).
+    held: Option<(u64, bool)>,
 }
+
+/// The in-flight budget is reserved in steps of this much.
+const RESERVE_STEP: u64 = 256 * 1024;
 
 impl Decoder {
     pub fn new(limit: u64) -> Self {
-        Self { after_crlf: true, at_start: true, out: Vec::new(), size: 0, limit }
+        Self { after_crlf: true, at_start: true, out: Vec::new(), size: 0, limit, held: None }
     }
 
     fn emit(&mut self, bytes: &[u8]) {
         self.size += bytes.len() as u64;
-        if self.size <= self.limit {
+        let over_budget = self.held.is_some_and(|(_, over)| over);
+        if self.size <= self.limit && !over_budget {
             self.out.extend_from_slice(bytes);
         } else if !self.out.is_empty() {
             self.out = Vec::new();
         }
+    }
+
+    /// Make sure the bytes kept are covered by `budget`; false once it is spent.
+    fn covered(&mut self, budget: &mut Reservation) -> bool {
+        let (held, over) = self.held.get_or_insert((0, false));
+        if *over {
+            return false;
+        }
+        let kept = self.out.len() as u64;
+        if kept > *held {
+            let want = (kept - *held).max(RESERVE_STEP);
+            if budget.grow(want) {
+                *held += want;
+            } else {
+                *over = true;
+                self.out = Vec::new();
+                return false;
+            }
+        }
+        true
     }
 
     /// Consume from `input`; returns (bytes consumed, end of data seen).
@@ -98,17 +129,25 @@ impl Decoder {
     }
 
     pub fn finish(self) -> Body {
-        if self.size > self.limit { Body::TooLarge } else { Body::Complete(self.out) }
+        if self.size > self.limit {
+            Body::TooLarge
+        } else if self.held.is_some_and(|(_, over)| over) {
+            Body::OverBudget
+        } else {
+            Body::Complete(self.out)
+        }
     }
 }
 
-/// Read a DATA stream to its end.
-pub async fn read(conn: &mut Conn, limit: u64) -> Result<Body, DataError> {
+/// Read a DATA stream to its end, the kept bytes reserved in `budget` (which the caller holds
+/// until the message is dealt with).
+pub async fn read(conn: &mut Conn, limit: u64, budget: &mut Reservation) -> Result<Body, DataError> {
     let mut dec = Decoder::new(limit);
     let deadline = Instant::now() + TOTAL;
     loop {
         let (used, done) = dec.feed(conn.buffered());
         conn.consume(used);
+        dec.covered(budget);
         if done {
             return Ok(dec.finish());
         }
@@ -131,7 +170,7 @@ mod tests {
             if done {
                 return match dec.finish() {
                     Body::Complete(b) => (Some(b), true, pending),
-                    Body::TooLarge => (None, true, pending),
+                    Body::TooLarge | Body::OverBudget => (None, true, pending),
                 };
             }
         }

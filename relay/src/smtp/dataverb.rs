@@ -18,8 +18,9 @@ impl Session {
         if let Outcome::Close = self.reply(reply::data_go()).await {
             return Outcome::Close;
         }
-        let limit = self.ctx.config.get().max_message_size.0;
-        let body = data::read(&mut self.conn, limit).await;
+        let (limit, budget) = { let c = self.ctx.config.get(); (c.max_message_size.0, c.inflight_budget()) };
+        let mut held = crate::inflight::Reservation::new(budget);
+        let body = data::read(&mut self.conn, limit, &mut held).await;
         let State::Mail(tx) = std::mem::replace(&mut self.state, State::Greeted) else {
             return Outcome::Close;
         };
@@ -28,6 +29,10 @@ impl Session {
             Ok(Body::TooLarge) => {
                 self.ctx.metrics.smtp_message(self.metric_listener(), "rejected", "size");
                 return self.reply(reply::too_large()).await;
+            }
+            Ok(Body::OverBudget) => {
+                self.ctx.metrics.limit_hit("inflight_bytes");
+                return self.reply(reply::over_budget()).await;
             }
             Err(DataError::Timeout) => {
                 let _ = self.conn.send(&reply::timeout(&self.domain())).await;

@@ -81,22 +81,17 @@ pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: Bytes, 
         Ok(from.domain().to_string())
     })
     .await?;
-    // DKIM hashes the whole message: a large one is verified on a blocking thread (its key
-    // lookup still runs on the runtime's I/O driver) so the async worker keeps serving.
-    let verdict = if bytes.len() > message::IN_PLACE_MAX {
-        let (dkim, b, domain) = (ctx.dkim.clone(), bytes.clone(), from_domain.clone());
-        let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || rt.block_on(dkim.verify(&b, &domain, peer)))
-            .await
-            .unwrap_or(DkimVerdict::TempFail)
-    } else {
-        ctx.dkim.verify(&bytes, &from_domain, peer).await
-    };
+    // DKIM runs on a blocking thread, bounded in cost and concurrency (dkim::Dkim::verify_owned).
+    let verdict = ctx.dkim.verify_owned(bytes.clone(), from_domain.clone(), peer).await;
     match verdict {
         DkimVerdict::Pass | DkimVerdict::Skipped => {}
         DkimVerdict::NoSignature => return Err(reply::no_dkim()),
         DkimVerdict::Invalid => return Err(reply::invalid_dkim()),
         DkimVerdict::TempFail => return Err(reply::dkim_tempfail()),
+    }
+    // Issue 31: our own mail never arrives from outside; a signed one is a replay.
+    if from_domain.eq_ignore_ascii_case(&ctx.config.get().mail_domain) {
+        return Err(reply::own_domain_from());
     }
     let (head, body_at) = headers::clean_head(&bytes, STORAGE_DROP, false);
     let stored = Parts { head, body: bytes.slice(body_at..) };

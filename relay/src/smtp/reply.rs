@@ -158,6 +158,14 @@ pub fn mailbox_full(addr: &str) -> Reply {
 pub fn too_large() -> Reply {
     Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
 }
+/// The global in-flight budget (issue 31) was spent: the sender retries later.
+pub fn over_budget() -> Reply {
+    Reply::new(452, "4.3.1", "Insufficient system resources, try again later")
+}
+/// Inbound mail claiming our own domain in From (issue 31): ours leaves only by submission.
+pub fn own_domain_from() -> Reply {
+    Reply::new(554, "5.7.1", "Mail from this domain is only accepted by submission")
+}
 pub fn parse_failed(reason: &str) -> Reply {
     Reply::new(500, "", format!("Failed to parse message: {reason}"))
 }
@@ -188,6 +196,8 @@ pub fn local_error() -> Reply {
 pub fn metric_reason(r: &Reply) -> &'static str {
     match (r.code, r.esc) {
         (554, "5.7.1") if r.text.contains("Relay access denied") => "relay_denied",
+        (554, "5.7.1") if r.text.contains("only accepted by submission") => "own_domain",
+        (452, "4.3.1") => "resources",
         (554, _) if r.text.starts_with("No DKIM") => "dkim_missing",
         (554, _) | (451, "4.7.5") => "dkim_invalid",
         (550, _) => "unknown_user",

@@ -225,8 +225,13 @@ impl Store {
     }
 
     /// Delete an account and all it owns, then tombstone the address (ACC-26, ACC-27).
+    /// PRIV-16a: the WAL is then checkpointed and cut, so nothing of it stays readable.
     pub async fn delete_account(&self, id: AccountId, tombstone: Vec<u8>) -> Result<()> {
-        self.write(move |tx| delete_in_tx(tx, id, &tombstone)).await
+        self.write(move |tx| delete_in_tx(tx, id, &tombstone)).await?;
+        if let Err(e) = self.scrub().await {
+            tracing::warn!(error = %e, "scrub after an account deletion failed");
+        }
+        Ok(())
     }
 
     pub async fn list_accounts(&self) -> Result<Vec<(Account, u64)>> {

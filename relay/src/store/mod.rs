@@ -22,6 +22,7 @@ mod push;
 mod queue;
 mod retention;
 mod schema;
+mod scrub;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,10 @@ pub enum StoreError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("the store is shut down")]
     Closed,
+    /// No write transaction could be opened (another process holds the database's write lock,
+    /// or the disk refused): the store itself is running.
+    #[error("database busy: {0}")]
+    Busy(String),
     #[error("not found")]
     NotFound,
     #[error("already exists")]
@@ -98,6 +103,8 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection> {
     // Statement journals (each writer job's savepoint) and sorts stay in memory instead of
     // spilling to unlinked temp files (an open + unlink + writes inside a group commit).
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // PRIV-16a: deleted rows are overwritten with zeros, not left readable in free pages.
+    conn.pragma_update(None, "secure_delete", true)?;
     // rusqlite keeps 16 statements by default, fewer than the store's distinct queries, so a busy
     // connection re-parsed SQL all the time and its cached statements were allocated afresh all
     // through a burst (P5: they pin heap pages afterwards). Every query fits in this one.

@@ -144,7 +144,7 @@ pub const MAX_TOKENS: usize = 20;
 
 impl Store {
     /// SETMETADATA /private/devicetoken: add or refresh a token; drop the least recently set
-    /// beyond `MAX_TOKENS` (IMAP-36).
+    /// beyond `MAX_TOKENS` (IMAP-36), with their pending jobs.
     pub async fn add_push_token(&self, account: AccountId, token: String) -> Result<()> {
         let now = super::now_secs();
         self.write(move |tx| {
@@ -157,6 +157,13 @@ impl Store {
                 "DELETE FROM push_tokens WHERE account_id = ?1 AND token NOT IN
                  (SELECT token FROM push_tokens WHERE account_id = ?1 ORDER BY set_at DESC, rowid DESC LIMIT ?2)",
                 params![account, MAX_TOKENS as i64],
+            )?;
+            // Issue 31: a token dropped by the cap takes its pending job with it, so the cap
+            // bounds jobs too (at most one per kept token, PUSH-13).
+            tx.execute(
+                "DELETE FROM push_jobs WHERE account_id = ?1 AND token NOT IN
+                 (SELECT token FROM push_tokens WHERE account_id = ?1)",
+                [account],
             )?;
             Ok(())
         })

@@ -188,8 +188,11 @@ pub(crate) fn cleanup_batch(tx: &mut Tx<'_>, now: i64) -> Result<Cleanup> {
         "DELETE FROM push_tokens WHERE rowid IN (SELECT rowid FROM push_tokens WHERE set_at <= ?1 LIMIT ?2)",
         params![now - super::push::TOKEN_LIFETIME_SECS, lim],
     )?;
+    // Too old, or whose token is gone (expired above): a job never outlives its token.
     let push_jobs = tx.execute(
-        "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs WHERE created_at < ?1 LIMIT ?2)",
+        "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs j WHERE created_at < ?1
+           OR NOT EXISTS (SELECT 1 FROM push_tokens t WHERE t.account_id = j.account_id AND t.token = j.token)
+           LIMIT ?2)",
         params![now * 1000 - PUSH_JOB_MAX_AGE_MS, lim],
     )?;
     let expunged = tx.execute(

@@ -22,7 +22,9 @@ const MAX_BATCH: usize = 256;
 const QUEUE_DEPTH: usize = 4096;
 
 type Done = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Done) + Send>;
+/// Called with the job's savepoint, or with `None` when no transaction could be opened (the
+/// job then only reports the failure to its caller).
+type Job = Box<dyn FnOnce(Option<&mut Tx<'_>>) -> (bool, Done) + Send>;
 
 /// What a job sees: the connection (inside its savepoint) plus post-commit hooks.
 pub struct Tx<'a> {
@@ -73,6 +75,13 @@ impl Writer {
     {
         let (reply, wait) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |tx| {
+            let Some(tx) = tx else {
+                // Issue 31: say why (e.g. another process holds the write lock), not "shut down".
+                let done: Done = Box::new(move |e| {
+                    let _ = reply.send(Err(StoreError::Busy(e.unwrap_or("no transaction").to_string())));
+                });
+                return (false, done);
+            };
             let out = f(tx);
             let ok = out.is_ok();
             let done: Done = Box::new(move |commit_err| {
@@ -116,20 +125,31 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: 
     let mut released = Vec::new();
     let mut release_files = Vec::new();
     let commit_err: Option<String> = (|| {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let msg = e.to_string();
+                for job in batch {
+                    let (_, done) = job(None);
+                    let msg = msg.clone();
+                    dones.push(Box::new(move |_| done(Some(&msg))));
+                }
+                return Err(msg);
+            }
+        };
         for job in batch {
             let sp = match tx.savepoint() {
                 Ok(sp) => sp,
                 Err(e) => {
                     // Cannot even open a savepoint: the job never ran, fail it alone.
                     let msg = e.to_string();
-                    let (_, done) = job_failed(job);
+                    let (_, done) = job(None);
                     dones.push(Box::new(move |_| done(Some(&msg))));
                     continue;
                 }
             };
             let mut t = Tx { conn: &sp, events: Vec::new(), released: Vec::new() };
-            match catch_unwind(AssertUnwindSafe(|| job(&mut t))) {
+            match catch_unwind(AssertUnwindSafe(|| job(Some(&mut t)))) {
                 Ok((true, done)) => {
                     let Tx { events: ev, released: rel, .. } = t;
                     if sp.commit().is_ok() {
@@ -178,10 +198,4 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: 
     for done in dones {
         done(commit_err.as_deref());
     }
-}
-
-/// Used when a job cannot run at all: produce a completion that reports the failure.
-fn job_failed(job: Job) -> (bool, Done) {
-    drop(job); // dropping the job drops its reply sender; the caller sees `Closed`
-    (false, Box::new(|_| {}))
 }

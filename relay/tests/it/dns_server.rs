@@ -21,6 +21,8 @@ struct Zone {
     records: HashMap<(String, RecordType), Vec<RData>>,
     names: HashSet<String>,
     servfail: HashSet<String>,
+    /// Every name asked, in order (for counting lookups, e.g. DKIM keys per message).
+    asked: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -134,6 +136,12 @@ impl TestDns {
         self.zone.lock().expect("zone").names.insert(key(name));
     }
 
+    /// How many queries asked for a name ending in `suffix` so far.
+    pub fn queries_for(&self, suffix: &str) -> usize {
+        let suffix = key(suffix);
+        self.zone.lock().expect("zone").asked.iter().filter(|n| n.ends_with(&suffix)).count()
+    }
+
     pub fn servfail(&self, name: &str) {
         self.zone.lock().expect("zone").servfail.insert(key(name));
     }
@@ -151,7 +159,8 @@ fn answer(zone: &Mutex<Zone>, q: &[u8], udp: bool) -> Option<Vec<u8>> {
     }
     let name = key(&query.name.to_ascii());
     {
-        let z = zone.lock().ok()?;
+        let mut z = zone.lock().ok()?;
+        z.asked.push(name.clone());
         if z.servfail.contains(&name) {
             resp.metadata.response_code = ResponseCode::ServFail;
         } else if !z.names.contains(&name) {
@@ -191,6 +200,15 @@ impl SigningDomain {
         let signer = relay::dkim::Signer::load(&key, domain, "dkim").expect("signer");
         dns.dkim("dkim", domain, &signer.public_key_b64());
         Self { dns, domain: domain.to_string(), signer, _dir: dir }
+    }
+
+    /// The private key (PEM) and the public key (`p=` value) of selector `dkim`.
+    pub fn key_pem(&self) -> Vec<u8> {
+        std::fs::read(self._dir.path().join("dkim.pem")).expect("dkim key")
+    }
+
+    pub fn public_key_b64(&self) -> String {
+        self.signer.public_key_b64()
     }
 
     /// `[delivery]` table pointing the relay at this domain's DNS.

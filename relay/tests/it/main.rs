@@ -45,6 +45,10 @@ mod smtp_lifecycle;
 mod smtp_session;
 mod smtp_submission;
 
+mod federation_delivery;
+mod federation_dkim;
+mod federation_limits;
+mod federation_privacy;
 mod robust_abuse;
 mod robust_common;
 mod robust_crash;
