@@ -89,7 +89,7 @@ async fn inbound_memory_budget_is_shared_and_bounded() {
     };
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert!(r.contains("501 5.5.4 Missing or invalid envelope headers"), "{r}");
-    println!("envelope refused after {:?} with 1 of 7 MB sent", t.elapsed());
+    println!("envelope refused after {:?} with 64 KB of 7 MB sent", t.elapsed());
 
     // Stalled POSTs of 3 MB each of a declared 7 MB: the 16 MB budget takes five.
     let env = [("X-Mail-From", alice.as_str()), ("X-Mail-To", bob.as_str())];
@@ -125,7 +125,12 @@ async fn inbound_memory_budget_is_shared_and_bounded() {
     let rep = submit(&relay, &alice, PASSWORD, &alice, &[&bob], &encrypted_eml(&alice, &bob)).await;
     assert!(rep.starts_with("250"), "{rep}");
     let (_, exists_after) = wait_line(&mut idle, |l| l.ends_with(" EXISTS")).await;
-    let hits = relay.metric("chatrelay_limit_hits_total{limit=\"inflight_bytes\"}").unwrap_or(0.0);
+    let metrics = http_req(&relay.addr(relay.ports.metrics), "GET", "/metrics", "x").await.text();
+    let hits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chatrelay_limit_hits_total{limit=\"inflight_bytes\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
     println!(
         "{} POSTs stalled, {refused} refused; port 25: {data_reply}; RSS {rss_before} → {rss_during} KiB; \
          greeting {greeting:?}, IDLE EXISTS {exists_after:?}; limit hits {hits}",
