@@ -77,7 +77,12 @@ async fn queue_delivers_defers_and_bounces() {
     let b_null = bounces.iter().find(|b| b.contains("x@_null.test")).expect("null MX bounce");
     assert!(b_null.contains("556 5.1.10 Permanent failure: Recipient address has null MX"));
 
-    // The 451 recipient stays queued with the DLV-5 first retry delay.
+    // The 451 recipient stays queued with the DLV-5 first retry delay. Bounces are stored before
+    // the attempt is recorded, so wait for the record.
+    wait_for("the attempt recorded", 10, || async {
+        ctx.store.list_queue().await.unwrap().iter().all(|e| e.attempts >= 1)
+    })
+    .await;
     let q = ctx.store.list_queue().await.unwrap();
     assert_eq!(q.len(), 1, "null-MX entry is gone, _s.test remains: {q:?}");
     let e = &q[0];
