@@ -107,7 +107,11 @@ impl Metrics {
             "Seconds until the served certificate expires",
             m.tls_certificate_expiry_seconds.clone(),
         );
-        r.register("chatrelay_limit_hits", "Requests refused or cut by a resource limit, by limit", m.limit_hits.clone());
+        r.register(
+            "chatrelay_limit_hits",
+            "Requests refused or cut by a resource limit, by limit",
+            m.limit_hits.clone(),
+        );
         Self { registry: Arc::new(r), ..m }
     }
 

@@ -69,8 +69,8 @@ impl ResolverCache<Box<str>, Txt> for KeyCache {
             return;
         }
         let Ok(mut m) = self.map.lock() else { return };
-        if m.contains_key(&key) {
-            m.insert(key, (value, valid_until));
+        if let Some(slot) = m.get_mut(&key) {
+            *slot = (value, valid_until);
             return;
         }
         let negative = matches!(&value, Txt::Error(_));

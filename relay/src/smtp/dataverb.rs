@@ -18,7 +18,10 @@ impl Session {
         if let Outcome::Close = self.reply(reply::data_go()).await {
             return Outcome::Close;
         }
-        let (limit, budget) = { let c = self.ctx.config.get(); (c.max_message_size.0, c.inflight_budget()) };
+        let (limit, budget) = {
+            let c = self.ctx.config.get();
+            (c.max_message_size.0, c.inflight_budget())
+        };
         let mut held = crate::inflight::Reservation::new(budget);
         let body = data::read(&mut self.conn, limit, &mut held).await;
         let State::Mail(tx) = std::mem::replace(&mut self.state, State::Greeted) else {

@@ -9,10 +9,13 @@
 //! the WAL header, so checkpointing after every commit would put two fsyncs on the path of most
 //! deliveries at low rates. Durability is unchanged: a committed transaction is already fsync'd
 //! in the WAL.
+//!
+//! PRIV-16a: after a commit that removed messages (the writer calls `want_scrub`), the first quiet
+//! checkpoint is a TRUNCATE one, so older copies of the removed rows do not stay in the WAL.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +37,7 @@ pub(super) const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 pub(super) struct Checkpointer {
     nudge: SyncSender<()>,
     commits: Arc<AtomicU64>,
+    scrub: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
@@ -42,8 +46,15 @@ impl Checkpointer {
         let (nudge, rx) = mpsc::sync_channel(1);
         let commits = Arc::new(AtomicU64::new(0));
         let seen = commits.clone();
-        std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || run(conn, rx, &seen))?;
-        Ok(Self { nudge, commits })
+        let scrub = Arc::new(AtomicBool::new(false));
+        let wanted = scrub.clone();
+        std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || run(conn, rx, &seen, &wanted))?;
+        Ok(Self { nudge, commits, scrub })
+    }
+
+    /// The commit about to be reported removed data: cut the WAL at the next quiet checkpoint.
+    pub fn want_scrub(&self) {
+        self.scrub.store(true, Ordering::Relaxed);
     }
 
     /// Called by the writer after a commit; never blocks, and only wakes the thread when it has
@@ -60,13 +71,14 @@ impl Checkpointer {
     }
 }
 
-fn run(conn: Connection, rx: Receiver<()>, commits: &AtomicU64) {
+fn run(conn: Connection, rx: Receiver<()>, commits: &AtomicU64, scrub: &AtomicBool) {
     // Ends when the writer (the only sender) is dropped at shutdown. The checkpoint never runs
     // right after a commit: that is when the sessions it woke read the new rows and answer their
     // clients, and a checkpoint then competes with them for the CPU and the disk.
     while rx.recv().is_ok() {
         let earliest = Instant::now() + MIN_INTERVAL;
         let mut seen = commits.load(Ordering::Relaxed);
+        let mut quiet = false;
         loop {
             match rx.recv_timeout(QUIET) {
                 Ok(()) if commits.load(Ordering::Relaxed) < COMMITS => {}
@@ -77,6 +89,7 @@ fn run(conn: Connection, rx: Receiver<()>, commits: &AtomicU64) {
                 Err(RecvTimeoutError::Timeout) => {
                     let now = commits.load(Ordering::Relaxed);
                     if now == seen || now >= COMMITS {
+                        quiet = now == seen;
                         break;
                     }
                     seen = now;
@@ -88,16 +101,27 @@ fn run(conn: Connection, rx: Receiver<()>, commits: &AtomicU64) {
         // the next round (the writer wakes us again at the first).
         let _ = rx.try_recv();
         commits.store(0, Ordering::Relaxed);
-        checkpoint(&conn);
+        // TRUNCATE holds off writers while readers finish, so only when the writer is idle.
+        let truncate = quiet && scrub.swap(false, Ordering::Relaxed);
+        if !checkpoint(&conn, truncate) && truncate {
+            // Not cut this time (a reader held on): again at the next quiet checkpoint.
+            scrub.store(true, Ordering::Relaxed);
+        }
     }
 }
 
-fn checkpoint(conn: &Connection) {
-    let res = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-    });
+/// Returns whether the whole WAL was checkpointed (and, for TRUNCATE, cut).
+fn checkpoint(conn: &Connection, truncate: bool) -> bool {
+    let sql = if truncate { "PRAGMA wal_checkpoint(TRUNCATE)" } else { "PRAGMA wal_checkpoint(PASSIVE)" };
+    let res = conn.query_row(sql, [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
     match res {
-        Ok((_busy, log, done)) => tracing::trace!(log, done, "wal checkpoint"),
-        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
+        Ok((busy, log, done)) => {
+            tracing::trace!(log, done, truncate, "wal checkpoint");
+            busy == 0
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "wal checkpoint failed");
+            false
+        }
     }
 }

@@ -114,16 +114,20 @@ fn run(
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch, &events, &blob_dir);
+        if run_batch(&mut conn, batch, &events, &blob_dir) {
+            checkpointer.want_scrub();
+        }
         checkpointer.nudge();
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: &std::path::Path) {
+/// Returns whether a committed job removed message data (PRIV-16a: the WAL is then cut soon).
+fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: &std::path::Path) -> bool {
     let mut dones: Vec<Done> = Vec::with_capacity(batch.len());
     let mut published = Vec::new();
     let mut released = Vec::new();
     let mut release_files = Vec::new();
+    let mut removed_data = false;
     let commit_err: Option<String> = (|| {
         let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
@@ -172,6 +176,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: 
                 }
             }
         }
+        removed_data = !released.is_empty();
         match blobs::drop_released(&tx, std::mem::take(&mut released)) {
             Ok(files) => release_files = files,
             // Not fatal: the rows are gone; the bytes stay until the next release of that blob.
@@ -198,4 +203,5 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, events: &Events, blob_dir: 
     for done in dones {
         done(commit_err.as_deref());
     }
+    removed_data && commit_err.is_none()
 }

@@ -106,9 +106,15 @@ async fn big_h_signature_is_cheap_and_nothing_freezes() {
         let (addr, sender, bob, body) = (relay.addr(relay.ports.https), sender.clone(), bob.clone(), attack.clone());
         attackers.push(tokio::spawn(async move {
             let t = Instant::now();
-            let r =
-                https_req(&addr, "POST", "/mxdeliv", &addr, &[("X-Mail-From", &sender), ("X-Mail-To", &bob)], body.as_bytes())
-                    .await;
+            let r = https_req(
+                &addr,
+                "POST",
+                "/mxdeliv",
+                &addr,
+                &[("X-Mail-From", &sender), ("X-Mail-To", &bob)],
+                body.as_bytes(),
+            )
+            .await;
             (r.status, r.text().trim().to_string(), t.elapsed())
         }));
     }

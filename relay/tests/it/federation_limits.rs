@@ -16,7 +16,12 @@ use crate::imap_helpers::{assert_ok, login, wait_line};
 use crate::robust_common::{mx_tls, rss_kib};
 
 /// An HTTPS connection that sent a POST head and `sent` bytes of a body of `declared` bytes.
-async fn stalled_post(relay: &Relay, headers: &[(&str, &str)], declared: usize, sent: usize) -> impl AsyncReadExt + AsyncWriteExt + Unpin {
+async fn stalled_post(
+    relay: &Relay,
+    headers: &[(&str, &str)],
+    declared: usize,
+    sent: usize,
+) -> impl AsyncReadExt + AsyncWriteExt + Unpin {
     let a = relay.addr(relay.ports.https);
     let mut s = tls_wrap(TcpStream::connect(&a).await.unwrap(), &[b"http/1.1"]).await;
     let mut head = format!("POST /mxdeliv HTTP/1.1\r\nHost: {a}\r\nContent-Length: {declared}\r\n");

@@ -46,7 +46,8 @@ async fn deleted_account_leaves_no_trace_in_data_dir() {
     assert_ok(&c.imap("c", &format!("CREATE {folder}")).await);
     // A message to bob whose Message-ID is unique (encrypted_eml makes a random one).
     let eml = encrypted_eml(&alice, &bob);
-    let marker = eml.lines().find(|l| l.starts_with("Message-ID:")).unwrap().trim()[13..].trim_end_matches('>').to_string();
+    let marker =
+        eml.lines().find(|l| l.starts_with("Message-ID:")).unwrap().trim()[13..].trim_end_matches('>').to_string();
     let rep = submit(&relay, &alice, PASSWORD, &alice, &[&bob], &eml).await;
     assert!(rep.starts_with("250"), "{rep}");
     assert_ok(&c.imap("s", "SELECT INBOX").await);
@@ -118,4 +119,33 @@ async fn replaced_push_tokens_take_their_jobs() {
     assert_eq!(tokens.len(), 20);
     assert!(stale.is_empty(), "jobs for tokens that are gone: {stale:?}");
     assert!(jobs.len() <= 20, "jobs {}", jobs.len());
+}
+
+/// Item 4: a message a user deletes (STORE \Deleted + EXPUNGE) is gone from every file of
+/// `data_dir` once the relay has been quiet for a moment (the WAL is cut by the next quiet
+/// checkpoint after a removal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expunged_message_leaves_no_trace() {
+    let relay = Relay::start("");
+    let (alice, bob) = (relay.new_address(), relay.new_address());
+    create_account(&relay, &alice).await;
+    let mut c = login(&relay, &bob).await;
+    let eml = encrypted_eml(&alice, &bob);
+    let marker =
+        eml.lines().find(|l| l.starts_with("Message-ID:")).unwrap().trim()[13..].trim_end_matches('>').to_string();
+    let rep = submit(&relay, &alice, PASSWORD, &alice, &[&bob], &eml).await;
+    assert!(rep.starts_with("250"), "{rep}");
+    assert_ok(&c.imap("s", "SELECT INBOX").await);
+    assert_ok(&c.imap("d", "UID STORE 1 +FLAGS (\\Deleted)").await);
+    assert_ok(&c.imap("e", "EXPUNGE").await);
+    let t = Instant::now();
+    let left = loop {
+        let left = traces(&relay.data_dir(), &[&marker]);
+        if left.is_empty() || t.elapsed() > Duration::from_secs(10) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!("expunged message gone from data_dir after {:?}", t.elapsed());
+    assert!(left.is_empty(), "traces of the expunged message: {left:?}");
 }
