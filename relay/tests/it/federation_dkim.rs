@@ -163,6 +163,9 @@ async fn many_selectors_are_capped_and_keep_the_cache() {
 
     let eml = crlf(&encrypted_eml(&sender, &bob));
     let real = s.header(&eml);
+    let rss_before = rss_kib(relay.pid());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let probe = tokio::spawn(greeting_probe(relay.addr(relay.ports.smtp), stop_rx));
     let mut took = Vec::new();
     for round in 0..3 {
         let mut sigs = String::new();
@@ -174,9 +177,17 @@ async fn many_selectors_are_capped_and_keep_the_cache() {
         took.push(t);
     }
     let asked = s.dns.queries_for(&format!("_domainkey.{REMOTE}")) - all_before;
+    let rss_after = rss_kib(relay.pid());
+    stop_tx.send(true).unwrap();
+    let worst_greeting = probe.await.unwrap();
     assert_eq!(post(&relay, &sender, &bob, good.as_bytes()).await.0, 200);
     let real_again = s.dns.queries_for(&real_key) - real_before;
-    println!("3 × 500-selector POSTs: {asked} key queries in all, times {took:?}; real key re-asked {real_again}×");
+    println!(
+        "3 × 500-selector POSTs: {asked} key queries in all, times {took:?}; real key re-asked {real_again}×; \
+         RSS {rss_before} → {rss_after} KiB; worst greeting {worst_greeting:?}"
+    );
+    assert!(worst_greeting < Duration::from_secs(1), "greeting delayed {worst_greeting:?}");
+    assert!(rss_after < rss_before + 32 * 1024, "RSS {rss_before} → {rss_after} KiB");
     assert!(asked <= 3 * 2 * relay::dkim::MAX_SIGNATURES, "DNS queries per message must be capped: {asked}");
     assert_eq!(real_again, 0, "the real peer's key must stay cached");
 }
