@@ -41,6 +41,7 @@ pub struct Metrics {
     pub expiry_duration: Histogram,
     pub mta_sts_violations: Family<Labels, Counter>,
     pub tls_certificate_expiry_seconds: Gauge,
+    pub limit_hits: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -70,6 +71,7 @@ impl Metrics {
             expiry_duration: Histogram::new(exponential_buckets(0.001, 4.0, 12)),
             mta_sts_violations: Family::default(),
             tls_certificate_expiry_seconds: Gauge::default(),
+            limit_hits: Family::default(),
         };
         r.register("chatrelay_smtp_messages", "Messages by listener, result and reason", m.smtp_messages.clone());
         r.register(
@@ -105,6 +107,7 @@ impl Metrics {
             "Seconds until the served certificate expires",
             m.tls_certificate_expiry_seconds.clone(),
         );
+        r.register("chatrelay_limit_hits", "Work bounds hit by clients, by limit (issue 26)", m.limit_hits.clone());
         Self { registry: Arc::new(r), ..m }
     }
 
@@ -117,6 +120,12 @@ impl Metrics {
 
     pub fn smtp_message(&self, listener: &'static str, result: &'static str, reason: &'static str) {
         self.smtp_messages.get_or_create(&vec![("listener", listener), ("result", result), ("reason", reason)]).inc();
+    }
+
+    /// Count and log (without any address) one hit of a work bound.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&vec![("limit", limit)]).inc();
+        tracing::info!(limit, "limit hit");
     }
 
     pub fn login_failure(&self, protocol: &'static str) {

@@ -45,6 +45,7 @@ mod smtp_lifecycle;
 mod smtp_session;
 mod smtp_submission;
 
+mod limits_bounded;
 mod robust_abuse;
 mod robust_common;
 mod robust_crash;
