@@ -91,10 +91,12 @@ impl Throttle {
     }
 }
 
-/// 0 for the first `auth_free_failures`, then 1 s doubling up to `auth_max_delay`.
+/// 0 up to `auth_free_failures` failures, then 1 s doubling up to `auth_max_delay`.
 fn penalty(failures: u32, l: &Limits) -> Duration {
-    let Some(over) = failures.checked_sub(l.auth_free_failures) else { return Duration::ZERO };
-    Duration::from_secs(1u64 << over.min(20)).min(l.auth_max_delay.get())
+    match failures.checked_sub(l.auth_free_failures) {
+        None | Some(0) => Duration::ZERO,
+        Some(over) => Duration::from_secs(1u64 << (over - 1).min(20)).min(l.auth_max_delay.get()),
+    }
 }
 
 #[cfg(test)]
@@ -114,7 +116,7 @@ mod tests {
             t.failed(ip, &acc, &l, now);
         }
         let secs = |d: u64| Verdict::Allow(Duration::from_secs(d));
-        assert_eq!(seen, vec![secs(0), secs(0), secs(0), secs(1), secs(2), secs(4), Verdict::Refuse]);
+        assert_eq!(seen, vec![secs(0), secs(0), secs(0), secs(0), secs(1), secs(2), Verdict::Refuse]);
         assert!(t.account_locked(&acc, &l, now));
         assert!(!t.account_locked(&[8u8; 32], &l, now));
         let later = now + l.auth_window.get();

@@ -170,7 +170,7 @@ async fn search_sequence_sets_resolve_once() {
     println!("SEARCH with 6000 ranges on 500 messages: {one:?}");
     assert!(one < Duration::from_secs(2), "{one:?}");
     let r = c.imap("u", &format!("UID SEARCH UID {set} 7,3:4")).await;
-    assert_eq!(r[0], format!("* SEARCH {}", all.join(" ")));
+    assert_eq!(r[0], "* SEARCH 3 4 7");
     let r = c.imap("f", &format!("FETCH {},2,1:3 (UID)", vec!["490:*"; 6000].join(","))).await;
     assert_eq!(r.len(), 3 + 11 + 1, "1..3 and 490..500 once each: {:?}", &r[..4]);
     // While four attackers repeat it, normal clients are served.
@@ -414,7 +414,8 @@ async fn prelogin_noop_loop_is_disconnected() {
     c.line().await.expect("greeting");
     let mut i = 0;
     let bye = loop {
-        c.send(&format!("n{i} NOOP")).await;
+        // The BYE may already be on its way: a failed write is fine, the read tells.
+        let _ = c.io.get_mut().write_all(format!("n{i} NOOP\r\n").as_bytes()).await;
         let l = c.line().await;
         match l.as_deref() {
             Some(l) if l.starts_with(&format!("n{i} OK")) => {}
