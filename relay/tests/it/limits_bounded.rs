@@ -1,7 +1,7 @@
 //! Issue 26, bounded work: one client cannot stall, bloat or brute-force the relay. Each attack
 //! runs against a real relay (one async worker on this 2-core machine, as on a small VPS) while a
 //! well-behaved client's port-25 greeting and a delivery to an idling IMAP session must still
-//! complete, and the relay's RSS (VmRSS) must stay within the stated bound.
+//! complete, and the relay's RSS (VmRSS) must stay within the stated bound (peak RSS, VmHWM, grows < 24 MiB).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -14,6 +14,16 @@ use crate::fixtures::encrypted_eml;
 use crate::harness::*;
 use crate::imap_helpers::{assert_ok, last, login, wait_line};
 use crate::robust_common::rss_kib;
+
+/// Peak RSS (VmHWM) of a process in KiB: the bound holds for the whole attack, not just after
+/// it (memory is given back once connections close).
+fn peak_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
 
 /// A normal client's view while an attack runs.
 struct Probe {
@@ -212,17 +222,7 @@ async fn prelogin_command_budget() {
     let relay = Relay::start("");
     let mut probe = Probe::new(&relay).await;
     let imap = relay.addr(relay.ports.imap);
-    let mut c = Lines::plain(&imap).await;
-    c.line().await.expect("greeting");
-    c.send("a LOGIN {9000}").await;
-    assert_eq!(c.line().await.as_deref(), Some("a NO [TOOBIG] Literal too large"));
-    c.send("b APPEND INBOX {31457280}").await;
-    assert_eq!(c.line().await.as_deref(), Some("b BAD Not logged in"));
-    c.send("c ID (\"name\" {6000+}").await;
-    c.send_raw(&vec![b'x'; 6000]).await;
-    c.send(")").await;
-    assert!(last(&c.until_tag("c").await).starts_with("c OK"), "a literal within the budget is fine");
-    let before = rss_kib(relay.pid());
+    let (before, peak_before) = (rss_kib(relay.pid()), peak_kib(relay.pid()));
     // Three connections, each 48 MiB of 64 KiB LITERAL+ literals in one command.
     let lit = [format!("{{{}+}}\r\n", 65536).into_bytes(), vec![b'z'; 65536], b" ".to_vec()].concat();
     let floods: Vec<_> = (0..3)
@@ -235,14 +235,30 @@ async fn prelogin_command_budget() {
         })
         .collect();
     let (g, d) = under_attack(&relay, &mut probe, 2).await;
+    let mut answers = Vec::new();
     for f in floods {
-        let got = String::from_utf8_lossy(&f.await.expect("flood")).into_owned();
+        answers.push(String::from_utf8_lossy(&f.await.expect("flood")).into_owned());
+    }
+    let (after, peak) = (rss_kib(relay.pid()), peak_kib(relay.pid()));
+    println!(
+        "pre-login literal flood 3 × 48 MiB: RSS {before} → {after} KiB, peak {peak_before} → {peak} KiB; \
+         greeting {g:?}, delivery {d:?}"
+    );
+    assert!(peak.saturating_sub(peak_before) < 24 * 1024, "peak RSS grew {} KiB", peak - peak_before);
+    for got in answers {
         assert!(got.contains("* BYE Literal too large"), "{got}");
     }
-    let after = rss_kib(relay.pid());
-    println!("pre-login literal flood 3 × 48 MiB: RSS {before} → {after} KiB; greeting {g:?}, delivery {d:?}");
-    assert!(after.saturating_sub(before) < 24 * 1024, "RSS grew {} KiB", after.saturating_sub(before));
     assert!(g < Duration::from_secs(2) && d < Duration::from_secs(5), "greeting {g:?}, delivery {d:?}");
+    let mut c = Lines::plain(&imap).await;
+    c.line().await.expect("greeting");
+    c.send("a LOGIN {9000}").await;
+    assert_eq!(c.line().await.as_deref(), Some("a NO [TOOBIG] Literal too large"));
+    c.send("b APPEND INBOX {31457280}").await;
+    assert_eq!(c.line().await.as_deref(), Some("b BAD Not logged in"));
+    c.send("c ID (\"name\" {6000+}").await;
+    c.send_raw(&vec![b'x'; 6000]).await;
+    c.send(")").await;
+    assert!(last(&c.until_tag("c").await).starts_with("c OK"), "a literal within the budget is fine");
     assert!(metric(&relay, "chatrelay_limit_hits_total{limit=\"imap_command_bytes\"}").await >= 5.0);
 }
 
@@ -281,7 +297,7 @@ async fn compress_inflation_is_bounded() {
     }
     feed(b")\r\n", FlushCompress::Sync);
     println!("compressed attack: {} KiB for {} MiB inflated", wire.len() / 1024, 2048 * 65547 / (1 << 20));
-    let before = rss_kib(relay.pid());
+    let (before, peak_before) = (rss_kib(relay.pid()), peak_kib(relay.pid()));
     let floods: Vec<_> = conns
         .into_iter()
         .map(|c| {
@@ -297,9 +313,12 @@ async fn compress_inflation_is_bounded() {
     for f in floods {
         f.await.expect("flood");
     }
-    let after = rss_kib(relay.pid());
-    println!("COMPRESS flood 2 × 128 MiB inflated: RSS {before} → {after} KiB; greeting {g:?}, delivery {d:?}");
-    assert!(after.saturating_sub(before) < 24 * 1024, "RSS grew {} KiB", after.saturating_sub(before));
+    let (after, peak) = (rss_kib(relay.pid()), peak_kib(relay.pid()));
+    println!(
+        "COMPRESS flood 2 × 128 MiB inflated: RSS {before} → {after} KiB, peak {peak_before} → {peak} KiB; \
+         greeting {g:?}, delivery {d:?}"
+    );
+    assert!(peak.saturating_sub(peak_before) < 24 * 1024, "peak RSS grew {} KiB", peak - peak_before);
     assert!(g < Duration::from_secs(2) && d < Duration::from_secs(5), "greeting {g:?}, delivery {d:?}");
     assert!(metric(&relay, "chatrelay_limit_hits_total{limit=\"imap_command_bytes\"}").await >= 2.0);
 }
