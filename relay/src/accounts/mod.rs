@@ -14,8 +14,8 @@ pub mod throttle;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 

@@ -111,7 +111,12 @@ async fn metric(relay: &Relay, sample: &str) -> f64 {
 }
 
 /// Spawn `conns` attacker loops running `cmd` (tagged) until stopped; each run must complete.
-fn hammer(conns: Vec<Lines>, cmd: String, stop: Arc<AtomicBool>, runs: Arc<AtomicU32>) -> Vec<tokio::task::JoinHandle<()>> {
+fn hammer(
+    conns: Vec<Lines>,
+    cmd: String,
+    stop: Arc<AtomicBool>,
+    runs: Arc<AtomicU32>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     conns
         .into_iter()
         .map(|mut c| {
@@ -201,7 +206,12 @@ async fn search_sequence_sets_resolve_once() {
 
 /// Write `chunks` of `chunk` to `s` ignoring errors (the relay may close early); then read what
 /// it answered until EOF (bounded).
-async fn flood(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, head: &[u8], chunk: &[u8], chunks: usize) -> Vec<u8> {
+async fn flood(
+    mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    head: &[u8],
+    chunk: &[u8],
+    chunks: usize,
+) -> Vec<u8> {
     let _ = s.write_all(head).await;
     for _ in 0..chunks {
         if s.write_all(chunk).await.is_err() {
@@ -405,7 +415,7 @@ async fn wrong_password_and_unknown_address_take_the_same_time() {
     unknown.sort();
     let (w, u) = (wrong[2], unknown[2]);
     println!("median failure: wrong password {w:?}, unknown address {u:?}");
-    let diff = if w > u { w - u } else { u - w };
+    let diff = w.abs_diff(u);
     assert!(diff < Duration::from_millis(8), "wrong {wrong:?} vs unknown {unknown:?}");
 }
 
