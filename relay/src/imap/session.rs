@@ -275,10 +275,13 @@ impl Session {
                 self.untagged(&format!("{tag} {}\r\n", r::BAD_STATE_AUTH));
                 return Ok(None);
             }
-            // The first literal of an authenticated APPEND is the message.
-            let message = is_append && authed && !append_literal;
+            // Literals count against the budget; one literal of an authenticated APPEND that
+            // does not fit there is its message, bounded by max_message_size instead.
+            let regular = n <= LITERAL_MAX && n <= budget - used;
+            let message = !regular && is_append && authed && !append_literal;
             append_literal |= message;
-            let fits = if message { n <= max_message } else { n <= LITERAL_MAX && n <= budget - used };
+            // No literal of an APPEND may exceed max_message_size (IMAP-44).
+            let fits = (regular || message) && !(is_append && n > max_message);
             if !fits {
                 self.ctx.metrics.limit_hit("imap_command_bytes");
                 if nonsync {

@@ -524,3 +524,29 @@ async fn smtp_setup_budget() {
     }
     assert!(metric(&relay, "chatrelay_limit_hits_total{limit=\"smtp_setup\"}").await >= 2.0);
 }
+
+/// After login a command's literals share the 256 KiB budget, while the one message literal of
+/// APPEND may be up to max_message_size wherever it stands (after a literal mailbox name too).
+#[tokio::test]
+async fn postlogin_budget_and_large_append() {
+    let relay = Relay::start("");
+    let addr = relay.new_address();
+    let mut c = login(&relay, &addr).await;
+    c.send("a APPEND {5}").await;
+    assert!(c.line().await.expect("line").starts_with('+'));
+    c.send("INBOX {300000}").await;
+    assert!(c.line().await.expect("line").starts_with('+'));
+    let mut msg = b"Subject: big\r\n\r\n".to_vec();
+    msg.resize(300_000, b'x');
+    c.send_raw(&msg).await;
+    c.send_raw(b"\r\n").await;
+    assert!(last(&c.until_tag("a").await).starts_with("a OK [APPENDUID"));
+    c.send("b SETMETADATA INBOX (/private/comment {60000}").await;
+    for i in 0..4 {
+        assert!(c.line().await.expect("line").starts_with('+'), "literal {i}");
+        c.send_raw(&vec![b'y'; 60000]).await;
+        c.send(" /private/comment {60000}").await;
+    }
+    assert_eq!(c.line().await.as_deref(), Some("b NO [TOOBIG] Literal too large"));
+    assert_ok(&c.imap("c", "NOOP").await);
+}
