@@ -247,6 +247,11 @@ impl Session {
         let mut used = 0;
         let mut append_literal = false;
         let deadline = self.deadline();
+        // A client that always has input ready would never see the timer fire.
+        if tokio::time::Instant::now() >= deadline {
+            self.autologout();
+            return Err(());
+        }
         loop {
             let line_max = LINE_MAX.min(budget - used);
             let line = match tokio::time::timeout_at(deadline, self.conn.read_line(line_max)).await {

@@ -458,7 +458,38 @@ async fn prelogin_noop_loop_is_disconnected() {
     assert_eq!(bye.as_deref(), Some("* BYE Autologout"));
     assert!(t.elapsed() >= Duration::from_millis(2900) && t.elapsed() < Duration::from_secs(5));
     assert!(c.line().await.is_none());
-    assert!(metric(&relay, "chatrelay_limit_hits_total{limit=\"imap_prelogin_timeout\"}").await >= 1.0);
+    // A client that pipelines NOOPs without pause (input always buffered) is cut off too.
+    let s = tls_wrap(TcpStream::connect(relay.addr(relay.ports.imaps)).await.expect("connect"), &[]).await;
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let t = Instant::now();
+    let writer = tokio::spawn(async move {
+        let batch = "p NOOP\r\n".repeat(200);
+        while t.elapsed() < Duration::from_secs(8) {
+            if wr.write_all(batch.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    let keep = got.len().saturating_sub(64);
+                    got.drain(..keep);
+                }
+            }
+        }
+    })
+    .await;
+    let _ = writer.await;
+    println!("pipelined NOOPs closed after {:?}", t.elapsed());
+    assert!(closed.is_ok() && t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    assert!(String::from_utf8_lossy(&got).contains("* BYE Autologout"), "{:?}", String::from_utf8_lossy(&got));
+    assert!(metric(&relay, "chatrelay_limit_hits_total{limit=\"imap_prelogin_timeout\"}").await >= 2.0);
 }
 
 /// Connect to `addr` from the loopback source address `from`.
