@@ -102,6 +102,7 @@ max_user_send_per_minute = 10000000
 max_user_send_burst_size = 10000000
 max_imap_connections = 20000
 max_smtp_connections = 20000
+limits.new_accounts_burst = 10000000
 
 [listen]
 smtp = "127.0.0.1:$((PB + 25))"

@@ -6,6 +6,49 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+/// The client a limit counts: the address truncated to the configured prefix (issue 26), so one
+/// host's IPv6 /64 (or an IPv4 block, if configured) is one client. IPv4-mapped IPv6 counts as
+/// IPv4.
+pub fn client_prefix(ip: IpAddr, v4_bits: u8, v6_bits: u8) -> IpAddr {
+    fn mask(bits: u8, width: u32) -> u128 {
+        let bits = u32::from(bits).min(width);
+        if bits == 0 { 0 } else { u128::MAX << (128 - bits) >> (128 - width) }
+    }
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & mask(v4_bits, 32) as u32).into()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => client_prefix(IpAddr::V4(v4), v4_bits, v6_bits),
+            None => IpAddr::V6((u128::from(v6) & mask(v6_bits, 128)).into()),
+        },
+    }
+}
+
+/// The client prefix of `ip` under the current `[limits]` config.
+pub fn client_of(ip: IpAddr, cfg: &crate::config::Config) -> IpAddr {
+    client_prefix(ip, cfg.limits.ipv4_prefix, cfg.limits.ipv6_prefix)
+}
+
+/// Cooperative yielding for loops whose cost depends on client input (issue 26, see
+/// docs/architecture.md "Bounded work"): count rough work units (byte comparisons, messages
+/// visited) and give the worker back to other sessions every `YIELD_EVERY` of them, i.e. about
+/// every few hundred microseconds.
+#[derive(Default)]
+pub struct Yielder {
+    work: usize,
+}
+
+const YIELD_EVERY: usize = 256 * 1024;
+
+impl Yielder {
+    pub async fn add(&mut self, units: usize) {
+        self.work = self.work.saturating_add(units.max(1));
+        if self.work >= YIELD_EVERY {
+            self.work = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 pub struct ConnLimiter {
     max_total: usize,
     max_per_ip: usize,
@@ -58,6 +101,17 @@ impl Drop for ConnGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes() {
+        let p = |s: &str, a, b| client_prefix(s.parse().expect("ip"), a, b).to_string();
+        assert_eq!(p("2001:db8:1:2:aaaa::1", 32, 64), "2001:db8:1:2::");
+        assert_eq!(p("2001:db8:1:2:aaaa::1", 32, 128), "2001:db8:1:2:aaaa::1");
+        assert_eq!(p("10.1.2.3", 32, 64), "10.1.2.3");
+        assert_eq!(p("10.1.2.3", 24, 64), "10.1.2.0");
+        assert_eq!(p("::ffff:10.1.2.3", 24, 64), "10.1.2.0");
+        assert_eq!(p("10.1.2.3", 1, 64), "0.0.0.0");
+    }
 
     #[test]
     fn caps() {

@@ -126,8 +126,10 @@ impl Metrics {
         self.smtp_messages.get_or_create(&vec![("listener", listener), ("result", result), ("reason", reason)]).inc();
     }
 
+    /// Count and log (without any address) one hit of a work bound.
     pub fn limit_hit(&self, limit: &'static str) {
         self.limit_hits.get_or_create(&vec![("limit", limit)]).inc();
+        tracing::info!(limit, "limit hit");
     }
 
     pub fn login_failure(&self, protocol: &'static str) {

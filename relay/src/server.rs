@@ -278,7 +278,12 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let conn = ConnInfo { id: ids.fetch_add(1, Ordering::Relaxed), peer: peer.ip(), local };
-        let guard = limiter.try_acquire(peer.ip());
+        // Per-client caps count the client's prefix (IPv6 /64 by default), never one address.
+        let client = crate::limits::client_of(peer.ip(), &ctx.config.get());
+        let guard = limiter.try_acquire(client);
+        if guard.is_none() {
+            ctx.metrics.limit_hit("connections");
+        }
         let ctx2 = ctx.clone();
         ctx.tasks.spawn(async move {
             match guard {

@@ -53,6 +53,8 @@ class Relay:
             f'mail_domain = "{domain}"\ndata_dir = "{tmp / "data"}"\n'
             # A busy test machine must not close the registration gates (ACC-16).
             'max_load_1m = 100000.0\nmin_available_memory = "1M"\nmin_free_disk_space = "1M"\n'
+            # Accounts made by first login share the /new bucket per client (issue 26).
+            'limits.new_accounts_burst = 100000\n'
             f'{extra}\n'
             f'[listen]\n{listen}\n[tls]\nmode = "self-signed"\n'
         )

@@ -47,6 +47,7 @@ data_dir = "$work/data"
 max_load_1m = 100000.0
 min_available_memory = "1B"
 min_free_disk_space = "1B"
+limits.new_accounts_burst = 100000
 $top
 [listen]
 smtp = "127.0.0.1:${ports[0]}"

@@ -10,9 +10,12 @@ pub mod credentials;
 mod gates;
 pub mod password;
 pub mod secret;
+pub mod throttle;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
@@ -37,6 +40,10 @@ pub enum AuthError {
     Rules,
     #[error("registration refused: {}", .0.label())]
     Gate(GateClosed),
+    #[error("too many failed logins")]
+    Throttled,
+    #[error("too many new accounts from this client")]
+    CreationRate,
     #[error("storage: {0}")]
     Store(#[from] StoreError),
 }
@@ -49,10 +56,16 @@ impl AuthError {
             Self::Tombstoned => "tombstone",
             Self::Rules => "rules",
             Self::Gate(g) => g.label(),
+            Self::Throttled => "throttled",
+            Self::CreationRate => "rate",
             Self::Store(_) => "store",
         }
     }
 }
+
+/// How long a failed login takes at least, from the start of its verification (after any
+/// throttling delay): SMTP-27 and IMAP-46's one second.
+pub const FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Accounts {
     store: Store,
@@ -63,6 +76,7 @@ pub struct Accounts {
     /// Hash jobs waiting or running; the last one to finish frees the kept argon2 memory.
     hash_jobs: Arc<AtomicUsize>,
     gates: gates::Gates,
+    throttle: throttle::Throttle,
     metrics: Metrics,
 }
 
@@ -70,6 +84,8 @@ impl Accounts {
     pub fn new(store: Store, config: ConfigHandle, secret: Secret, metrics: Metrics) -> Arc<Self> {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let data_dir = config.get().data_dir.clone();
+        let l = config.get().limits.clone();
+        crate::http::limiter::configure_new(l.new_accounts_per_second, f64::from(l.new_accounts_burst));
         Arc::new(Self {
             store,
             config,
@@ -78,6 +94,7 @@ impl Accounts {
             verify_slots: Semaphore::new(cpus),
             hash_jobs: Arc::default(),
             gates: gates::Gates::new(data_dir),
+            throttle: throttle::Throttle::default(),
             metrics,
         })
     }
@@ -95,40 +112,107 @@ impl Accounts {
         self.gates.check(&self.config.get())
     }
 
-    /// Log in, creating the account on a valid first login (ACC-8..ACC-14). `protocol` is the
-    /// metric label (`imap`, `smtp`).
+    /// `login_from` for in-process callers without a network client (tests, tools): counted as
+    /// the loopback client.
     pub async fn login(&self, user: &str, password: &str, protocol: &'static str) -> Result<Account, AuthError> {
-        let res = self.login_inner(user, password, true).await;
+        self.login_from(user, password, protocol, IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Log in, creating the account on a valid first login (ACC-8..ACC-14). `protocol` is the
+    /// metric label (`imap`, `smtp`); `peer` the client, counted by prefix for throttling and
+    /// the new-account bucket (issue 26), never logged.
+    pub async fn login_from(
+        &self,
+        user: &str,
+        password: &str,
+        protocol: &'static str,
+        peer: IpAddr,
+    ) -> Result<Account, AuthError> {
+        let limits = self.config.get().limits.clone();
+        let client = crate::limits::client_prefix(peer, limits.ipv4_prefix, limits.ipv6_prefix);
+        let mut started = tokio::time::Instant::now();
+        let res = match self.throttle.check_client(client, &limits, Instant::now()) {
+            throttle::Verdict::Refuse => {
+                self.metrics.limit_hit("auth_client");
+                Err(AuthError::Throttled)
+            }
+            throttle::Verdict::Allow(delay) => {
+                if !delay.is_zero() {
+                    self.metrics.limit_hit("auth_delay");
+                    tokio::time::sleep(delay).await;
+                    started = tokio::time::Instant::now();
+                }
+                let key = self.throttle_key(&user.trim().to_lowercase());
+                let locked = self.throttle.account_locked(&key, &limits, Instant::now());
+                self.login_inner(user, password, Some(client), locked).await
+            }
+        };
         if let Err(e) = &res {
+            // Every failure answers FAILURE_DELAY after verification began, so a wrong password
+            // (an argon2 hash) and an unknown address (none) take the same time (ACC-13).
+            if !matches!(e, AuthError::Store(_)) {
+                tokio::time::sleep_until(started + FAILURE_DELAY).await;
+            }
             self.metrics.login_failure(protocol);
             tracing::info!(reason = e.reason(), proto = protocol, "login failed");
+            // Guesses count; refusals of the registration gates and storage errors do not.
+            if matches!(e, AuthError::Invalid | AuthError::Blocked | AuthError::Tombstoned | AuthError::Rules) {
+                let addr = user.trim().to_lowercase();
+                self.throttle.failed(client, &self.throttle_key(&addr), &limits, Instant::now());
+            }
         }
         res
     }
 
-    /// Verify existing credentials without ever creating an account (`/account/delete`).
-    pub async fn verify_existing(&self, user: &str, password: &str) -> Result<Account, AuthError> {
-        self.login_inner(user, password, false).await
+    fn throttle_key(&self, addr: &str) -> [u8; 32] {
+        self.secret.keyed_hash(&[b"throttle", addr.as_bytes()])
     }
 
-    async fn login_inner(&self, user: &str, password: &str, may_create: bool) -> Result<Account, AuthError> {
+    /// Verify existing credentials without ever creating an account (`/account/delete`).
+    pub async fn verify_existing(&self, user: &str, password: &str) -> Result<Account, AuthError> {
+        self.login_inner(user, password, None, false).await
+    }
+
+    /// `create_for`: the client prefix when a first login may create the account; `locked`:
+    /// the account saw too many failed logins.
+    async fn login_inner(
+        &self,
+        user: &str,
+        password: &str,
+        create_for: Option<IpAddr>,
+        locked: bool,
+    ) -> Result<Account, AuthError> {
         let addr = user.trim().to_lowercase();
         if addr.is_empty() || password.is_empty() || addr.len() > 254 || password.len() > 1024 {
             return Err(AuthError::Invalid);
         }
         match self.store.account_by_address(&addr).await? {
-            Some(acc) => self.check_existing(acc, &addr, password).await,
-            None if may_create => self.create(&addr, password).await,
-            None => Err(AuthError::Invalid),
+            Some(acc) => self.check_existing(acc, &addr, password, locked).await,
+            None => match create_for {
+                Some(client) => self.create(&addr, password, client).await,
+                None => Err(AuthError::Invalid),
+            },
         }
     }
 
-    async fn check_existing(&self, acc: Account, addr: &str, password: &str) -> Result<Account, AuthError> {
+    /// `locked`: the account saw too many failures; only a cached (known-good) login passes,
+    /// and no hash is computed for the rest.
+    async fn check_existing(
+        &self,
+        acc: Account,
+        addr: &str,
+        password: &str,
+        locked: bool,
+    ) -> Result<Account, AuthError> {
         if acc.blocked {
             return Err(AuthError::Blocked);
         }
         let key = self.secret.keyed_hash(&[b"login", addr.as_bytes(), password.as_bytes()]);
         if !self.cache.hit(&key, acc.id, &acc.password_hash) {
+            if locked {
+                self.metrics.limit_hit("auth_account");
+                return Err(AuthError::Throttled);
+            }
             let verdict = self
                 .run_hash_job({
                     let (pw, stored) = (password.to_string(), acc.password_hash.clone());
@@ -153,7 +237,7 @@ impl Accounts {
         Ok(acc)
     }
 
-    async fn create(&self, addr: &str, password: &str) -> Result<Account, AuthError> {
+    async fn create(&self, addr: &str, password: &str, client: IpAddr) -> Result<Account, AuthError> {
         let cfg = self.config.get();
         let tombstone = self.secret.tombstone(addr);
         if !valid_new_address(&cfg, addr) || password.chars().count() < cfg.password_min_length {
@@ -163,6 +247,12 @@ impl Accounts {
         if let Err(g) = self.gates.check(&cfg) {
             self.refused(g.label());
             return Err(AuthError::Gate(g));
+        }
+        // The `/new` bucket (HTTP-17), so first logins cannot mint accounts faster than it.
+        if !crate::http::limiter::limits().new.allow(&client, Instant::now()) {
+            self.refused("rate");
+            self.metrics.limit_hit("new_accounts");
+            return Err(AuthError::CreationRate);
         }
         let pw = password.to_string();
         let hash = self.run_hash_job(move || password::hash(&pw)).await?.map_err(|_| AuthError::Invalid)?;
@@ -176,7 +266,7 @@ impl Accounts {
                 Ok(acc)
             }
             // ACC-12: a concurrent first login won; verify against its password.
-            CreateOutcome::AlreadyExists(acc) => self.check_existing(acc, addr, password).await,
+            CreateOutcome::AlreadyExists(acc) => self.check_existing(acc, addr, password, false).await,
             CreateOutcome::Tombstoned => Err(AuthError::Tombstoned),
         }
     }

@@ -54,6 +54,7 @@ pub struct Config {
     pub push: Push,
     pub server_metadata: ServerMetadata,
     pub privacy: Privacy,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +147,63 @@ pub struct Privacy {
     pub supervisor: String,
 }
 
+/// Per-client work bounds (issue 26): command budgets, slot timeouts, auth throttling. Every hit
+/// counts in `chatrelay_limit_hits_total{limit=...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// IMAP bytes per command (line plus literals) before login.
+    pub imap_command_prelogin: ByteSize,
+    /// IMAP bytes per command after login; APPEND's message literal may add `max_message_size`.
+    pub imap_command: ByteSize,
+    /// Unauthenticated IMAP connections close this long after connect, whatever they send.
+    pub imap_prelogin_timeout: ConfDuration,
+    /// Bytes of command input (lines plus literals) held by all IMAP sessions together; a
+    /// literal that would pass it waits for room (backpressure).
+    pub imap_buffered_total: ByteSize,
+    /// Per-client connection caps and auth counters group IPv4 addresses by this prefix length.
+    pub ipv4_prefix: u8,
+    /// ... and IPv6 addresses by this one.
+    pub ipv6_prefix: u8,
+    /// SMTP commands allowed before AUTH succeeds or a MAIL is accepted, and the time for them.
+    pub smtp_setup_commands: u32,
+    pub smtp_setup_timeout: ConfDuration,
+    /// Failed logins per client prefix within `auth_window` that cost no extra delay.
+    pub auth_free_failures: u32,
+    /// The growing delay (doubling from 1 s) is capped here.
+    pub auth_max_delay: ConfDuration,
+    /// Failed logins per client prefix, and per account, within `auth_window` before further
+    /// attempts are refused without a password hash.
+    pub auth_failures_per_client: u32,
+    pub auth_failures_per_account: u32,
+    pub auth_window: ConfDuration,
+    /// New accounts per client prefix: shared token bucket with `/new` (HTTP-17).
+    pub new_accounts_per_second: f64,
+    pub new_accounts_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            imap_command_prelogin: ByteSize(8 * 1024),
+            imap_command: ByteSize(256 * 1024),
+            imap_prelogin_timeout: ConfDuration::from_secs(60),
+            imap_buffered_total: ByteSize(256 * 1024 * 1024),
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            smtp_setup_commands: 30,
+            smtp_setup_timeout: ConfDuration::from_secs(120),
+            auth_free_failures: 3,
+            auth_max_delay: ConfDuration::from_secs(15),
+            auth_failures_per_client: 30,
+            auth_failures_per_account: 10,
+            auth_window: ConfDuration::from_secs(15 * 60),
+            new_accounts_per_second: 2.0,
+            new_accounts_burst: 5,
+        }
+    }
+}
+
 fn addrs(list: &[&str]) -> Vec<SocketAddr> {
     list.iter().filter_map(|a| a.parse().ok()).collect()
 }
@@ -182,6 +240,7 @@ impl Default for Config {
             push: Push::default(),
             server_metadata: ServerMetadata::default(),
             privacy: Privacy::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -297,6 +356,16 @@ impl Config {
         }
         if self.delivery.resolver != "system" && self.delivery.resolver.parse::<SocketAddr>().is_err() {
             errs.push(format!("delivery.resolver {:?} must be \"system\" or IP:PORT", self.delivery.resolver));
+        }
+        let l = &self.limits;
+        if l.ipv4_prefix == 0 || l.ipv4_prefix > 32 || l.ipv6_prefix == 0 || l.ipv6_prefix > 128 {
+            errs.push("limits.ipv4_prefix must be 1..=32 and limits.ipv6_prefix 1..=128".into());
+        }
+        if l.imap_command_prelogin.0 < 1024 || l.imap_command.0 < l.imap_command_prelogin.0 {
+            errs.push("limits.imap_command_prelogin must be at least 1K and at most limits.imap_command".into());
+        }
+        if l.new_accounts_burst == 0 || l.new_accounts_per_second.is_nan() || l.new_accounts_per_second < 0.0 {
+            errs.push("limits.new_accounts_burst must be at least 1 and new_accounts_per_second not negative".into());
         }
         errs
     }

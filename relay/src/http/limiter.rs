@@ -123,6 +123,14 @@ impl<K: Hash + Eq + Clone> Window<K> {
 
 const MAX_KEYS: usize = 100_000;
 
+/// The `/new` bucket's rate and burst from `[limits]` (shared with account creation by first
+/// login, issue 26). Set once at start, before the first request.
+static NEW_BUCKET: OnceLock<(f64, f64)> = OnceLock::new();
+
+pub fn configure_new(rate: f64, burst: f64) {
+    let _ = NEW_BUCKET.set((rate, burst));
+}
+
 /// The limiters of the HTTPS listener, shared by all its connections (one relay per process).
 pub struct Limits {
     /// HTTP-17: GET and POST `/new` together, 2/s with a burst of 5.
@@ -136,7 +144,10 @@ pub struct Limits {
 pub fn limits() -> &'static Limits {
     static LIMITS: OnceLock<Limits> = OnceLock::new();
     LIMITS.get_or_init(|| Limits {
-        new: TokenBucket::new(2.0, 5.0, MAX_KEYS),
+        new: {
+            let (rate, burst) = NEW_BUCKET.get().copied().unwrap_or((2.0, 5.0));
+            TokenBucket::new(rate, burst, MAX_KEYS)
+        },
         delete_ip: Window::new(5, Duration::from_secs(15 * 60), MAX_KEYS),
         delete_addr: Window::new(10, Duration::from_secs(3600), MAX_KEYS),
     })

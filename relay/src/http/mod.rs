@@ -14,7 +14,7 @@ mod autoconfig;
 mod delete;
 mod health;
 mod html;
-mod limiter;
+pub mod limiter;
 pub mod mxdeliv;
 mod new;
 mod pages;

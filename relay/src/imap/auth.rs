@@ -86,19 +86,25 @@ pub async fn authenticate(s: &mut Session, mechanism: &str, ir: Option<Vec<u8>>)
 }
 
 async fn finish(s: &mut Session, user: &str, pw: &str) -> Reply {
-    match s.ctx.accounts.login(user, pw, "imap").await {
+    match s.ctx.accounts.login_from(user, pw, "imap", s.info.peer).await {
         Ok(acc) => {
             s.sub = Some(s.ctx.store.events().subscribe(acc.id));
             s.account = Some(acc);
             Reply::Done(format!("OK [CAPABILITY {}] Logged in", super::misc::capabilities(s)))
         }
-        Err(_) => fail(s).await,
+        // `accounts.login` already waited the IMAP-46 delay, equal for every failure.
+        Err(_) => failed(s),
     }
 }
 
-/// ACC-13 reply after the IMAP-46 delay; the third failure ends the connection.
+/// ACC-13 reply after the IMAP-46 delay, for credentials that never reached `accounts`.
 async fn fail(s: &mut Session) -> Reply {
     tokio::time::sleep(FAIL_DELAY).await;
+    failed(s)
+}
+
+/// ACC-13 reply; the third failure ends the connection.
+fn failed(s: &mut Session) -> Reply {
     s.auth_failures += 1;
     if s.auth_failures >= MAX_FAILURES {
         return Reply::DoneCloseBye(r::AUTH_FAILED.into(), r::TOO_MANY_AUTH);

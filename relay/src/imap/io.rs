@@ -15,8 +15,17 @@ const KEEP: usize = 8192;
 /// Output is written out once this much is pending (large FETCH responses).
 pub const SOFT_FLUSH: usize = 64 * 1024;
 
+/// Inflated octets produced per `fill` at most: compressed input waits in `zin` until the
+/// framing asks for more, so a 1000:1 stream never balloons the read buffer (issue 26).
+const INFLATE_STEP: usize = 16 * 1024;
+
 struct Zlib {
     inflate: Decompress,
+    /// Compressed bytes read but not yet inflated, from `zpos`.
+    zin: Vec<u8>,
+    zpos: usize,
+    /// The last step filled its output: the inflater may hold more without new input.
+    more: bool,
     deflate: Compress,
     zout: Vec<u8>,
 }
@@ -64,15 +73,24 @@ impl Conn {
             self.rpos = 0;
         }
         let mut tmp = [0u8; READ_CHUNK];
-        let n = self.stream.read(&mut tmp).await?;
-        if n == 0 {
-            return Ok(0);
+        let Some(z) = &mut self.z else {
+            let n = self.stream.read(&mut tmp).await?;
+            self.rbuf.extend_from_slice(&tmp[..n]);
+            return Ok(n);
+        };
+        loop {
+            if z.more || z.zpos < z.zin.len() {
+                let produced = inflate_step(z, &mut self.rbuf)?;
+                if produced > 0 {
+                    return Ok(produced);
+                }
+            }
+            let n = self.stream.read(&mut tmp).await?;
+            if n == 0 {
+                return Ok(0);
+            }
+            z.zin.extend_from_slice(&tmp[..n]);
         }
-        match &mut self.z {
-            None => self.rbuf.extend_from_slice(&tmp[..n]),
-            Some(z) => inflate(&mut z.inflate, &tmp[..n], &mut self.rbuf)?,
-        }
-        Ok(n)
     }
 
     /// Read one line of at most `max` octets.
@@ -162,15 +180,16 @@ impl Conn {
     pub fn start_compression(&mut self) -> io::Result<()> {
         let mut z = Box::new(Zlib {
             inflate: Decompress::new(false),
+            zin: Vec::new(),
+            zpos: 0,
+            more: false,
             deflate: Compress::new(Compression::default(), false),
             zout: Vec::new(),
         });
         let rest = self.rbuf.split_off(self.rpos);
         self.rbuf.clear();
         self.rpos = 0;
-        if !rest.is_empty() {
-            inflate(&mut z.inflate, &rest, &mut self.rbuf)?;
-        }
+        z.zin = rest;
         self.z = Some(z);
         Ok(())
     }
@@ -181,23 +200,27 @@ impl Conn {
     }
 }
 
-fn inflate(d: &mut Decompress, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-    let mut pos = 0;
-    loop {
-        out.reserve((input.len() - pos) * 4 + 256);
-        let (bi, bo) = (d.total_in(), d.total_out());
-        let st = d
-            .decompress_vec(&input[pos..], out, FlushDecompress::None)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad deflate stream"))?;
-        pos += (d.total_in() - bi) as usize;
-        let produced = d.total_out() - bo;
-        if st == Status::StreamEnd || (pos >= input.len() && out.len() < out.capacity()) {
-            return Ok(());
-        }
-        if produced == 0 && d.total_in() == bi {
-            return Ok(());
+/// Inflate at most INFLATE_STEP octets of pending input onto `out`; returns how many.
+fn inflate_step(z: &mut Zlib, out: &mut Vec<u8>) -> io::Result<usize> {
+    let mut chunk = Vec::with_capacity(INFLATE_STEP);
+    let before = z.inflate.total_in();
+    let st = z
+        .inflate
+        .decompress_vec(&z.zin[z.zpos..], &mut chunk, FlushDecompress::None)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad deflate stream"))?;
+    let consumed = (z.inflate.total_in() - before) as usize;
+    z.zpos += consumed;
+    z.more = chunk.len() == chunk.capacity() && st != Status::StreamEnd;
+    if z.zpos == z.zin.len() || (consumed == 0 && chunk.is_empty()) {
+        // All used, or stuck (after the stream's end): drop the pending input.
+        z.zin.clear();
+        z.zpos = 0;
+        if z.zin.capacity() > KEEP {
+            z.zin = Vec::new();
         }
     }
+    out.extend_from_slice(&chunk);
+    Ok(chunk.len())
 }
 
 fn deflate(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {

@@ -91,13 +91,68 @@ pub async fn subscribe(s: &mut Session, m: &Mailbox<'_>, on: bool) -> Reply {
     }
 }
 
-/// `*` matches anything, `%` anything but the delimiter.
-fn glob(p: &[u8], n: &[u8]) -> bool {
-    match p.split_first() {
-        None => n.is_empty(),
-        Some((b'*', rest)) => (0..=n.len()).any(|i| glob(rest, &n[i..])),
-        Some((b'%', rest)) => (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != b'/').any(|i| glob(rest, &n[i..])),
-        Some((c, rest)) => n.first().is_some_and(|x| x == c) && glob(rest, &n[1..]),
+/// A LIST pattern in a form whose matching is linear (issue 26): runs of wildcards collapsed
+/// (`*` absorbs `%`), and the count of literal octets kept to reject names too short at once.
+pub struct Pattern {
+    p: Vec<u8>,
+    literals: usize,
+}
+
+impl Pattern {
+    pub fn new(raw: &[u8]) -> Self {
+        let mut p: Vec<u8> = Vec::with_capacity(raw.len());
+        for &c in raw {
+            match (c, p.last().copied()) {
+                (b'*', Some(b'*')) | (b'%', Some(b'%' | b'*')) => {}
+                (b'*', Some(b'%')) => {
+                    if let Some(last) = p.last_mut() {
+                        *last = b'*';
+                    }
+                }
+                _ => p.push(c),
+            }
+        }
+        let literals = p.iter().filter(|c| !matches!(c, b'*' | b'%')).count();
+        Self { p, literals }
+    }
+
+    /// Rough cost of matching one name, for `limits::Yielder`.
+    pub fn cost(&self, name: &[u8]) -> usize {
+        if self.literals > name.len() { 1 } else { self.p.len() * (name.len() + 1) }
+    }
+
+    /// `*` matches anything, `%` anything but the delimiter. One pass over the pattern, keeping
+    /// the set of name positions reachable so far: O(pattern × name), no backtracking.
+    pub fn matches(&self, n: &[u8]) -> bool {
+        if self.literals > n.len() {
+            return false;
+        }
+        let mut reach = vec![false; n.len() + 1];
+        reach[0] = true;
+        for &c in &self.p {
+            match c {
+                b'*' => {
+                    for i in 1..=n.len() {
+                        reach[i] |= reach[i - 1];
+                    }
+                }
+                b'%' => {
+                    for i in 1..=n.len() {
+                        reach[i] |= reach[i - 1] && n[i - 1] != b'/';
+                    }
+                }
+                c => {
+                    for i in (1..=n.len()).rev() {
+                        reach[i] = reach[i - 1] && n[i - 1] == c;
+                    }
+                    reach[0] = false;
+                }
+            }
+            if !reach.contains(&true) {
+                return false;
+            }
+        }
+        reach[n.len()]
     }
 }
 
@@ -121,15 +176,18 @@ pub async fn list(s: &mut Session, reference: &Mailbox<'_>, wildcard: &ListMailb
         Ok(b) => b,
         Err(_) => return Reply::Done(r::NO_TEMP.into()),
     };
+    let plain = Pattern::new(&full);
+    let inbox_pat = (full.len() >= 5 && full[..5].eq_ignore_ascii_case(b"INBOX"))
+        .then(|| Pattern::new(&[b"INBOX".as_slice(), &full[5..]].concat()));
     let mut out = String::new();
+    let mut work = crate::limits::Yielder::default();
     for b in &boxes {
-        let name_cmp: Vec<u8> = if b.name == "INBOX" { b"INBOX".to_vec() } else { b.name.as_bytes().to_vec() };
-        let pat_cmp = if full.len() >= 5 && full[..5].eq_ignore_ascii_case(b"INBOX") && b.name == "INBOX" {
-            [b"INBOX".as_slice(), &full[5..]].concat()
-        } else {
-            full.clone()
+        let pat = match &inbox_pat {
+            Some(p) if b.name == "INBOX" => p,
+            _ => &plain,
         };
-        if (lsub && !b.subscribed) || !glob(&pat_cmp, &name_cmp) {
+        work.add(pat.cost(b.name.as_bytes())).await;
+        if (lsub && !b.subscribed) || !pat.matches(b.name.as_bytes()) {
             continue;
         }
         let prefix = format!("{}/", b.name);
@@ -213,4 +271,39 @@ async fn write_blob(s: &Session, data: &[u8]) -> Result<crate::store::NewBlob, S
         w.write(chunk).await?;
     }
     w.finish().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pattern;
+
+    fn m(p: &str, n: &str) -> bool {
+        Pattern::new(p.as_bytes()).matches(n.as_bytes())
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(m("*", "a/b"));
+        assert!(m("%", "ab"));
+        assert!(!m("%", "a/b"));
+        assert!(m("a/%", "a/b"));
+        assert!(!m("a/%", "a/b/c"));
+        assert!(m("a*c", "abbbc"));
+        assert!(!m("a*c", "abbbd"));
+        assert!(m("%*%", "a/b"));
+        assert!(m("*%/c", "a/b/c"));
+        assert!(m("", ""));
+        assert!(!m("x", ""));
+        assert!(m("INBOX", "INBOX"));
+    }
+
+    #[test]
+    fn adversarial_pattern_is_fast() {
+        let name = "a".repeat(250);
+        let t = std::time::Instant::now();
+        assert!(!m(&format!("{}b", "*a".repeat(2000)), &name));
+        assert!(!m(&format!("{}b", "*a".repeat(120)), &name));
+        assert!(m(&format!("{}*", "*a".repeat(120)), &name));
+        assert!(t.elapsed() < std::time::Duration::from_millis(50), "{:?}", t.elapsed());
+    }
 }

@@ -31,8 +31,76 @@ fn needs_raw(k: &SearchKey<'_>) -> bool {
     }
 }
 
+/// Case-insensitive substring search in linear time: memmem over lowercased windows of the
+/// haystack (a naive window compare is O(hay × needle), issue 26).
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    const CHUNK: usize = 64 * 1024;
+    if needle.is_empty() {
+        return true;
+    }
+    if needle.len() > hay.len() {
+        return false;
+    }
+    let lower = needle.to_ascii_lowercase();
+    let finder = memchr::memmem::Finder::new(&lower);
+    let mut buf = Vec::with_capacity(CHUNK.min(hay.len()) + lower.len());
+    let mut start = 0;
+    loop {
+        // Each window also holds the start of any match beginning in its first CHUNK octets.
+        let end = (start + CHUNK + lower.len() - 1).min(hay.len());
+        buf.clear();
+        buf.extend(hay[start..end].iter().map(u8::to_ascii_lowercase));
+        if finder.find(&buf).is_some() {
+            return true;
+        }
+        if end == hay.len() {
+            return false;
+        }
+        start += CHUNK;
+    }
+}
+
+/// The sequence sets of a search program, each resolved once into merged ranges, keyed by the
+/// address of its key node (issue 26: resolving per message cost ranges × messages²).
+type Sets = std::collections::HashMap<usize, Vec<std::ops::Range<usize>>>;
+
+fn key_id(k: &SearchKey<'_>) -> usize {
+    k as *const SearchKey<'_> as usize
+}
+
+fn collect_sets(k: &SearchKey<'_>, sel: &Selected, out: &mut Sets) {
+    use SearchKey as K;
+    match k {
+        K::And(v) => v.as_ref().iter().for_each(|k| collect_sets(k, sel, out)),
+        K::Not(a) => collect_sets(a, sel, out),
+        K::Or(a, b) => {
+            collect_sets(a, sel, out);
+            collect_sets(b, sel, out);
+        }
+        K::SequenceSet(set) => {
+            out.insert(key_id(k), sel.resolve_ranges(set, false));
+        }
+        K::Uid(set) => {
+            out.insert(key_id(k), sel.resolve_ranges(set, true));
+        }
+        _ => {}
+    }
+}
+
+fn in_ranges(ranges: Option<&Vec<std::ops::Range<usize>>>, i: usize) -> bool {
+    let Some(r) = ranges else { return false };
+    let at = r.partition_point(|r| r.end <= i);
+    r.get(at).is_some_and(|r| r.contains(&i))
+}
+
+fn key_count(k: &SearchKey<'_>) -> usize {
+    use SearchKey as K;
+    match k {
+        K::And(v) => 1 + v.as_ref().iter().map(key_count).sum::<usize>(),
+        K::Not(a) => 1 + key_count(a),
+        K::Or(a, b) => 1 + key_count(a) + key_count(b),
+        _ => 1,
+    }
 }
 
 fn header_has(raw: &[u8], name: &str, needle: &AString<'_>) -> bool {
@@ -75,14 +143,13 @@ fn sent_day(raw: &[u8]) -> Option<i64> {
     Some(day(m.date()?.to_timestamp()))
 }
 
-fn eval(k: &SearchKey<'_>, m: &Msg<'_>, sel: &Selected) -> bool {
+fn eval(k: &SearchKey<'_>, m: &Msg<'_>, sets: &Sets) -> bool {
     use SearchKey as K;
     let f = |bit| m.flags & bit != 0;
     let raw = m.raw.as_deref().unwrap_or_default();
     match k {
-        K::And(v) => v.as_ref().iter().all(|k| eval(k, m, sel)),
-        K::SequenceSet(set) => sel.resolve(set, false).binary_search(&(m.seq - 1)).is_ok(),
-        K::Uid(set) => sel.resolve(set, true).binary_search(&(m.seq - 1)).is_ok(),
+        K::And(v) => v.as_ref().iter().all(|k| eval(k, m, sets)),
+        K::SequenceSet(_) | K::Uid(_) => in_ranges(sets.get(&key_id(k)), m.seq - 1),
         K::All => true,
         K::Answered => f(Flags::ANSWERED),
         K::Deleted => f(Flags::DELETED),
@@ -115,8 +182,8 @@ fn eval(k: &SearchKey<'_>, m: &Msg<'_>, sel: &Selected) -> bool {
         K::Subject(v) => header_has(raw, "subject", v),
         K::Body(v) => contains_ci(&raw[mime::split(raw)..], v.as_ref()),
         K::Text(v) => contains_ci(raw, v.as_ref()),
-        K::Not(a) => !eval(a, m, sel),
-        K::Or(a, b) => eval(a, m, sel) || eval(b, m, sel),
+        K::Not(a) => !eval(a, m, sets),
+        K::Or(a, b) => eval(a, m, sets) || eval(b, m, sets),
         #[allow(unreachable_patterns)]
         _ => false,
     }
@@ -135,13 +202,18 @@ pub async fn search(s: &mut Session, charset: Option<&Charset<'_>>, keys: &[Sear
         Err(_) => return Reply::Done(r::NO_TEMP.into()),
     };
     let want_raw = keys.iter().any(needs_raw);
+    let mut sets = Sets::new();
+    keys.iter().for_each(|k| collect_sets(k, sel, &mut sets));
+    let per_msg = keys.iter().map(key_count).sum::<usize>();
+    let mut work = crate::limits::Yielder::default();
     let mut hits = Vec::new();
     for meta in &metas {
         let Some(i) = sel.index_of(meta.uid) else { continue };
         let v = &sel.msgs[i];
         let raw = if want_raw { s.ctx.store.read_blob(&meta.blob).await.ok() } else { None };
         let m = Msg { seq: i + 1, meta, flags: v.flags, kw: v.kw.as_deref(), recent: v.recent, raw };
-        if keys.iter().all(|k| eval(k, &m, sel)) {
+        work.add(per_msg.saturating_mul(1 + m.raw.as_ref().map_or(0, |r| r.len() / 64))).await;
+        if keys.iter().all(|k| eval(k, &m, &sets)) {
             hits.push(if uid { v.uid } else { (i + 1) as u32 });
         }
     }

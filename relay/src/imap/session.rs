@@ -18,7 +18,6 @@ use crate::tls::MaybeTls;
 
 pub const LINE_MAX: usize = 64 * 1024;
 pub const LITERAL_MAX: usize = 64 * 1024;
-const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(60);
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// How a command ended.
@@ -49,6 +48,24 @@ pub struct Session {
     /// Store events heard since the last catch-up.
     pub pending: Pending,
     pub auth_failures: u32,
+    /// Connect time: the pre-login timeout counts from here, whatever is sent (issue 26).
+    pub started: tokio::time::Instant,
+}
+
+type BufferPermit = tokio::sync::OwnedSemaphorePermit;
+
+/// Room for `n` more buffered command bytes under `limits.imap_buffered_total` (fixed at the
+/// first use; a reload does not resize it). None: it can never fit, or the deadline passed.
+async fn buffer_permit(n: usize, total: usize, deadline: tokio::time::Instant) -> Option<BufferPermit> {
+    use std::sync::{Arc, OnceLock};
+    static ROOM: OnceLock<(Arc<tokio::sync::Semaphore>, usize)> = OnceLock::new();
+    let total = total.min(tokio::sync::Semaphore::MAX_PERMITS);
+    let (sem, total) = ROOM.get_or_init(|| (Arc::new(tokio::sync::Semaphore::new(total)), total));
+    if n > *total {
+        return None;
+    }
+    let n = u32::try_from(n).ok()?;
+    tokio::time::timeout_at(deadline, sem.clone().acquire_many_owned(n)).await.ok()?.ok()
 }
 
 enum Wait {
@@ -138,6 +155,7 @@ impl Session {
             sel: None,
             pending: Pending::default(),
             auth_failures: 0,
+            started: tokio::time::Instant::now(),
         }
     }
 
@@ -161,7 +179,7 @@ impl Session {
                 Wait::Input => {}
             }
             match self.read_command().await {
-                Ok(Some(buf)) => {
+                Ok(Some((buf, _permit))) => {
                     if !self.handle(&buf).await {
                         break;
                     }
@@ -174,8 +192,21 @@ impl Session {
         tracing::debug!(conn = self.info.id, "imap session end");
     }
 
-    fn timeout(&self) -> Duration {
-        if self.account.is_some() { AUTH_TIMEOUT } else { PRE_AUTH_TIMEOUT }
+    /// When waiting for the client ends: 30 minutes of inactivity after login, a fixed time from
+    /// connect before it (IMAP-45; NOOPs do not extend it).
+    fn deadline(&self) -> tokio::time::Instant {
+        if self.account.is_some() {
+            tokio::time::Instant::now() + AUTH_TIMEOUT
+        } else {
+            self.started + self.ctx.config.get().limits.imap_prelogin_timeout.get()
+        }
+    }
+
+    fn autologout(&mut self) {
+        if self.account.is_none() {
+            self.ctx.metrics.limit_hit("imap_prelogin_timeout");
+        }
+        self.untagged(r::BYE_AUTOLOGOUT);
     }
 
     /// Wait for client bytes while watching shutdown, the inactivity timeout and account events.
@@ -186,65 +217,114 @@ impl Session {
         if self.conn.buffered() > 0 {
             return Wait::Input;
         }
-        let deadline = tokio::time::Instant::now() + self.timeout();
+        let deadline = self.deadline();
         loop {
             tokio::select! {
                 r = self.conn.fill() => return match r { Ok(n) if n > 0 => Wait::Input, _ => Wait::Close },
                 _ = self.ctx.shutdown.cancelled() => { self.untagged(r::BYE_SHUTDOWN); return Wait::Close }
-                _ = tokio::time::sleep_until(deadline) => { self.untagged(r::BYE_AUTOLOGOUT); return Wait::Close }
+                _ = tokio::time::sleep_until(deadline) => { self.autologout(); return Wait::Close }
                 ev = next_event(&mut self.sub) => if !self.hear(ev) { return Wait::Close },
             }
         }
     }
 
-    /// Frame one command with its literals. `Ok(None)`: answered already, read the next one.
-    async fn read_command(&mut self) -> Result<Option<Vec<u8>>, ()> {
+    /// Frame one command with its literals, within the command's byte budget (issue 26): line
+    /// plus literals at most `limits.imap_command_prelogin` before login and
+    /// `limits.imap_command` after it, each line at most LINE_MAX and each literal at most
+    /// LITERAL_MAX, except APPEND's message literal (after login only), which may be up to
+    /// `max_message_size`. Literal bytes are also charged to the relay-wide buffer cap.
+    /// `Ok(None)`: answered already, read the next one.
+    async fn read_command(&mut self) -> Result<Option<(Vec<u8>, Option<BufferPermit>)>, ()> {
+        let authed = self.account.is_some();
+        let (budget, max_message, total) = {
+            let cfg = self.ctx.config.get();
+            let l = &cfg.limits;
+            let budget = if authed { l.imap_command.0 } else { l.imap_command_prelogin.0 };
+            (budget as usize, cfg.max_message_size.0 as usize, l.imap_buffered_total.0 as usize)
+        };
         let mut buf = Vec::new();
-        let mut line_total = 0;
-        let t = self.timeout();
+        let mut permit: Option<BufferPermit> = None;
+        let mut used = 0;
+        let mut append_literal = false;
+        let deadline = self.deadline();
+        // A client that always has input ready would never see the timer fire.
+        if tokio::time::Instant::now() >= deadline {
+            self.autologout();
+            return Err(());
+        }
         loop {
-            let line = match tokio::time::timeout(t, self.conn.read_line(LINE_MAX)).await {
+            let line_max = LINE_MAX.min(budget - used);
+            let line = match tokio::time::timeout_at(deadline, self.conn.read_line(line_max)).await {
                 Err(_) => {
-                    self.untagged(r::BYE_AUTOLOGOUT);
+                    self.autologout();
                     return Err(());
                 }
                 Ok(Err(_)) | Ok(Ok(Line::Eof)) => return Err(()),
                 Ok(Ok(Line::TooLong)) => {
+                    self.ctx.metrics.limit_hit("imap_command_bytes");
                     self.untagged(r::LINE_TOO_LONG);
                     return Ok(None);
                 }
                 Ok(Ok(Line::Ok(l))) => l,
             };
-            line_total += line.len();
-            if line_total > LINE_MAX {
-                self.untagged(r::LINE_TOO_LONG);
-                return Ok(None);
-            }
+            used += line.len();
             buf.extend_from_slice(&line);
             let Some((n, nonsync)) = literal_suffix(&line) else {
-                return Ok(Some(buf));
+                return Ok(Some((buf, permit)));
             };
-            let limit = if raw_word(&buf, 1) == "APPEND" {
-                self.ctx.config.get().max_message_size.0 as usize
-            } else {
-                LITERAL_MAX
-            };
-            if n > limit {
+            let is_append = raw_word(&buf, 1) == "APPEND";
+            let tag = raw_tag(&buf);
+            if is_append && !authed && !nonsync {
+                // APPEND only after login: refused before the `+`, nothing is buffered.
+                self.ctx.metrics.limit_hit("imap_command_bytes");
+                self.untagged(&format!("{tag} {}\r\n", r::BAD_STATE_AUTH));
+                return Ok(None);
+            }
+            // Literals count against the budget; one literal of an authenticated APPEND that
+            // does not fit there is its message, bounded by max_message_size instead.
+            let regular = n <= LITERAL_MAX && n <= budget - used;
+            let message = !regular && is_append && authed && !append_literal;
+            append_literal |= message;
+            // No literal of an APPEND may exceed max_message_size (IMAP-44).
+            let fits = (regular || message) && !(is_append && n > max_message);
+            if !fits {
+                self.ctx.metrics.limit_hit("imap_command_bytes");
                 if nonsync {
                     self.untagged(r::BYE_LITERAL);
                     return Err(());
                 }
-                let tag = raw_tag(&buf);
                 self.untagged(&format!("{tag} {}\r\n", r::LITERAL_TOO_BIG));
                 return Ok(None);
+            }
+            // Relay-wide cap on buffered command bytes: wait for room (backpressure).
+            let Some(more) = buffer_permit(n, total, deadline).await else {
+                self.ctx.metrics.limit_hit("imap_buffered_total");
+                if nonsync {
+                    self.untagged(r::BYE_LITERAL);
+                    return Err(());
+                }
+                self.untagged(&format!("{tag} {}\r\n", r::LITERAL_TOO_BIG));
+                return Ok(None);
+            };
+            match &mut permit {
+                Some(p) => p.merge(more),
+                None => permit = Some(more),
+            }
+            if !message {
+                used += n;
             }
             if !nonsync {
                 self.untagged(r::CONTINUE);
                 self.conn.flush().await.map_err(|_| ())?;
             }
-            match tokio::time::timeout(t, self.conn.read_exact_into(n, &mut buf)).await {
+            buf.try_reserve(n).map_err(|_| ())?;
+            match tokio::time::timeout_at(deadline, self.conn.read_exact_into(n, &mut buf)).await {
                 Ok(Ok(())) => {}
-                _ => return Err(()),
+                Err(_) => {
+                    self.autologout();
+                    return Err(());
+                }
+                Ok(Err(_)) => return Err(()),
             }
         }
     }

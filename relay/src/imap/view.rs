@@ -120,6 +120,12 @@ impl Selected {
 
     /// Indexes (0-based, ascending, unique) selected by a sequence set.
     pub fn resolve(&self, set: &SequenceSet, by_uid: bool) -> Vec<usize> {
+        self.resolve_ranges(set, by_uid).into_iter().flatten().collect()
+    }
+
+    /// The set as sorted, disjoint, non-adjacent index ranges: O(ranges × log) whatever their
+    /// overlap, so `1:*,1:*,...` costs no more than one `1:*` afterwards (issue 26).
+    pub fn resolve_ranges(&self, set: &SequenceSet, by_uid: bool) -> Vec<std::ops::Range<usize>> {
         let n = self.msgs.len();
         if n == 0 {
             return Vec::new();
@@ -129,27 +135,30 @@ impl Selected {
             SeqOrUid::Value(v) => v.get(),
             SeqOrUid::Asterisk => largest,
         };
-        let mut out = Vec::new();
+        let mut ranges = Vec::new();
         for seq in set.0.as_ref() {
             let (a, b) = match seq {
                 Sequence::Single(s) => (val(s), val(s)),
                 Sequence::Range(x, y) => (val(x).min(val(y)), val(x).max(val(y))),
             };
-            if by_uid {
-                let lo = self.msgs.partition_point(|m| m.uid < a);
-                let hi = self.msgs.partition_point(|m| m.uid <= b);
-                out.extend(lo..hi);
+            let r = if by_uid {
+                self.msgs.partition_point(|m| m.uid < a)..self.msgs.partition_point(|m| m.uid <= b)
             } else {
-                let lo = (a as usize).max(1);
-                let hi = (b as usize).min(n);
-                if lo <= hi {
-                    out.extend(lo - 1..hi);
-                }
+                (a as usize).max(1) - 1..(b as usize).min(n)
+            };
+            if r.start < r.end {
+                ranges.push(r);
             }
         }
-        out.sort_unstable();
-        out.dedup();
-        out
+        ranges.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len().min(n));
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged
     }
 
     /// Bring the view up to date from the store and write the untagged responses (IMAP-25).

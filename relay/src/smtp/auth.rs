@@ -50,7 +50,7 @@ impl Session {
             Ok(None) => return self.fail().await,
             Err(r) => return r,
         };
-        match self.ctx.accounts.login(&user, &password, "smtp").await {
+        match self.ctx.accounts.login_from(&user, &password, "smtp", self.conn_info.peer).await {
             Ok(acc) => {
                 self.gone = Some(self.ctx.store.events().subscribe(acc.id));
                 self.auth = Some(acc);
@@ -60,12 +60,19 @@ impl Session {
                 tracing::error!(error = %e, "store error during smtp login");
                 self.reply(reply::auth_temp()).await
             }
-            Err(_) => self.fail().await,
+            // `accounts.login` already waited the delay, equal for every failure.
+            Err(_) => self.failed().await,
         }
     }
 
+    /// 535 after the SMTP-27 delay, for credentials that never reached `accounts`.
     async fn fail(&mut self) -> Outcome {
         tokio::time::sleep(FAILURE_DELAY).await;
+        self.failed().await
+    }
+
+    /// 535; the third failure closes the session.
+    async fn failed(&mut self) -> Outcome {
         self.auth_failures += 1;
         if let Outcome::Close = self.reply(reply::auth_failed()).await {
             return Outcome::Close;

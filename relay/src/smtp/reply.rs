@@ -128,6 +128,9 @@ pub fn bad_rcpt_syntax() -> Reply {
 pub fn too_many_errors() -> Reply {
     Reply::new(421, "4.7.0", "Too many errors")
 }
+pub fn too_many_commands() -> Reply {
+    Reply::new(421, "4.7.0", "Too many commands before AUTH or MAIL")
+}
 pub fn timeout(domain: &str) -> Reply {
     Reply::new(421, "4.4.2", format!("{domain} Error: timeout exceeded"))
 }

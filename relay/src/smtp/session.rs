@@ -61,6 +61,9 @@ pub struct Session {
     pub auth_failures: u8,
     pub errors: u32,
     pub gone: Option<Subscription>,
+    /// Setup budget (issue 26): commands left and the deadline before AUTH or MAIL succeeds;
+    /// `None` once one has.
+    setup: Option<(u32, tokio::time::Instant)>,
 }
 
 enum Event {
@@ -72,7 +75,22 @@ enum Event {
 
 impl Session {
     pub fn new(ctx: Ctx, kind: Kind, conn_info: ConnInfo, conn: Conn) -> Self {
-        Self { ctx, kind, conn_info, conn, state: State::Fresh, auth: None, auth_failures: 0, errors: 0, gone: None }
+        let setup = {
+            let l = &ctx.config.get().limits;
+            Some((l.smtp_setup_commands, tokio::time::Instant::now() + l.smtp_setup_timeout.get()))
+        };
+        Self {
+            ctx,
+            kind,
+            conn_info,
+            conn,
+            state: State::Fresh,
+            auth: None,
+            auth_failures: 0,
+            errors: 0,
+            gone: None,
+            setup,
+        }
     }
 
     pub fn listener(&self) -> &'static str {
@@ -125,11 +143,15 @@ impl Session {
                 None => std::future::pending().await,
             }
         };
+        let mut deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        if let Some((_, setup_end)) = self.setup {
+            deadline = deadline.min(setup_end);
+        }
         tokio::select! {
             biased;
             _ = self.ctx.shutdown.cancelled() => Event::Shutdown,
             _ = gone => Event::AccountGone,
-            r = tokio::time::timeout(COMMAND_TIMEOUT, self.conn.read_line(COMMAND_LINE_MAX)) => match r {
+            r = tokio::time::timeout_at(deadline, self.conn.read_line(COMMAND_LINE_MAX)) => match r {
                 Ok(line) => Event::Line(line),
                 Err(_) => Event::Timeout,
             },
@@ -150,6 +172,9 @@ impl Session {
                 },
                 Event::Line(Err(_)) => break,
                 Event::Timeout => {
+                    if self.setup.is_some() {
+                        self.ctx.metrics.limit_hit("smtp_setup");
+                    }
                     let _ = self.conn.send(&reply::timeout(&self.domain())).await;
                     break;
                 }
@@ -165,8 +190,28 @@ impl Session {
             if let Outcome::Close = self.command(&line).await {
                 break;
             }
+            if let Outcome::Close = self.count_setup().await {
+                break;
+            }
         }
         self.conn.close().await;
+    }
+
+    /// Commands before AUTH or MAIL share a short budget, so an idle or looping client cannot
+    /// hold a slot for COMMAND_TIMEOUT after COMMAND_TIMEOUT (issue 26).
+    async fn count_setup(&mut self) -> Outcome {
+        let Some((left, _)) = &mut self.setup else { return Outcome::Continue };
+        if self.auth.is_some() || matches!(self.state, State::Mail(_)) {
+            self.setup = None;
+            return Outcome::Continue;
+        }
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return Outcome::Continue;
+        }
+        self.ctx.metrics.limit_hit("smtp_setup");
+        let _ = self.conn.send(&reply::too_many_commands()).await;
+        Outcome::Close
     }
 
     async fn command(&mut self, line: &[u8]) -> Outcome {

@@ -49,6 +49,7 @@ mod federation_delivery;
 mod federation_dkim;
 mod federation_limits;
 mod federation_privacy;
+mod limits_bounded;
 mod robust_abuse;
 mod robust_common;
 mod robust_crash;
