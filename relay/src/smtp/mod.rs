@@ -27,6 +27,7 @@ pub mod ehlo;
 pub mod headers;
 pub mod ingress;
 pub mod io;
+pub mod literal;
 pub mod mail;
 pub mod message;
 pub mod misc;

@@ -2,12 +2,14 @@
 //! way a session ends an `Outcome` value. The loop also listens for shutdown (OPS-16) and, once
 //! authenticated, for the account's deletion or blocking (ACC-28).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use smtp_proto::Request;
 
 use super::Kind;
 use super::io::{COMMAND_LINE_MAX, Conn, LineError};
+use super::literal;
 use super::reply::{self, Reply};
 use crate::context::{ConnInfo, Ctx};
 use crate::store::{Account, MailboxEvent, Subscription};
@@ -215,7 +217,8 @@ impl Session {
     }
 
     async fn command(&mut self, line: &[u8]) -> Outcome {
-        let req = match Request::parse(&mut line.iter()) {
+        let swapped = literal::swap(line);
+        let req = match parse_request(line, swapped.as_ref()) {
             Ok(r) => r,
             Err(e) => return self.reply(parse_error(e)).await,
         };
@@ -250,7 +253,23 @@ impl Session {
 /// Pure entry point for fuzzing (issue 12): parse one command line as `command` does and return
 /// the verb, or the exact refusal the session would send.
 pub fn parse_command(line: &[u8]) -> Result<&'static str, Reply> {
-    Request::parse(&mut line.iter()).map(|r| r.name()).map_err(parse_error)
+    let swapped = literal::swap(line);
+    parse_request(line, swapped.as_ref()).map(|r| r.name()).map_err(parse_error)
+}
+
+/// smtp-proto's parse, with an address literal swapped out and back in (see `literal`).
+fn parse_request<'x>(
+    line: &'x [u8],
+    swapped: Option<&'x literal::Swapped>,
+) -> Result<Request<Cow<'x, str>>, smtp_proto::Error> {
+    let Some(sw) = swapped else { return Request::parse(&mut line.iter()) };
+    let mut req = Request::parse(&mut sw.line.iter())?;
+    match &mut req {
+        Request::Mail { from } => from.address = Cow::Borrowed(sw.address.as_str()),
+        Request::Rcpt { to } => to.address = Cow::Borrowed(sw.address.as_str()),
+        _ => {}
+    }
+    Ok(req)
 }
 
 fn parse_error(e: smtp_proto::Error) -> Reply {

@@ -143,7 +143,7 @@ async fn unknown_user_at_other_relay_bounces_to_sender_inbox() {
 }
 
 /// POST /mxdeliv by hand; returns (status, body).
-async fn post_mxdeliv(r: &Relay, from: &str, to: &str, body: &[u8]) -> (u16, String) {
+pub(crate) async fn post_mxdeliv(r: &Relay, from: &str, to: &str, body: &[u8]) -> (u16, String) {
     let tcp = tokio::net::TcpStream::connect(r.addr(r.ports.https)).await.unwrap();
     let mut s = tls_wrap(tcp, &[b"http/1.1"]).await;
     let head = format!(

@@ -42,6 +42,7 @@ mod ops_reload;
 mod smtp_ingress;
 mod smtp_large;
 mod smtp_lifecycle;
+mod smtp_literal;
 mod smtp_session;
 mod smtp_submission;
 
