@@ -291,7 +291,13 @@ impl Accounts {
 
     /// Delete an account and everything it owns, tombstoning the address (ACC-26..ACC-30).
     pub async fn delete(&self, acc: &Account, reason: DeleteReason) -> Result<(), StoreError> {
-        self.store.delete_account(acc.id, self.secret.tombstone(&acc.address)).await?;
+        let tombstone = self.secret.tombstone(&acc.address);
+        if reason == DeleteReason::Inactive {
+            // Only the expiry pass deletes inactive accounts; it scrubs once when it ends.
+            self.store.delete_account_unscrubbed(acc.id, tombstone).await?;
+        } else {
+            self.store.delete_account(acc.id, tombstone).await?;
+        }
         self.cache.forget(acc.id);
         self.metrics.accounts_deleted.get_or_create(&vec![("reason", reason.label())]).inc();
         self.metrics.accounts.dec();

@@ -25,6 +25,22 @@ pub async fn run_pass(
     metrics: Option<&Metrics>,
     stop: &CancellationToken,
 ) -> Result<ExpiryReport, StoreError> {
+    let rep = remove(store, remover, p, metrics, stop).await;
+    // PRIV-16a: what the pass removed must not stay readable in the WAL, also after an early stop
+    // or an error part-way.
+    if let Err(e) = store.scrub().await {
+        tracing::warn!(error = %e, "scrub after the expiry pass failed");
+    }
+    rep
+}
+
+async fn remove(
+    store: &Store,
+    remover: Remover<'_>,
+    p: RetentionPolicy,
+    metrics: Option<&Metrics>,
+    stop: &CancellationToken,
+) -> Result<ExpiryReport, StoreError> {
     let now = crate::store::now_secs();
     let mut rep = ExpiryReport::default();
     let count = |reason: &'static str, n: u64| {
@@ -40,7 +56,7 @@ pub async fn run_pass(
         }
         match remover {
             Remover::Live(accounts) => accounts.delete(&acc, DeleteReason::Inactive).await,
-            Remover::Offline(secret) => store.delete_account(acc.id, secret.tombstone(&acc.address)).await,
+            Remover::Offline(secret) => store.delete_account_unscrubbed(acc.id, secret.tombstone(&acc.address)).await,
         }?;
         rep.accounts_deleted += 1;
         rep.bytes_freed += acc.usage_bytes;
@@ -87,10 +103,6 @@ pub async fn run_pass(
     }
     let orphans = store.orphan_blobs(ORPHAN_MIN_AGE_SECS).await?;
     rep.orphans_removed = store.remove_orphans(orphans).await?;
-    // PRIV-16a: what the pass removed must not stay readable in the WAL.
-    if let Err(e) = store.scrub().await {
-        tracing::warn!(error = %e, "scrub after the expiry pass failed");
-    }
     Ok(rep)
 }
 

@@ -227,11 +227,17 @@ impl Store {
     /// Delete an account and all it owns, then tombstone the address (ACC-26, ACC-27).
     /// PRIV-16a: the WAL is then checkpointed and cut, so nothing of it stays readable.
     pub async fn delete_account(&self, id: AccountId, tombstone: Vec<u8>) -> Result<()> {
-        self.write(move |tx| delete_in_tx(tx, id, &tombstone)).await?;
+        self.delete_account_unscrubbed(id, tombstone).await?;
         if let Err(e) = self.scrub().await {
             tracing::warn!(error = %e, "scrub after an account deletion failed");
         }
         Ok(())
+    }
+
+    /// `delete_account` without the scrub, for the expiry pass: it deletes many accounts and
+    /// scrubs once at its end (one WAL truncation per pass, not one per account).
+    pub async fn delete_account_unscrubbed(&self, id: AccountId, tombstone: Vec<u8>) -> Result<()> {
+        self.write(move |tx| delete_in_tx(tx, id, &tombstone)).await
     }
 
     pub async fn list_accounts(&self) -> Result<Vec<(Account, u64)>> {

@@ -149,3 +149,37 @@ async fn expunged_message_leaves_no_trace() {
     println!("expunged message gone from data_dir after {:?}", t.elapsed());
     assert!(left.is_empty(), "traces of the expunged message: {left:?}");
 }
+
+/// Item 4 for expiry: inactive accounts deleted by the serve loop's pass leave no trace either;
+/// the pass scrubs once at its end rather than once per account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_accounts_leave_no_trace_in_data_dir() {
+    let relay = Relay::start("expire_interval = \"1s\"\n");
+    let mut needles = Vec::new();
+    for _ in 0..3 {
+        let addr = relay.new_address();
+        let token = format!("openpgp:TOKEN{}", rand_u64());
+        let mut c = login(&relay, &addr).await;
+        assert_ok(&c.imap("m", &format!("SETMETADATA INBOX (/private/devicetoken \"{token}\")")).await);
+        let _ = c.imap("l", "LOGOUT").await;
+        needles.push(addr);
+        needles.push(token);
+    }
+    let refs: Vec<&str> = needles.iter().map(String::as_str).collect();
+    let db = relay.db();
+    for addr in needles.iter().step_by(2) {
+        db.execute("UPDATE accounts SET last_login_day = last_login_day - 100 WHERE address = ?1", [addr])
+            .expect("age login");
+    }
+    drop(db);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let left = loop {
+        let left = traces(&relay.data_dir(), &refs);
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(left.is_empty(), "traces of expired accounts: {left:?}");
+    assert!(relay.log().contains("account deleted"), "deleted by the expiry pass");
+}
