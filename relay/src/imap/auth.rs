@@ -24,7 +24,8 @@ pub async fn starttls(s: &mut Session, tag: &str) -> Reply {
     }
     let plain = std::mem::replace(&mut s.conn.stream, MaybeTls::Upgrading);
     let acceptor = s.ctx.tls.acceptor(Profile::Strict).clone();
-    match tokio::time::timeout(Duration::from_secs(30), plain.upgrade(&acceptor)).await {
+    let until = s.deadline().min(tokio::time::Instant::now() + Duration::from_secs(30));
+    match tokio::time::timeout_at(until, plain.upgrade(&acceptor)).await {
         Ok(Ok(tls)) => {
             s.conn.stream = tls;
             Reply::Handled
@@ -57,7 +58,8 @@ pub async fn authenticate(s: &mut Session, mechanism: &str, ir: Option<Vec<u8>>)
             if s.conn.flush().await.is_err() {
                 return Reply::Close;
             }
-            let line = match tokio::time::timeout(Duration::from_secs(60), s.conn.read_line(8192)).await {
+            // The continuation is part of the pre-login time from connect (issue 26), not a fresh 60 s.
+            let line = match tokio::time::timeout_at(s.deadline(), s.conn.read_line(8192)).await {
                 Ok(Ok(Line::Ok(l))) => l,
                 Ok(Ok(Line::TooLong)) => return Reply::Done(r::AUTH_ABORTED.into()),
                 _ => return Reply::Close,

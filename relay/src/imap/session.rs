@@ -194,7 +194,7 @@ impl Session {
 
     /// When waiting for the client ends: 30 minutes of inactivity after login, a fixed time from
     /// connect before it (IMAP-45; NOOPs do not extend it).
-    fn deadline(&self) -> tokio::time::Instant {
+    pub(super) fn deadline(&self) -> tokio::time::Instant {
         if self.account.is_some() {
             tokio::time::Instant::now() + AUTH_TIMEOUT
         } else {

@@ -581,3 +581,19 @@ async fn postlogin_budget_and_large_append() {
     assert_eq!(c.line().await.as_deref(), Some("b NO [TOOBIG] Literal too large"));
     assert_ok(&c.imap("c", "NOOP").await);
 }
+
+/// A client that starts AUTHENTICATE and never sends the continuation is closed at the
+/// pre-login deadline from connect, not after a fresh 60 s wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_authenticate_ends_at_the_prelogin_deadline() {
+    let relay = Relay::start("limits.imap_prelogin_timeout = \"3s\"\n");
+    let mut c = Lines::tls(&relay.addr(relay.ports.imaps)).await;
+    let t = Instant::now();
+    c.line().await.expect("greeting");
+    c.send("a AUTHENTICATE PLAIN").await;
+    assert_eq!(c.line().await.as_deref().map(str::trim_end), Some("+"));
+    let end = tokio::time::timeout(Duration::from_secs(20), c.line()).await;
+    println!("stalled AUTHENTICATE closed after {:?} with {end:?}", t.elapsed());
+    assert!(end.is_ok(), "still open after 20 s");
+    assert!(t.elapsed() < Duration::from_secs(6), "closed only after {:?}", t.elapsed());
+}
