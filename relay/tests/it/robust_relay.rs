@@ -28,9 +28,11 @@ async fn mx_never_relays() {
         // A quoted plain local part is that local part (RFC 5321 4.1.2): a local lookup.
         ("\"user\"@chat.test".into(), "550 5.1.1 <user@chat.test>: Recipient address rejected: User unknown".into()),
         ("remote.example!user@chat.test".into(), BAD_RCPT.into()),
-        // Address literals never name this relay (smtp-proto refuses them as recipients).
-        ("user@[127.0.0.1]".into(), BAD_RCPT.into()),
-        ("user@[IPv6:::1]".into(), BAD_RCPT.into()),
+        // Address literals are read as addresses (as `/mxdeliv` reads them) and never name this
+        // relay, so they are refused like any other remote domain.
+        ("user@[127.0.0.1]".into(), relay_denied("user@[127.0.0.1]")),
+        ("user@[IPv6:::1]".into(), relay_denied("user@[ipv6:::1]")),
+        ("user@[127.0.0.999]".into(), BAD_RCPT.into()),
         ("user@chat.test.evil.example".into(), relay_denied("user@chat.test.evil.example")),
         ("user@evilchat.test".into(), relay_denied("user@evilchat.test")),
         ("user@evil.example@chat.test".into(), BAD_RCPT.into()),
