@@ -5,14 +5,17 @@
 //! `/mxdeliv`) and the envelope. Out: a `Verdict`. Callers reply
 //! `523 Encryption Needed: Invalid Unencrypted Mail` (FLT-3) to `Verdict::Refused`; the
 //! per-account cleartext permission (FLT-25) is applied by the caller, which knows the accounts.
-//! Order: MIME shape (FLT-5..8), armor (FLT-9..13), packet walk (FLT-14..20), then exceptions.
+//! Order: the one strict reading (FLT-28..31, `reading`), MIME shape (FLT-5..8), armor
+//! (FLT-9..13), packet walk (FLT-14..20), then exceptions. Every judgement reads the message
+//! through `reading` only: a message two readers could read differently is refused there.
 
 pub mod armor;
 pub mod exceptions;
 pub mod mime;
 pub mod packets;
+pub mod reading;
 
-use mail_parser::{Message, MessageParser};
+use reading::{Entity, ReadError, Reading};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -39,8 +42,8 @@ pub enum Exception {
 /// Why a message is not encrypted (log and metric detail only; the reply is always 523).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("unparsable message")]
-    Unparsable,
+    #[error("ambiguous or malformed: {0}")]
+    Reading(#[from] ReadError),
     #[error(transparent)]
     Shape(#[from] mime::ShapeError),
     #[error(transparent)]
@@ -63,29 +66,34 @@ impl Verdict {
 }
 
 /// The structural encryption rule alone (sections 2 to 4).
-pub fn encrypted(msg: &Message<'_>, variant: Variant) -> Result<(), Refusal> {
-    let payload = mime::pgp_payload(msg)?;
-    let packets = armor::dearmor(payload, variant)?;
+pub fn encrypted(root: &Entity<'_>, variant: Variant) -> Result<(), Refusal> {
+    let payload = mime::pgp_payload(root)?;
+    let packets = armor::dearmor(&payload, variant)?;
     packets::walk(&packets)?;
     Ok(())
 }
 
-/// The full filter on a parsed message.
-pub fn check(msg: &Message<'_>, variant: Variant, env: &Envelope<'_>) -> Verdict {
-    match encrypted(msg, variant) {
+/// The full filter on a strictly read message: an ambiguous reading is refused before any
+/// judgement.
+pub fn check(msg: &Reading<'_>, variant: Variant, env: &Envelope<'_>) -> Verdict {
+    let root = match &msg.tree {
+        Ok(root) => root,
+        Err(e) => return Verdict::Refused(Refusal::Reading(*e)),
+    };
+    match encrypted(root, variant) {
         Ok(()) => Verdict::Encrypted,
-        Err(r) => match exceptions::find(msg, variant, env) {
+        Err(r) => match exceptions::find(root, variant, env) {
             Some(e) => Verdict::Exception(e),
             None => Verdict::Refused(r),
         },
     }
 }
 
-/// Parse then check; an unparsable message is refused.
+/// Read then check; a message without a readable top-level header is refused.
 pub fn check_bytes(bytes: &[u8], variant: Variant, env: &Envelope<'_>) -> Verdict {
-    match MessageParser::default().parse(bytes) {
-        Some(msg) => check(&msg, variant, env),
-        None => Verdict::Refused(Refusal::Unparsable),
+    match reading::read(bytes) {
+        Ok(msg) => check(&msg, variant, env),
+        Err(e) => Verdict::Refused(Refusal::Reading(e)),
     }
 }
 

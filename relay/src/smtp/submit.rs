@@ -20,6 +20,7 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
     let (b, mail_from) = (bytes.clone(), tx.mail_from.clone());
     let addrs: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
     message::checked(bytes.len(), move || {
+        message::check_line_ends(&b)?;
         let msg = message::parse(&b)?;
         message::check_from(&msg, &mail_from)?;
         let verdict = filter::check(&msg, Variant::Outgoing, &Envelope { mail_from: &mail_from, rcpts: &addrs });
@@ -30,6 +31,16 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
         Ok(())
     })
     .await?;
+    // The login may have been deleted or blocked while the message was in DATA: it sends
+    // nothing more (its queue rows are deleted with it, so this closes the window before).
+    match ctx.store.account_by_id(login.id).await {
+        Ok(Some(a)) if !a.blocked => {}
+        Ok(_) => return Err(reply::sender_gone()),
+        Err(e) => {
+            tracing::error!(error = %e, "store error re-checking the sender account");
+            return Err(reply::local_error());
+        }
+    }
     // Only the header sections are rewritten; both copies share the received body (no copy of
     // a large message is made).
     let (submitted, body_at) = headers::clean_head(&bytes, SUBMISSION_DROP, true);
