@@ -37,6 +37,8 @@ pub enum ReadError {
     NotAscii,
     #[error("header field given more than once")]
     Repeated,
+    #[error("not exactly one From field")]
+    FromCount,
     #[error("missing MIME-Version or not 1.0")]
     MimeVersion,
     #[error("malformed Content-Type")]
@@ -450,6 +452,10 @@ pub fn read(bytes: &[u8]) -> Result<Reading<'_>, ReadError> {
 fn tree<'a>(bytes: &'a [u8], top: &Header<'a>, body_at: usize) -> Result<Entity<'a>, ReadError> {
     if memchr::memchr(0, bytes).is_some() {
         return Err(ReadError::Nul);
+    }
+    // The From check refuses this first with its own reply; the filter judges alone too.
+    if top.count("From") != 1 {
+        return Err(ReadError::FromCount);
     }
     if ONCE_TOP.iter().any(|n| top.count(n) > 1) {
         return Err(ReadError::Repeated);

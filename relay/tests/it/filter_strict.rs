@@ -161,7 +161,7 @@ fn crlf(eml: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_case_refused_on_every_listener() {
-    let relay = Relay::start("");
+    let relay = Relay::start("max_user_send_per_minute = 100000\nmax_user_send_burst_size = 100000\n");
     let alice = relay.new_address();
     let bob = relay.new_address();
     create_account(&relay, &alice).await;
@@ -219,7 +219,8 @@ async fn port25_duplicate_from_with_peer_literal() {
     );
     let dup_ct = insert_top(&encrypted_eml(lit, &bob), "Content-Type: text/plain\r\n")
         .replacen(&format!("From: <{lit}>"), &format!("From: <victim@chat.test>\r\nFrom: <{lit}>"), 1);
-    for (sender, eml) in [("", &bounce), (lit, &dup_ct), ("MAILER-DAEMON@[127.0.0.1]", &bounce)] {
+    // Address literals are refused in MAIL FROM, so the unauthenticated way is the empty path.
+    for (sender, eml) in [("", &bounce), ("", &dup_ct)] {
         let mut c = mx_tls(&relay).await;
         let r = send_mail(&mut c, sender, &[&bob], eml).await;
         assert_eq!(r, "500 Invalid FROM header: <victim@chat.test>", "MAIL FROM:<{sender}>");
