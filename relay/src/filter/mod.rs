@@ -101,6 +101,33 @@ pub fn check_bytes(bytes: &[u8], variant: Variant, env: &Envelope<'_>) -> Verdic
 mod tests {
     use super::*;
 
+    /// A bounce as Postfix writes it (the chatmail reference's MTA): From with a comment,
+    /// 8bit on the multipart, a boundary with `.` and `/`, three parts. Incoming only.
+    #[test]
+    fn postfix_bounce_is_the_bounce_exception() {
+        let b = "3F2A81C0B2.1764000000/mx.remote.test";
+        let msg = format!(
+            "Date: Wed, 25 Nov 2026 12:00:00 +0000 (UTC)\r\nFrom: MAILER-DAEMON@mx.remote.test (Mail Delivery System)\r\n\
+             Subject: Undelivered Mail Returned to Sender\r\nTo: bob@chat.test\r\nAuto-Submitted: auto-replied\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{b}\"\r\n\
+             Content-Transfer-Encoding: 8bit\r\nMessage-Id: <20261125120000.3F2A81C0B2@mx.remote.test>\r\n\r\n\
+             This is a MIME-encapsulated message.\r\n\r\n--{b}\r\nContent-Description: Notification\r\n\
+             Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+             This is the mail system at host mx.remote.test.\r\n\r\n--{b}\r\nContent-Description: Delivery report\r\n\
+             Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.remote.test\r\n\
+             X-Postfix-Queue-ID: 3F2A81C0B2\r\n\r\nFinal-Recipient: rfc822; bob@chat.test\r\nAction: failed\r\n\
+             Status: 5.1.1\r\n\r\n--{b}\r\nContent-Description: Undelivered Message Headers\r\n\
+             Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\nFrom: bob@chat.test\r\n\
+             Content-Type: multipart/encrypted; boundary=\"x\"\r\n\r\n--{b}--\r\n"
+        );
+        let rcpts = vec!["bob@chat.test".to_string()];
+        let env = Envelope { mail_from: "", rcpts: &rcpts };
+        assert_eq!(check_bytes(msg.as_bytes(), Variant::Incoming, &env), Verdict::Exception(Exception::Bounce));
+        assert!(!check_bytes(msg.as_bytes(), Variant::Outgoing, &env).accepted());
+        let two = msg.replacen("From:", "From: victim@chat.test\r\nFrom:", 1);
+        assert!(!check_bytes(two.as_bytes(), Variant::Incoming, &env).accepted(), "one From only");
+    }
+
     /// FLT-20 for the whole filter: random bytes and mutated MIME never panic.
     #[test]
     fn random_messages_never_panic() {

@@ -463,7 +463,8 @@ fn tree<'a>(bytes: &'a [u8], top: &Header<'a>, body_at: usize) -> Result<Entity<
     // A reader that ignores Content-Type without MIME-Version shows the raw body.
     if top.count("Content-Type") > 0 {
         let mv = top.one("MIME-Version").ok_or(ReadError::MimeVersion)?.ascii()?;
-        if mv != "1.0" {
+        // `1.0`, optionally with the comment some MUAs add (`1.0 (Mac OS X Mail ...)`).
+        if mv != "1.0" && !mv.starts_with("1.0 (") {
             return Err(ReadError::MimeVersion);
         }
     }
@@ -564,7 +565,18 @@ pub fn from_field(top: &Header<'_>) -> Result<(String, String), (FromError, Stri
     if !f.raw.is_ascii() {
         return Err(bad());
     }
-    let v = value.as_bytes();
+    // One trailing comment of plain words is allowed: Postfix writes bounces as
+    // `MAILER-DAEMON@host (Mail Delivery System)`. Nothing address-like may hide in it.
+    let mut text = value.as_str();
+    if let Some(rest) = text.strip_suffix(')') {
+        let open = rest.rfind('(').ok_or_else(bad)?;
+        let comment = &rest[open + 1..];
+        if !comment.bytes().all(|c| c.is_ascii_alphanumeric() || b" -_.'".contains(&c)) {
+            return Err(bad());
+        }
+        text = rest[..open].trim_end();
+    }
+    let v = text.as_bytes();
     // Positions of `<` and `>` outside quoted strings; specials outside quotes are refused.
     let (mut quoted, mut esc) = (false, false);
     let (mut lt, mut gt) = (Vec::new(), Vec::new());
@@ -594,7 +606,7 @@ pub fn from_field(top: &Header<'_>) -> Result<(String, String), (FromError, Stri
             if v.iter().any(|&c| c == b'"' || c == b' ' || c == b'\t') {
                 return Err(bad());
             }
-            &value[..]
+            text
         }
         ([l], [g]) if *g == v.len() - 1 && l < g => {
             let display = &v[..*l];
@@ -607,7 +619,7 @@ pub fn from_field(top: &Header<'_>) -> Result<(String, String), (FromError, Stri
                     return Err(bad());
                 }
             }
-            &value[l + 1..*g]
+            &text[l + 1..*g]
         }
         _ => return Err(bad()),
     };
@@ -703,6 +715,10 @@ mod tests {
             1,
         );
         assert_eq!(tree_of(&dup_cte).err(), Some(ReadError::Repeated));
+        let commented = ENC.replacen("MIME-Version: 1.0", "MIME-Version: 1.0 (Mac OS X Mail 16.0)", 1);
+        assert!(tree_of(&commented).is_ok());
+        let v2 = ENC.replacen("MIME-Version: 1.0", "MIME-Version: 2.0", 1);
+        assert_eq!(tree_of(&v2).err(), Some(ReadError::MimeVersion));
         let no_mv = ENC.replacen("MIME-Version: 1.0\r\n", "", 1);
         assert_eq!(tree_of(&no_mv).err(), Some(ReadError::MimeVersion));
         let two_sj = ENC.replacen("From:", "Secure-Join: vc-request\r\nSecure-Join: vg-request\r\nFrom:", 1);
@@ -778,11 +794,15 @@ mod tests {
         assert_eq!(from("From: =?utf-8?q?A?= <a@x.org>"), Ok("a@x.org".into()));
         assert_eq!(from("From: Alice\r\n <a@x.org>"), Ok("a@x.org".into()));
         assert_eq!(from("From: <a@[192.0.2.1]>"), Ok("a@[192.0.2.1]".into()));
+        assert_eq!(from("From: MAILER-DAEMON@x.org (Mail Delivery System)"), Ok("MAILER-DAEMON@x.org".into()));
         assert_eq!(from("To: a@x.org"), Err(FromError::Count));
         assert_eq!(from("From: a@x.org\r\nFrom: b@x.org"), Err(FromError::Count));
         for bad in [
             "From: a@x.org, b@x.org",
             "From: a@x.org (b@x.org)",
+            "From: a@x.org (b) (c)",
+            "From: (c) a@x.org",
+            "From: a@x.org (b <c@d.e>)",
             "From: <a@x.org> <b@x.org>",
             "From: b@x.org <a@x.org>",
             "From: g: a@x.org;",
