@@ -21,8 +21,9 @@ fuzz_target!(|data: &[u8]| {
         rest.to_vec()
     } else {
         let Some((&at, ins)) = rest.split_first() else { return };
-        let starts: Vec<usize> =
-            std::iter::once(0).chain(BASE.iter().enumerate().filter(|(_, c)| **c == b'\n').map(|(i, _)| i + 1)).collect();
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(BASE.iter().enumerate().filter(|(_, c)| **c == b'\n').map(|(i, _)| i + 1))
+            .collect();
         let pos = starts[at as usize % starts.len()];
         [&BASE[..pos], ins, &BASE[pos..]].concat()
     };

@@ -676,8 +676,8 @@ mod tests {
 
     #[test]
     fn content_types() {
-        let ok = content_type("multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"a b\";")
-            .expect("ok");
+        let ok =
+            content_type("multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"a b\";").expect("ok");
         assert_eq!((ok.ty.as_str(), ok.sub.as_str(), ok.param("boundary")), ("multipart", "encrypted", Some("a b")));
         assert_eq!(content_type("Text/PLAIN").map(|c| c.sub), Ok("plain".into()));
         for bad in [
@@ -706,8 +706,11 @@ mod tests {
         assert_eq!(tree_of(&dup_ct).err(), Some(ReadError::Repeated));
         let dup_subject = ENC.replacen("From:", "Subject: a\r\nSubject: b\r\nFrom:", 1);
         assert_eq!(tree_of(&dup_subject).err(), Some(ReadError::Repeated));
-        let dup_in_part =
-            ENC.replacen("Content-Type: application/pgp-encrypted", "Content-Type: text/plain\r\nContent-Type: application/pgp-encrypted", 1);
+        let dup_in_part = ENC.replacen(
+            "Content-Type: application/pgp-encrypted",
+            "Content-Type: text/plain\r\nContent-Type: application/pgp-encrypted",
+            1,
+        );
         assert_eq!(tree_of(&dup_in_part).err(), Some(ReadError::Repeated));
         let dup_cte = ENC.replacen(
             "Content-Type: application/octet-stream",
@@ -753,15 +756,21 @@ mod tests {
         assert_eq!(tree_of(&escaped).err(), Some(ReadError::Boundary));
         let twice = ENC.replacen("boundary=\"BND\"", "boundary=\"BND\"; boundary=\"X\"", 1);
         assert_eq!(tree_of(&twice).err(), Some(ReadError::Param));
-        let nosep = ENC.replacen("Content-Type: application/pgp-encrypted\r\n\r\n", "Content-Type: application/pgp-encrypted\r\n", 1);
+        let nosep = ENC.replacen(
+            "Content-Type: application/pgp-encrypted\r\n\r\n",
+            "Content-Type: application/pgp-encrypted\r\n",
+            1,
+        );
         assert!(tree_of(&nosep).is_err());
         let bare_cr = ENC.replacen("\r\n\r\nVersion: 1", "\r\n\r\nVersion: 1\rX", 1);
         assert_eq!(tree_of(&bare_cr).err(), Some(ReadError::BareCr));
         assert_eq!(read(b"From: a@x.org\r\n\r\nx\ry").err(), Some(ReadError::BareCr));
-        let nul = ENC.replacen("wV4D", "wV\04D", 1);
+        let nul = ENC.replacen("wV4D", "wV\x004D", 1);
         assert_eq!(tree_of(&nul).err(), Some(ReadError::Nul));
         let deep = {
-            let mut s = String::from("From: a@x.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n");
+            let mut s = String::from(
+                "From: a@x.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n",
+            );
             for d in 1..=MAX_DEPTH + 1 {
                 s.push_str(&format!("--b{}\r\nContent-Type: multipart/mixed; boundary=b{d}\r\n\r\n", d - 1));
             }
@@ -774,7 +783,8 @@ mod tests {
 
     #[test]
     fn transfer_encodings() {
-        let e = |cte: Cte, body: &'static [u8]| Entity { header: Header::default(), ctype: None, cte, body, parts: vec![] };
+        let e =
+            |cte: Cte, body: &'static [u8]| Entity { header: Header::default(), ctype: None, cte, body, parts: vec![] };
         assert_eq!(e(Cte::Base64, b"VmVy\r\nc2lvbjogMQ==\r\n").decoded().as_deref(), Ok(&b"Version: 1"[..]));
         assert!(e(Cte::Base64, b"VmVy c2lvbjogMQ==").decoded().is_err());
         assert_eq!(e(Cte::QuotedPrintable, b"a=3Db=\r\nc  \r\nd").decoded().as_deref(), Ok(&b"a=bc\r\nd"[..]));

@@ -83,7 +83,10 @@ mod tests {
         assert!(check_from(&none, "a@x.org").is_err());
         assert!(parse(b"").is_err());
         let dup = m("From: b@x.org\r\nFrom: a@x.org\r\n\r\nhi\r\n");
-        assert_eq!(check_from(&dup, "a@x.org").map_err(|r| r.to_string()), Err("500 Invalid FROM header: b@x.org".into()));
+        assert_eq!(
+            check_from(&dup, "a@x.org").map_err(|r| r.to_string()),
+            Err("500 Invalid FROM header: b@x.org".into())
+        );
         let cr = m("From: b@x.org\r\n\r\nhi\r\n");
         assert!(check_from(&cr, "b@x.org").is_ok());
         assert_eq!(check_line_ends(b"From: victim@x.org\rFrom: a@x.org\r\n\r\n").map_err(|r| r.code), Err(550));

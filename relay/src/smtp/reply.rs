@@ -165,7 +165,19 @@ pub fn parse_failed(reason: &str) -> Reply {
 /// line breaks and other controls become a space, other bytes `?`, so no crafted value can end
 /// the reply line or add one of its own.
 pub fn echo(value: &str) -> String {
-    value.chars().take(ECHO_MAX).map(|c| if c.is_ascii_control() { ' ' } else if c.is_ascii() { c } else { '?' }).collect()
+    value
+        .chars()
+        .take(ECHO_MAX)
+        .map(|c| {
+            if c.is_ascii_control() {
+                ' '
+            } else if c.is_ascii() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 /// Characters of client input a reply echoes at most (FLT-32).
 pub const ECHO_MAX: usize = 200;

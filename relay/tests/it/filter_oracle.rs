@@ -294,7 +294,8 @@ fn address(v: &str) -> String {
 /// Read `data` as one personality would.
 pub fn read(data: &[u8], p: Personality) -> Seen {
     let (head, at) = read_head(data, p);
-    let (mime_type, params) = head.get("Content-Type", p).map(|v| parse_ct(v, p)).unwrap_or(("text/plain".into(), vec![]));
+    let (mime_type, params) =
+        head.get("Content-Type", p).map(|v| parse_ct(v, p)).unwrap_or(("text/plain".into(), vec![]));
     let from = head.get("From", p).map(address);
     let mut seen = Seen { mime_type: mime_type.clone(), from, parts: Vec::new() };
     if mime_type.starts_with("multipart/") {
@@ -343,10 +344,7 @@ fn mail_parser_seen(data: &[u8]) -> Option<Seen> {
     let parts = root
         .sub_parts()
         .map(|ids| {
-            ids.iter()
-                .filter_map(|&id| msg.part(id))
-                .map(|p| (ty(p.content_type()), p.contents().to_vec()))
-                .collect()
+            ids.iter().filter_map(|&id| msg.part(id)).map(|p| (ty(p.content_type()), p.contents().to_vec())).collect()
         })
         .unwrap_or_default();
     Some(Seen { mime_type: ty(root.content_type()), from, parts })

@@ -27,40 +27,76 @@ fn cases() -> Vec<(&'static str, Build, &'static str)> {
         // Issue case 2: From victim, then From own address.
         (
             "dup-from",
-            |f, t| encrypted_eml(f, t).replacen(&format!("From: <{f}>"), &format!("From: <victim@chat.test>\r\nFrom: <{f}>"), 1),
+            |f, t| {
+                encrypted_eml(f, t).replacen(
+                    &format!("From: <{f}>"),
+                    &format!("From: <victim@chat.test>\r\nFrom: <{f}>"),
+                    1,
+                )
+            },
             "500 Invalid FROM header: <victim@chat.test>",
         ),
-        ("no-from", |f, t| encrypted_eml(f, t).replacen(&format!("From: <{f}>\r\n"), "", 1), "500 Invalid FROM header: "),
+        (
+            "no-from",
+            |f, t| encrypted_eml(f, t).replacen(&format!("From: <{f}>\r\n"), "", 1),
+            "500 Invalid FROM header: ",
+        ),
         // Issue case 4: END line followed by a mid-line close delimiter, then a cleartext part.
         (
             "mid-line-boundary",
             |f, t| {
-                encrypted_eml(f, t).replacen("-----END PGP MESSAGE-----", &format!("-----END PGP MESSAGE-------{BND}--"), 1).replacen(
-                    &format!("--{BND}--"),
-                    &format!("--{BND}\r\nContent-Type: text/plain\r\n\r\nCleartext every RFC reader shows\r\n--{BND}--"),
-                    2,
-                )
+                encrypted_eml(f, t)
+                    .replacen("-----END PGP MESSAGE-----", &format!("-----END PGP MESSAGE-------{BND}--"), 1)
+                    .replacen(
+                        &format!("--{BND}--"),
+                        &format!(
+                            "--{BND}\r\nContent-Type: text/plain\r\n\r\nCleartext every RFC reader shows\r\n--{BND}--"
+                        ),
+                        2,
+                    )
             },
             ENC_NEEDED,
         ),
         // Issue case 5: bare CR, in the header (From smuggling) and in the body.
         (
             "bare-cr-from",
-            |f, t| encrypted_eml(f, t).replacen(&format!("From: <{f}>"), &format!("From: <victim@chat.test>\rFrom: <{f}>"), 1),
+            |f, t| {
+                encrypted_eml(f, t).replacen(
+                    &format!("From: <{f}>"),
+                    &format!("From: <victim@chat.test>\rFrom: <{f}>"),
+                    1,
+                )
+            },
             BARE_CR,
         ),
-        ("bare-cr-body", |f, t| encrypted_eml(f, t).replacen("\r\n\r\nVersion: 1", "\r\n\r\nVersion: 1\r.\rRSET", 1), BARE_CR),
+        (
+            "bare-cr-body",
+            |f, t| encrypted_eml(f, t).replacen("\r\n\r\nVersion: 1", "\r\n\r\nVersion: 1\r.\rRSET", 1),
+            BARE_CR,
+        ),
         // FLT-28: a line that is neither a field nor a continuation; a whitespace-only fold.
         ("flt28-top-line", |f, t| insert_top(&encrypted_eml(f, t), "not a header line\r\n"), ENC_NEEDED),
         ("flt28-ws-line", |f, t| insert_top(&encrypted_eml(f, t), "X-A: 1\r\n \r\n"), ENC_NEEDED),
         (
             "flt28-part-line",
-            |f, t| encrypted_eml(f, t).replacen("Content-Type: application/pgp-encrypted\r\n", "Content-Type: application/pgp-encrypted\r\nbroken\r\n", 1),
+            |f, t| {
+                encrypted_eml(f, t).replacen(
+                    "Content-Type: application/pgp-encrypted\r\n",
+                    "Content-Type: application/pgp-encrypted\r\nbroken\r\n",
+                    1,
+                )
+            },
             ENC_NEEDED,
         ),
         (
             "flt28-8bit-ct",
-            |f, t| encrypted_eml(f, t).replacen("Content-Type: application/octet-stream", "Content-Type: application/octet-stream\u{e9}", 1),
+            |f, t| {
+                encrypted_eml(f, t).replacen(
+                    "Content-Type: application/octet-stream",
+                    "Content-Type: application/octet-stream\u{e9}",
+                    1,
+                )
+            },
             ENC_NEEDED,
         ),
         // FLT-29: RFC 5322 limits, MIME fields once per entity, parameters once.
@@ -90,7 +126,13 @@ fn cases() -> Vec<(&'static str, Build, &'static str)> {
         ),
         (
             "flt29-dup-boundary",
-            |f, t| encrypted_eml(f, t).replacen(&format!("boundary=\"{BND}\""), &format!("boundary=\"{BND}\"; boundary=\"other\""), 1),
+            |f, t| {
+                encrypted_eml(f, t).replacen(
+                    &format!("boundary=\"{BND}\""),
+                    &format!("boundary=\"{BND}\"; boundary=\"other\""),
+                    1,
+                )
+            },
             ENC_NEEDED,
         ),
         (
@@ -127,13 +169,23 @@ fn cases() -> Vec<(&'static str, Build, &'static str)> {
         (
             "securejoin-dup-ct",
             |f, t| {
-                securejoin(f, t).replacen("Content-Type: text/plain; charset=utf-8", "Content-Type: text/html\r\nContent-Type: text/plain; charset=utf-8", 1)
+                securejoin(f, t).replacen(
+                    "Content-Type: text/plain; charset=utf-8",
+                    "Content-Type: text/html\r\nContent-Type: text/plain; charset=utf-8",
+                    1,
+                )
             },
             ENC_NEEDED,
         ),
         (
             "securejoin-two-headers",
-            |f, t| securejoin(f, t).replacen("Secure-Join: vc-request\r\n", "Secure-Join: vc-request\r\nSecure-Join: vg-request\r\n", 1),
+            |f, t| {
+                securejoin(f, t).replacen(
+                    "Secure-Join: vc-request\r\n",
+                    "Secure-Join: vc-request\r\nSecure-Join: vg-request\r\n",
+                    1,
+                )
+            },
             ENC_NEEDED,
         ),
     ]
@@ -171,7 +223,8 @@ async fn every_case_refused_on_every_listener() {
         // Submission (465): the sender is a local account.
         let eml = build(&alice, &bob);
         assert!(
-            filter::check_bytes(crlf(&eml).as_bytes(), Variant::Outgoing, &env(&alice, &bob)) != filter::Verdict::Encrypted,
+            filter::check_bytes(crlf(&eml).as_bytes(), Variant::Outgoing, &env(&alice, &bob))
+                != filter::Verdict::Encrypted,
             "{name}: the filter itself refuses"
         );
         let r = submit(&relay, &alice, PASSWORD, &alice, &[&bob], &eml).await;
@@ -217,8 +270,11 @@ async fn port25_duplicate_from_with_peer_literal() {
         &format!("From: <victim@chat.test>\r\nFrom: Mail Delivery System <MAILER-DAEMON@[127.0.0.1]>"),
         1,
     );
-    let dup_ct = insert_top(&encrypted_eml(lit, &bob), "Content-Type: text/plain\r\n")
-        .replacen(&format!("From: <{lit}>"), &format!("From: <victim@chat.test>\r\nFrom: <{lit}>"), 1);
+    let dup_ct = insert_top(&encrypted_eml(lit, &bob), "Content-Type: text/plain\r\n").replacen(
+        &format!("From: <{lit}>"),
+        &format!("From: <victim@chat.test>\r\nFrom: <{lit}>"),
+        1,
+    );
     // Address literals are refused in MAIL FROM, so the unauthenticated way is the empty path.
     for (sender, eml) in [("", &bounce), ("", &dup_ct)] {
         let mut c = mx_tls(&relay).await;
@@ -250,13 +306,17 @@ async fn echoed_from_is_one_short_line() {
     let before = counts(&relay);
     let (mut c, r) = smtp_login(&relay, &alice, PASSWORD).await;
     assert!(r.starts_with("235"), "{r}");
-    let injected = encrypted_eml(&alice, &bob)
-        .replacen(&format!("From: <{alice}>"), &format!("From: <{alice}>,\r\n 250 2.0.0 OK: queued as FAKE"), 1);
+    let injected = encrypted_eml(&alice, &bob).replacen(
+        &format!("From: <{alice}>"),
+        &format!("From: <{alice}>,\r\n 250 2.0.0 OK: queued as FAKE"),
+        1,
+    );
     let r = send_mail(&mut c, &alice, &[&bob], &injected).await;
     assert_eq!(r, format!("500 Invalid FROM header: <{alice}>, 250 2.0.0 OK: queued as FAKE"));
     assert_eq!(c.cmd("NOOP").await, "250 2.0.0 OK", "no injected reply line is waiting");
     let long = format!("\"{}\" <{alice}>, x@y", "A".repeat(400));
-    let r = send_mail(&mut c, &alice, &[&bob], &encrypted_eml(&alice, &bob).replacen(&format!("<{alice}>"), &long, 1)).await;
+    let r = send_mail(&mut c, &alice, &[&bob], &encrypted_eml(&alice, &bob).replacen(&format!("<{alice}>"), &long, 1))
+        .await;
     assert!(r.starts_with("500 Invalid FROM header: \"AAAA"), "{r}");
     assert_eq!(r.len(), "500 Invalid FROM header: ".len() + 200, "{r}");
     assert_eq!(c.cmd("NOOP").await, "250 2.0.0 OK");
@@ -311,7 +371,8 @@ fn differential_reading() {
     assert!(judged >= 8, "the accepted fixtures were compared ({judged})");
     // Mutations: line-level edits that attackers use (duplicate, delete, swap, fold, insert
     // delimiter-like lines and CRs) on accepted messages.
-    let accepted: Vec<Vec<u8>> = inputs.iter().filter(|d| filter_oracle::differential(d) == Ok(true)).cloned().collect();
+    let accepted: Vec<Vec<u8>> =
+        inputs.iter().filter(|d| filter_oracle::differential(d) == Ok(true)).cloned().collect();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move |n: usize| {
         x ^= x << 13;
@@ -368,5 +429,8 @@ fn differential_reading() {
             Err(e) => panic!("round {round}: {e}\n{}", String::from_utf8_lossy(&d)),
         }
     }
-    println!("differential: {} inputs, {judged} accepted compared; {compared} accepted mutations compared", inputs.len());
+    println!(
+        "differential: {} inputs, {judged} accepted compared; {compared} accepted mutations compared",
+        inputs.len()
+    );
 }
