@@ -85,7 +85,7 @@ struct Head {
 impl Head {
     fn get(&self, name: &str, p: Personality) -> Option<&str> {
         let mut it = self.fields.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-        if p.last_wins { it.last() } else { it.next() }
+        if p.last_wins { it.next_back() } else { it.next() }
     }
 }
 

@@ -267,7 +267,7 @@ async fn port25_duplicate_from_with_peer_literal() {
     let lit = "x@[127.0.0.1]";
     let bounce = fixtures::load("mailer-daemon").replace(fixtures::TO, &bob).replacen(
         "From: Mail Delivery System <MAILER-DAEMON@remote.test>",
-        &format!("From: <victim@chat.test>\r\nFrom: Mail Delivery System <MAILER-DAEMON@[127.0.0.1]>"),
+        "From: <victim@chat.test>\r\nFrom: Mail Delivery System <MAILER-DAEMON@[127.0.0.1]>",
         1,
     );
     let dup_ct = insert_top(&encrypted_eml(lit, &bob), "Content-Type: text/plain\r\n").replacen(
