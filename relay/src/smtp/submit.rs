@@ -33,9 +33,9 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
     .await?;
     // The login may have been deleted or blocked while the message was in DATA: it sends
     // nothing more (its queue rows are deleted with it, so this closes the window before).
-    match ctx.store.account_by_id(login.id).await {
-        Ok(Some(a)) if !a.blocked => {}
-        Ok(_) => return Err(reply::sender_gone()),
+    match sender_active(ctx, login.id).await {
+        Ok(true) => {}
+        Ok(false) => return Err(reply::sender_gone()),
         Err(e) => {
             tracing::error!(error = %e, "store error re-checking the sender account");
             return Err(reply::local_error());
@@ -55,4 +55,10 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
     let local_bytes = Parts { head: headers::clean(&submitted, STORAGE_DROP, false), body: body.clone() };
     let remote_bytes = (!remote.is_empty()).then_some(Parts { head: submitted, body });
     ingress::store(ctx, &tx.mail_from, Some(login.id), local, local_bytes, remote, remote_bytes).await
+}
+
+/// The sending account still exists and is not blocked. Checked at end of DATA and again by
+/// outbound before each attempt, so a deleted or blocked account sends nothing more.
+pub async fn sender_active(ctx: &Ctx, id: crate::store::AccountId) -> Result<bool, crate::store::StoreError> {
+    Ok(ctx.store.account_by_id(id).await?.is_some_and(|a| !a.blocked))
 }

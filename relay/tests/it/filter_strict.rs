@@ -434,3 +434,45 @@ fn differential_reading() {
         inputs.len()
     );
 }
+
+/// Before each outbound attempt the sender is checked again: a message queued by an account
+/// that was blocked afterwards is dropped, not relayed, and bounces to no one.
+#[tokio::test]
+async fn outbound_drops_mail_of_a_blocked_sender() {
+    use crate::delivery_sink::Sink;
+    use crate::delivery_units::{account, context, inbox, msg, publish_key, wait_for};
+    use relay::store::{Delivery, RemoteBatch};
+
+    let dns = crate::dns_server::TestDns::start().await;
+    let sink = Sink::start("127.0.0.4:0", true).await;
+    dns.mx("_s.test", 10, "mx.s.test");
+    dns.a("mx.s.test", "127.0.0.4".parse().expect("ip"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctx, _lock) =
+        context("_a.test", dir.path(), &dns, &format!("smtp_port = {}\ntry_https = false", sink.addr.port()));
+    publish_key(&dns, "_a.test", &dir.path().join("data/dkim.pem"));
+    let (blocked, active) = ("blocked1@_a.test", "active1@_a.test");
+    let mut ids = Vec::new();
+    for sender in [blocked, active] {
+        let acc = account(&ctx, sender).await;
+        let blob = ctx.store.put_blob(msg(sender, "ok@_s.test").into()).await.expect("blob");
+        let d = Delivery {
+            sender: sender.into(),
+            sender_account: Some(acc),
+            remote: vec![RemoteBatch { domain: "_s.test".into(), rcpts: vec!["ok@_s.test".into()] }],
+            remote_blob: Some(blob),
+            ..Default::default()
+        };
+        ctx.store.deliver(d).await.expect("queued");
+        ids.push(acc);
+    }
+    ctx.store.set_blocked(ids[0], true).await.expect("block");
+    let task = tokio::spawn(relay::outbound::run(ctx.clone()));
+    wait_for("queue empty", 20, || async { ctx.store.list_queue().await.expect("queue").is_empty() }).await;
+    let got = sink.messages();
+    assert_eq!(got.len(), 1, "only the active sender's message goes out");
+    assert_eq!(got[0].mail_from, active);
+    assert!(inbox(&ctx, ids[0]).await.is_empty(), "no bounce to the blocked sender");
+    ctx.shutdown.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+}
