@@ -61,8 +61,9 @@ pub fn bye() -> Reply {
 pub fn help() -> Reply {
     Reply::new(214, "2.0.0", "See RFC 5321")
 }
+/// The argument is client input: echoed as one sanitised line (FLT-32).
 pub fn vrfy(arg: &str) -> Reply {
-    Reply::new(252, "2.0.0", arg)
+    Reply::new(252, "2.0.0", echo(arg))
 }
 pub fn expn_disabled() -> Reply {
     Reply::new(502, "5.5.1", "EXPN command is disabled")
@@ -253,6 +254,7 @@ mod tests {
         let r = bad_from_header(crafted).wire();
         assert_eq!(r, "500 Invalid FROM header: a@b.c  250 2.0.0 OK: queued as X  ? \r\n");
         assert_eq!(r.matches("\r\n").count(), 1);
+        assert_eq!(vrfy("a\rb\u{7f}").wire(), "252 2.0.0 a b \r\n");
         let long = "x".repeat(5000);
         assert_eq!(bad_from_header(&long).text.len(), "Invalid FROM header: ".len() + ECHO_MAX);
     }
