@@ -436,7 +436,9 @@ fn differential_reading() {
 }
 
 /// Before each outbound attempt the sender is checked again: a message queued by an account
-/// that was blocked afterwards is dropped, not relayed, and bounces to no one.
+/// that was blocked afterwards is dropped, not relayed, and bounces to no one. And FLT-31 on
+/// the way out: whatever the stored bytes hold (here a bare CR, a bare LF and a CR-dot line),
+/// the remote server gets only CRLF lines, dot-stuffed.
 #[tokio::test]
 async fn outbound_drops_mail_of_a_blocked_sender() {
     use crate::delivery_sink::Sink;
@@ -455,7 +457,8 @@ async fn outbound_drops_mail_of_a_blocked_sender() {
     let mut ids = Vec::new();
     for sender in [blocked, active] {
         let acc = account(&ctx, sender).await;
-        let blob = ctx.store.put_blob(msg(sender, "ok@_s.test").into()).await.expect("blob");
+        let stored = [msg(sender, "ok@_s.test"), b"x\ry\nz\r.\r\nend\r\n".to_vec()].concat();
+        let blob = ctx.store.put_blob(stored.into()).await.expect("blob");
         let d = Delivery {
             sender: sender.into(),
             sender_account: Some(acc),
@@ -472,6 +475,16 @@ async fn outbound_drops_mail_of_a_blocked_sender() {
     let got = sink.messages();
     assert_eq!(got.len(), 1, "only the active sender's message goes out");
     assert_eq!(got[0].mail_from, active);
+    let data = &got[0].data;
+    assert!(
+        data.ends_with(b"\r\n.starts with a dot\r\nx\r\ny\r\nz\r\n.\r\nend\r\n"),
+        "{}",
+        String::from_utf8_lossy(data)
+    );
+    for (i, &c) in data.iter().enumerate() {
+        assert!(c != b'\r' || data.get(i + 1) == Some(&b'\n'), "bare CR relayed at {i}");
+        assert!(c != b'\n' || (i > 0 && data[i - 1] == b'\r'), "bare LF relayed at {i}");
+    }
     assert!(inbox(&ctx, ids[0]).await.is_empty(), "no bounce to the blocked sender");
     ctx.shutdown.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
