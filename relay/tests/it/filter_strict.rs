@@ -489,3 +489,34 @@ async fn outbound_drops_mail_of_a_blocked_sender() {
     ctx.shutdown.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
 }
+
+/// Replays a `filter_differential` fuzz corpus (`FILTER_CORPUS=fuzz/corpus/filter_differential`)
+/// through the same check, decoding inputs as the fuzz target does; prints how many the filter
+/// accepted (those are the ones compared). By hand: `cargo test ... -- --ignored`.
+#[test]
+#[ignore]
+fn differential_corpus() {
+    let Ok(dir) = std::env::var("FILTER_CORPUS") else { return };
+    let base = fixtures::load("encrypted").into_bytes();
+    let (mut total, mut judged) = (0, 0);
+    for e in std::fs::read_dir(dir).expect("corpus dir") {
+        let data = std::fs::read(e.expect("entry").path()).expect("read");
+        let Some((&mode, rest)) = data.split_first() else { continue };
+        let msg = if mode & 1 == 0 {
+            rest.to_vec()
+        } else {
+            let Some((&at, ins)) = rest.split_first() else { continue };
+            let starts: Vec<usize> = std::iter::once(0)
+                .chain(base.iter().enumerate().filter(|(_, c)| **c == b'\n').map(|(i, _)| i + 1))
+                .collect();
+            let pos = starts[at as usize % starts.len()];
+            [&base[..pos], ins, &base[pos..]].concat()
+        };
+        total += 1;
+        match filter_oracle::differential(&msg) {
+            Ok(j) => judged += usize::from(j),
+            Err(e) => panic!("{e}\n{}", String::from_utf8_lossy(&msg)),
+        }
+    }
+    println!("corpus: {total} inputs, {judged} accepted by the filter and read alike everywhere");
+}
