@@ -623,7 +623,7 @@ pub fn from_field(top: &Header<'_>) -> Result<(String, String), (FromError, Stri
         }
         _ => return Err(bad()),
     };
-    if addr.bytes().any(|c| c == b' ' || c == b'\t' || c == b'"') {
+    if addr.is_empty() || addr.bytes().any(|c| c == b' ' || c == b'\t' || c == b'"') {
         return Err(bad());
     }
     Ok((addr.to_string(), value))
@@ -817,6 +817,9 @@ mod tests {
             "From: b@x.org <a@x.org>",
             "From: g: a@x.org;",
             "From: <a@x.org",
+            "From:",
+            "From: <>",
+            "From: Name <>",
             "From: \"open <a@x.org>",
             "From: a@x.org b",
             "From: <a@x.org>x",

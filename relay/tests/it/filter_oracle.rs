@@ -319,7 +319,11 @@ fn strict_seen(data: &[u8]) -> Option<Seen> {
     let r = reading::read(data).ok()?;
     let root = r.tree.as_ref().ok()?;
     let mime_type = root.ctype.as_ref().map(|c| format!("{}/{}", c.ty, c.sub)).unwrap_or_else(|| "text/plain".into());
-    let from = reading::from_field(&r.top).ok().map(|(a, _)| a.to_ascii_lowercase());
+    // The From check's reading: the strict field rule, then a valid address.
+    let from = reading::from_field(&r.top)
+        .ok()
+        .and_then(|(a, _)| relay::address::Address::parse(&a).ok())
+        .map(|a| a.as_str().to_string());
     let parts = root
         .parts
         .iter()
