@@ -10,7 +10,7 @@ set -euo pipefail
 SECS="${1:-20}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
-TARGETS="${TARGETS:-smtp_input filter config http_forms imap_input}"
+TARGETS="${TARGETS:-smtp_input filter filter_differential config http_forms imap_input}"
 JOBS="${JOBS:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/target-fuzz}"
 TOOLCHAIN=""
@@ -23,6 +23,12 @@ seed() {
   local fx="$ROOT/relay/tests/fixtures/filter"
   case "$t" in
     filter) cp "$fx"/*.eml "$dir"/ ;;
+    filter_differential)
+      # Whole messages (first byte even) and splices into the encrypted fixture (odd).
+      for f in "$fx"/*.eml; do { printf '\0'; cat "$f"; } > "$dir/$(basename "$f")"; done
+      printf '\1\3Content-Type: text/plain\r\n' > "$dir/splice-ct"
+      printf '\1\1From: <victim@chat.test>\r\n' > "$dir/splice-from"
+      printf '\1\x14-----END PGP MESSAGE-------b0undary4fixture--\r\n' > "$dir/splice-midline" ;;
     imap_input)
       cp "$fx"/*.eml "$dir"/
       printf 'a UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO)])\r\n' > "$dir/fetch"

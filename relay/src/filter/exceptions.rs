@@ -1,64 +1,58 @@
 //! The only cleartext that passes (FLT-21..FLT-26): a Secure-Join request (both variants), a
 //! self-sent Autocrypt Setup Message (outgoing) and a mail-system bounce (incoming). Each check
-//! is exact; anything extra means no exception.
+//! is exact, on the strict reading (the fields it reads occur once, FLT-29); anything extra
+//! means no exception.
 
-use mail_parser::Message;
-
-use super::mime::{is_type, root_children};
+use super::reading::{self, Entity};
 use super::{Envelope, Exception, Variant};
 
-fn header<'m>(msg: &'m Message<'_>, name: &'static str) -> Option<&'m str> {
-    msg.header_raw(name).map(str::trim)
+/// The value of a top-level field that occurs once and is ASCII.
+fn header(root: &Entity<'_>, name: &str) -> Option<String> {
+    root.header.one(name).and_then(|f| f.ascii().ok())
 }
 
 /// FLT-21.
-fn secure_join(msg: &Message<'_>) -> bool {
-    if !matches!(header(msg, "Secure-Join"), Some("vc-request" | "vg-request")) {
+fn secure_join(root: &Entity<'_>) -> bool {
+    if !matches!(header(root, "Secure-Join").as_deref(), Some("vc-request" | "vg-request")) {
         return false;
     }
-    if !msg.root_part().is_multipart() {
+    if !root.is_multipart() {
         return false;
     }
-    let Some(children) = root_children(msg) else {
+    let [part] = root.parts.as_slice() else {
         return false;
     };
-    let [part] = children.as_slice() else {
-        return false;
-    };
-    if part.is_multipart() || !is_type(part, "text", "plain") {
+    if part.is_multipart() || !part.is_type("text", "plain") {
         return false;
     }
-    let body = String::from_utf8_lossy(part.contents()).trim().to_lowercase();
+    let Ok(body) = part.decoded() else { return false };
+    let body = String::from_utf8_lossy(&body).trim().to_lowercase();
     body == "secure-join: vc-request" || body == "secure-join: vg-request"
 }
 
 /// FLT-23: exactly one recipient, the sender itself; subject checked before SMTP-45 rewrites it.
-fn autocrypt_setup(msg: &Message<'_>, env: &Envelope<'_>) -> bool {
+fn autocrypt_setup(root: &Entity<'_>, env: &Envelope<'_>) -> bool {
     let [rcpt] = env.rcpts else { return false };
     rcpt.eq_ignore_ascii_case(env.mail_from)
         && !env.mail_from.is_empty()
-        && header(msg, "Subject") == Some("Autocrypt Setup Message")
-        && is_type(msg.root_part(), "multipart", "mixed")
+        && header(root, "Subject").as_deref() == Some("Autocrypt Setup Message")
+        && root.is_type("multipart", "mixed")
 }
 
-/// FLT-24.
-fn bounce(msg: &Message<'_>) -> bool {
-    let auto = header(msg, "Auto-Submitted").is_some_and(|v| !v.is_empty());
-    let from = msg
-        .from()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .is_some_and(|a| a.to_lowercase().starts_with("mailer-daemon@"));
-    auto && from && is_type(msg.root_part(), "multipart", "report")
+/// FLT-24: the From address is read with the same strict rule as the From check.
+fn bounce(root: &Entity<'_>) -> bool {
+    let auto = header(root, "Auto-Submitted").is_some_and(|v| !v.is_empty());
+    let from = reading::from_field(&root.header).is_ok_and(|(a, _)| a.to_lowercase().starts_with("mailer-daemon@"));
+    auto && from && root.is_type("multipart", "report")
 }
 
-pub fn find(msg: &Message<'_>, variant: Variant, env: &Envelope<'_>) -> Option<Exception> {
-    if secure_join(msg) {
+pub fn find(root: &Entity<'_>, variant: Variant, env: &Envelope<'_>) -> Option<Exception> {
+    if secure_join(root) {
         return Some(Exception::SecureJoin);
     }
     match variant {
-        Variant::Outgoing if autocrypt_setup(msg, env) => Some(Exception::AutocryptSetup),
-        Variant::Incoming if bounce(msg) => Some(Exception::Bounce),
+        Variant::Outgoing if autocrypt_setup(root, env) => Some(Exception::AutocryptSetup),
+        Variant::Incoming if bounce(root) => Some(Exception::Bounce),
         _ => None,
     }
 }

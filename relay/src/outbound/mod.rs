@@ -165,6 +165,14 @@ pub async fn process(ctx: &Ctx, transport: &Arc<Transport>, entry: QueueEntry) {
     let cfg = ctx.config.get();
     let now = now_secs();
     let pending: Vec<String> = entry.pending().map(|r| r.rcpt.clone()).collect();
+    // A sender blocked (or deleted) since queueing sends nothing more; no bounce to it.
+    if let Some(id) = entry.sender_account
+        && let Ok(false) = crate::smtp::submit::sender_active(ctx, id).await
+    {
+        tracing::info!(queue_id = %entry.id, "outbound: sender account gone or blocked; entry dropped");
+        let _ = ctx.store.queue_drop(&entry.id).await;
+        return;
+    }
     let original = match ctx.store.read_blob(&entry.blob).await {
         Ok(b) => Arc::new(b),
         Err(e) => {

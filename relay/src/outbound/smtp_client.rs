@@ -169,19 +169,32 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(out)
 }
 
-/// Write the message with CRLF line ends and dot-stuffing, then the terminating dot.
-async fn send_data<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, message: &[u8]) -> Result<(), HostError> {
+/// The DATA stream for `message` (FLT-31): only CRLF-terminated lines, whatever the stored
+/// bytes hold. LF, CRLF and a lone CR each end a line, so no bare CR or LF reaches the next
+/// server (SMTP smuggling); every line starting with `.` is dot-stuffed; then the final dot.
+pub fn data_stream(message: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(message.len() + message.len() / 32 + 8);
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        let body = line.strip_suffix(b"\n").unwrap_or(line);
-        let body = body.strip_suffix(b"\r").unwrap_or(body);
-        if body.first() == Some(&b'.') {
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => (&rest[..i], i + 2),
+            Some(i) => (&rest[..i], i + 1),
+            None => (rest, rest.len()),
+        };
+        if line.first() == Some(&b'.') {
             buf.push(b'.');
         }
-        buf.extend_from_slice(body);
+        buf.extend_from_slice(line);
         buf.extend_from_slice(b"\r\n");
+        rest = &rest[next..];
     }
     buf.extend_from_slice(b".\r\n");
+    buf
+}
+
+/// Write the message as `data_stream` gives it.
+async fn send_data<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, message: &[u8]) -> Result<(), HostError> {
+    let buf = data_stream(message);
     let s = c.io.get_mut();
     timeout(DATA_TIMEOUT, async {
         s.write_all(&buf).await?;
@@ -190,4 +203,35 @@ async fn send_data<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, message: 
     .await
     .map_err(|_| HostError::Timeout)??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_stream;
+
+    #[test]
+    fn data_is_crlf_lines_dot_stuffed() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"a\r\nb\r\n", b"a\r\nb\r\n.\r\n"),
+            (b"a\nb", b"a\r\nb\r\n.\r\n"),
+            (b".x\r\n..y\r\n.\r\n", b"..x\r\n...y\r\n..\r\n.\r\n"),
+            // Smuggling shapes: a lone CR ends the line, so `\r.\r` can never end the data early.
+            (b"a\r.\rMAIL FROM:<x>\r\n", b"a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"),
+            (b"a\n.\nb", b"a\r\n..\r\nb\r\n.\r\n"),
+            (b"", b".\r\n"),
+        ];
+        for (input, want) in cases {
+            let got = data_stream(input);
+            assert_eq!(got, want.to_vec(), "{:?}", String::from_utf8_lossy(input));
+            // Every CR is followed by LF and every LF preceded by CR.
+            for (i, &b) in got.iter().enumerate() {
+                if b == b'\r' {
+                    assert_eq!(got.get(i + 1), Some(&b'\n'));
+                }
+                if b == b'\n' {
+                    assert!(i > 0 && got[i - 1] == b'\r');
+                }
+            }
+        }
+    }
 }

@@ -6,8 +6,14 @@ pub const SUBMISSION_DROP: &[&str] = &["Received", "X-Originating-IP", "X-Mailer
 /// Top-level headers removed on storing into a local mailbox (SMTP-46).
 pub const STORAGE_DROP: &[&str] = &["DKIM-Signature", "Authentication-Results", "Received"];
 
-/// Split into (header section including its final blank line, body).
+/// Split into (header section including its final blank line, body), where the filter's
+/// strict reading puts the header end (one reading for judging and cleanup, FLT-33).
 fn split(msg: &[u8]) -> (&[u8], &[u8]) {
+    match crate::filter::reading::header(msg) {
+        Ok((_, Some(at))) => return (&msg[..at], &msg[at..]),
+        Ok((_, None)) => return (msg, &[]),
+        Err(_) => {}
+    }
     if msg.starts_with(b"\r\n") {
         return (&msg[..2], &msg[2..]);
     }

@@ -60,7 +60,7 @@ pub fn queue_id() -> String {
     BlobId::random().as_str()[..12].to_uppercase()
 }
 
-/// End of DATA on ingress (SMTP-41): parse, From, encryption, DKIM, then store for every
+/// End of DATA on ingress (SMTP-41): no bare CR (FLT-31), parse, From, encryption, DKIM, then store for every
 /// recipient in one durable transaction. Returns the queue id for the 250 reply.
 pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: Bytes, peer: IpAddr) -> Result<String, Reply> {
     if rcpts.is_empty() {
@@ -70,6 +70,7 @@ pub async fn accept(ctx: &Ctx, sender: &str, rcpts: &[Recipient], bytes: Bytes, 
     let addrs: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
     let cleartext_ok = rcpts.iter().all(|r| r.cleartext);
     let from_domain = message::checked(bytes.len(), move || {
+        message::check_line_ends(&b)?;
         let msg = message::parse(&b)?;
         let from =
             if mail_from.is_empty() { message::from_address(&msg)? } else { message::check_from(&msg, &mail_from)? };

@@ -61,8 +61,9 @@ pub fn bye() -> Reply {
 pub fn help() -> Reply {
     Reply::new(214, "2.0.0", "See RFC 5321")
 }
+/// The argument is client input: echoed as one sanitised line (FLT-32).
 pub fn vrfy(arg: &str) -> Reply {
-    Reply::new(252, "2.0.0", arg)
+    Reply::new(252, "2.0.0", echo(arg))
 }
 pub fn expn_disabled() -> Reply {
     Reply::new(502, "5.5.1", "EXPN command is disabled")
@@ -172,11 +173,40 @@ pub fn own_domain_from() -> Reply {
 pub fn parse_failed(reason: &str) -> Reply {
     Reply::new(500, "", format!("Failed to parse message: {reason}"))
 }
+/// FLT-32: client input echoed in a reply is one line of printable ASCII, at most 200 chars:
+/// line breaks and other controls become a space, other bytes `?`, so no crafted value can end
+/// the reply line or add one of its own.
+pub fn echo(value: &str) -> String {
+    value
+        .chars()
+        .take(ECHO_MAX)
+        .map(|c| {
+            if c.is_ascii_control() {
+                ' '
+            } else if c.is_ascii() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+/// Characters of client input a reply echoes at most (FLT-32).
+pub const ECHO_MAX: usize = 200;
+
 pub fn bad_from_header(value: &str) -> Reply {
-    Reply::new(500, "", format!("Invalid FROM header: {value}"))
+    Reply::new(500, "", format!("Invalid FROM header: {}", echo(value)))
 }
 pub fn from_mismatch(from: &str, mail_from: &str) -> Reply {
-    Reply::new(500, "", format!("Invalid FROM {from} for {mail_from}"))
+    Reply::new(500, "", format!("Invalid FROM {} for {}", echo(from), echo(mail_from)))
+}
+/// FLT-31: bare CR in the data (Postfix 3.9 refuses bare line ends with the same class).
+pub fn bare_cr() -> Reply {
+    Reply::new(550, "5.6.0", "Message contains bare CR, refused")
+}
+/// The sending account was deleted or blocked while its message was in DATA.
+pub fn sender_gone() -> Reply {
+    Reply::new(554, "5.7.1", "Sender account no longer exists or is blocked")
 }
 pub fn encryption_needed() -> Reply {
     Reply::new(523, "", "Encryption Needed: Invalid Unencrypted Mail")
@@ -198,6 +228,10 @@ pub fn local_error() -> Reply {
 /// Labels never carry an address (PRIV-15).
 pub fn metric_reason(r: &Reply) -> &'static str {
     match (r.code, r.esc) {
+        // Labels are the fixed set of operations.md: bare CR is a parse refusal, a sender
+        // account gone during DATA a sender refusal.
+        (550, "5.6.0") => "parse",
+        (554, "5.7.1") if r.text.starts_with("Sender account") => "sender_mismatch",
         (554, "5.7.1") if r.text.contains("Relay access denied") => "relay_denied",
         (554, "5.7.1") if r.text.contains("only accepted by submission") => "own_domain",
         (452, "4.3.1") => "resources",
@@ -225,5 +259,16 @@ mod tests {
         assert_eq!(encryption_needed().to_string(), "523 Encryption Needed: Invalid Unencrypted Mail");
         assert_eq!(queued("x").to_string(), "250 2.0.0 OK: queued as x");
         assert_eq!(user_unknown("a@b").wire(), "550 5.1.1 <a@b>: Recipient address rejected: User unknown\r\n");
+    }
+
+    #[test]
+    fn echoed_values_are_one_short_line() {
+        let crafted = "a@b.c\r\n250 2.0.0 OK: queued as X\r\n\u{e9}\0";
+        let r = bad_from_header(crafted).wire();
+        assert_eq!(r, "500 Invalid FROM header: a@b.c  250 2.0.0 OK: queued as X  ? \r\n");
+        assert_eq!(r.matches("\r\n").count(), 1);
+        assert_eq!(vrfy("a\rb\u{7f}").wire(), "252 2.0.0 a b \r\n");
+        let long = "x".repeat(5000);
+        assert_eq!(bad_from_header(&long).text.len(), "Invalid FROM header: ".len() + ECHO_MAX);
     }
 }

@@ -20,6 +20,7 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
     let (b, mail_from) = (bytes.clone(), tx.mail_from.clone());
     let addrs: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
     message::checked(bytes.len(), move || {
+        message::check_line_ends(&b)?;
         let msg = message::parse(&b)?;
         message::check_from(&msg, &mail_from)?;
         let verdict = filter::check(&msg, Variant::Outgoing, &Envelope { mail_from: &mail_from, rcpts: &addrs });
@@ -30,6 +31,16 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
         Ok(())
     })
     .await?;
+    // The login may have been deleted or blocked while the message was in DATA: it sends
+    // nothing more (its queue rows are deleted with it, so this closes the window before).
+    match sender_active(ctx, login.id).await {
+        Ok(true) => {}
+        Ok(false) => return Err(reply::sender_gone()),
+        Err(e) => {
+            tracing::error!(error = %e, "store error re-checking the sender account");
+            return Err(reply::local_error());
+        }
+    }
     // Only the header sections are rewritten; both copies share the received body (no copy of
     // a large message is made).
     let (submitted, body_at) = headers::clean_head(&bytes, SUBMISSION_DROP, true);
@@ -44,4 +55,10 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
     let local_bytes = Parts { head: headers::clean(&submitted, STORAGE_DROP, false), body: body.clone() };
     let remote_bytes = (!remote.is_empty()).then_some(Parts { head: submitted, body });
     ingress::store(ctx, &tx.mail_from, Some(login.id), local, local_bytes, remote, remote_bytes).await
+}
+
+/// The sending account still exists and is not blocked. Checked at end of DATA and again by
+/// outbound before each attempt, so a deleted or blocked account sends nothing more.
+pub async fn sender_active(ctx: &Ctx, id: crate::store::AccountId) -> Result<bool, crate::store::StoreError> {
+    Ok(ctx.store.account_by_id(id).await?.is_some_and(|a| !a.blocked))
 }

@@ -167,7 +167,7 @@ async fn broken_dkim_signature_is_refused_554() {
     let (ua, ub) = (format!("{}@_a.test", random_local()), format!("{}@_b.test", random_local()));
     create(&p.b, &ub).await;
     let signer = relay::dkim::Signer::load(&p.a.data_dir().join("dkim.pem"), "_a.test", "dkim").unwrap();
-    let signed = signer.sign(encrypted(&ua, &ub).replace('\n', "\r\n").as_bytes()).unwrap();
+    let signed = signer.sign(encrypted(&ua, &ub).replace("\r\n", "\n").replace('\n', "\r\n").as_bytes()).unwrap();
     let broken = String::from_utf8_lossy(&signed).replace("Subject: [...]", "Subject: [..]").into_bytes();
     assert_eq!(post_mxdeliv(&p.b, &ua, &ub, &broken).await, (400, "554 5.7.1 No valid DKIM signature found".into()));
     // Port 25 gives the same reply (DLV-44).

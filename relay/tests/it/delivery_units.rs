@@ -270,7 +270,7 @@ async fn mxdeliv_handler_checks_in_port25_order() {
     let acc = account(&ctx, rcpt).await;
     let conn = ConnInfo { id: 1, peer: PEER, local: "127.0.0.3:443".parse().unwrap() };
     let from = "sender99@_a.test";
-    let eml = crate::harness::encrypted_eml(from, rcpt).replace('\n', "\r\n").into_bytes();
+    let eml = crate::harness::encrypted_eml(from, rcpt).replace("\r\n", "\n").replace('\n', "\r\n").into_bytes();
     let signed = signer.sign(&eml).unwrap();
     let call = |h: HeaderMap, body: Vec<u8>| {
         let ctx = ctx.clone();

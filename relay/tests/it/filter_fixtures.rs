@@ -175,9 +175,9 @@ impl std::io::BufRead for Counting<'_> {
 
 fn payload(name: &str) -> Option<Vec<u8>> {
     let eml = fixtures::load(name);
-    let msg = mail_parser::MessageParser::default().parse(eml.as_bytes())?;
-    let p = filter::mime::pgp_payload(&msg).ok()?;
-    armor::dearmor(p, Variant::Incoming).ok()
+    let msg = filter::reading::read(eml.as_bytes()).ok()?;
+    let p = filter::mime::pgp_payload(msg.tree.as_ref().ok()?).ok()?;
+    armor::dearmor(&p, Variant::Incoming).ok()
 }
 
 #[test]

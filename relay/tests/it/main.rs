@@ -29,6 +29,8 @@ mod delivery_restart;
 mod delivery_sink;
 mod delivery_units;
 mod filter_fixtures;
+mod filter_oracle;
+mod filter_strict;
 mod imap_async_imap;
 mod imap_basic;
 mod imap_delivery;

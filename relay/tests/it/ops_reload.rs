@@ -68,7 +68,8 @@ async fn sighup_moves_dkim_to_the_new_resolver() {
     let relay = Relay::start(&format!("[delivery]\nresolver = \"{}\"\n", old_dns.resolver()));
     let (from, to) = (format!("{}@_a.test", random_local()), relay.new_address());
     seed_account(&relay::store::Store::open(&relay.data_dir()).expect("store"), &to).await;
-    let signed = signer.sign(encrypted_eml(&from, &to).replace('\n', "\r\n").as_bytes()).expect("sign");
+    let signed =
+        signer.sign(encrypted_eml(&from, &to).replace("\r\n", "\n").replace('\n', "\r\n").as_bytes()).expect("sign");
 
     assert_eq!(mx_send(&relay, &from, &to, &signed).await, "554 5.7.1 No valid DKIM signature found");
 
