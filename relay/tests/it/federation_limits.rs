@@ -158,7 +158,8 @@ async fn own_domain_from_is_refused_inbound() {
     dns.dkim("dkim", "chat.test", &signer.public_key_b64());
     let (alice, bob) = (relay.new_address(), relay.new_address());
     create_account(&relay, &bob).await;
-    let signed = signer.sign(encrypted_eml(&alice, &bob).replace("\r\n", "\n").replace('\n', "\r\n").as_bytes()).unwrap();
+    let signed =
+        signer.sign(encrypted_eml(&alice, &bob).replace("\r\n", "\n").replace('\n', "\r\n").as_bytes()).unwrap();
     let want = "554 5.7.1 Mail from this domain is only accepted by submission";
     let a = relay.addr(relay.ports.https);
     let r = https_req(&a, "POST", "/mxdeliv", &a, &[("X-Mail-From", &alice), ("X-Mail-To", &bob)], &signed).await;
