@@ -275,8 +275,8 @@ async fn port25_duplicate_from_with_peer_literal() {
         &format!("From: <victim@chat.test>\r\nFrom: <{lit}>"),
         1,
     );
-    // Address literals are refused in MAIL FROM, so the unauthenticated way is the empty path.
-    for (sender, eml) in [("", &bounce), ("", &dup_ct)] {
+    // The empty path and the peer's own literal as MAIL FROM (port 25 reads it like /mxdeliv).
+    for (sender, eml) in [("", &bounce), ("", &dup_ct), (lit, &bounce), (lit, &dup_ct)] {
         let mut c = mx_tls(&relay).await;
         let r = send_mail(&mut c, sender, &[&bob], eml).await;
         assert_eq!(r, "500 Invalid FROM header: <victim@chat.test>", "MAIL FROM:<{sender}>");
