@@ -139,6 +139,9 @@ pub async fn store(
     };
     let push = ctx.config.get().push_enabled();
     let d = Delivery { sender: sender.to_string(), sender_account, local, local_blob, remote, remote_blob, push };
-    ctx.store.deliver(d).await.map_err(fail)?;
+    ctx.store.deliver(d).await.map_err(|e| match e {
+        crate::store::StoreError::SenderGone => reply::sender_gone(),
+        e => fail(e),
+    })?;
     Ok(queue_id())
 }

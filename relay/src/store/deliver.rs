@@ -2,7 +2,7 @@
 //! domain a queue entry, all in one commit, so a message is either fully accepted or not at all
 //! (SMTP-48, SMTP-49). The commit publishes `MessageStored` and wakes the outbound scheduler.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::accounts::AccountId;
 use super::blobs::{self, BlobId, NewBlob};
@@ -52,6 +52,15 @@ impl Store {
 }
 
 pub(crate) fn deliver_in_tx(tx: &mut super::writer::Tx<'_>, d: &Delivery) -> Result<DeliveryReceipt> {
+    // A sender deleted or blocked since its end of DATA sends nothing: checked inside the
+    // delivering transaction, so no deletion can commit between the check and the delivery.
+    if let Some(id) = d.sender_account {
+        let blocked: Option<i64> =
+            tx.query_row("SELECT blocked FROM accounts WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        if blocked.is_none_or(|b| b != 0) {
+            return Err(super::StoreError::SenderGone);
+        }
+    }
     let mut receipt = DeliveryReceipt::default();
     let now = now_secs();
     let now_ms = now_millis();

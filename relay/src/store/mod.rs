@@ -66,6 +66,9 @@ pub enum StoreError {
     Exists,
     #[error("over quota")]
     OverQuota,
+    /// The sending account was deleted or blocked before its message was committed.
+    #[error("sender account gone or blocked")]
+    SenderGone,
     #[error("limit reached: {0}")]
     Limit(&'static str),
     #[error("{0}")]

@@ -59,3 +59,4 @@ mod robust_crash;
 mod robust_logs;
 mod robust_relay;
 mod store_blobs;
+mod store_deliver;
