@@ -251,7 +251,15 @@ impl Session {
 
     /// Parse and run one command. Returns false when the connection must close.
     async fn handle(&mut self, buf: &[u8]) -> bool {
-        let decoded = CommandCodec::default().decode(buf);
+        let retry: Vec<u8>;
+        let mut decoded = CommandCodec::default().decode(buf);
+        // Be as lenient as Dovecot with the blanks real clients put in METADATA lists.
+        if decoded.is_err()
+            && let Some(fixed) = super::metadata::lenient(buf)
+        {
+            retry = fixed;
+            decoded = CommandCodec::default().decode(&retry);
+        }
         let cmd = match decoded {
             Ok((_, cmd)) => cmd,
             Err(_) => {

@@ -31,6 +31,8 @@ mod delivery_units;
 mod filter_fixtures;
 mod imap_async_imap;
 mod imap_basic;
+mod imap_checker;
+mod imap_consistency;
 mod imap_delivery;
 mod imap_features;
 mod imap_helpers;
