@@ -387,7 +387,8 @@ impl Raw {
                 }
             }
             15..30 if self.mailbox.is_some() && len > 0 => {
-                let flags = ["+FLAGS (\\Seen)", "+FLAGS (\\Deleted)", "-FLAGS (\\Deleted)", "+FLAGS.SILENT (\\Flagged)"];
+                let flags =
+                    ["+FLAGS (\\Seen)", "+FLAGS (\\Deleted)", "-FLAGS (\\Deleted)", "+FLAGS.SILENT (\\Flagged)"];
                 let what = if rng.below(4) == 0 {
                     format!("+FLAGS ($k{})", rng.below(6))
                 } else {
@@ -438,7 +439,7 @@ async fn dc_loop(relay_addr: String, addr: String, seed: u64, stop: Instant, led
     let mut rounds = 0;
     while Instant::now() < stop {
         let mb = s.select("INBOX").await.map_err(|e| format!("async-imap SELECT: {e}"))?;
-        let uidnext = mb.uid_next.unwrap_or(1);
+        let uidnext = mb.uid_next.ok_or("async-imap: SELECT without UIDNEXT")?;
         let mut idle = s.idle();
         idle.init().await.map_err(|e| format!("async-imap IDLE: {e}"))?;
         let start = Instant::now();

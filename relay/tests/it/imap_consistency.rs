@@ -151,8 +151,17 @@ async fn imap_fetch_survives_concurrent_expunge() {
     let mut a = login(&relay, &addr).await;
     let mut b = login(&relay, &addr).await;
     // 200 KB files, a few inline (database) bodies and one streamed (> 1 MiB) message.
-    let sizes: Vec<usize> =
-        (0..40).map(|i| if i % 8 == 3 { 60 * 1024 } else if i == 20 { 1300 * 1024 } else { 200 * 1024 }).collect();
+    let sizes: Vec<usize> = (0..40)
+        .map(|i| {
+            if i % 8 == 3 {
+                60 * 1024
+            } else if i == 20 {
+                1300 * 1024
+            } else {
+                200 * 1024
+            }
+        })
+        .collect();
     let mut issued = 0;
     for round in 0..4 {
         for (i, size) in sizes.iter().enumerate() {
@@ -265,9 +274,8 @@ async fn imap_message_rfc822_sections() {
     let inner_hdr = "From: <inner@chat.test>\r\nSubject: inner\r\n\r\n";
     let inner_body = "inner body\r\n";
     let inner = format!("{inner_hdr}{inner_body}");
-    let top = format!(
-        "From: <{addr}>\r\nTo: <{addr}>\r\nSubject: outer\r\nContent-Type: message/rfc822\r\n\r\n{inner}"
-    );
+    let top =
+        format!("From: <{addr}>\r\nTo: <{addr}>\r\nSubject: outer\r\nContent-Type: message/rfc822\r\n\r\n{inner}");
     let multi = format!(
         "From: <{addr}>\r\nSubject: m\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--b--\r\n"
     );
