@@ -12,8 +12,9 @@
 //! - no connection ends without a BYE or a tagged reply.
 //!
 //! What is stored, and when, comes from an oracle that polls the relay's database read-only.
-//! `CHATRELAY_CHECKER_SECS` (default 10) and `CHATRELAY_CHECKER_SEED` (default random) set the
-//! run; the seed is printed first, so a failure replays the same choices with that seed.
+//! `IMAP_CHECKER_SECS` (default 10) and `IMAP_CHECKER_SEED` (default random) set the
+//! run; the seed is printed first, so a failure replays the same choices with that seed. (Not
+//! `CHATRELAY_*`: the relay reads those as configuration and refuses unknown keys.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -468,12 +469,12 @@ async fn dc_loop(relay_addr: String, addr: String, seed: u64, stop: Instant, led
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn imap_concurrency_checker() {
-    let secs: u64 = std::env::var("CHATRELAY_CHECKER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let seed: u64 = std::env::var("CHATRELAY_CHECKER_SEED")
+    let secs: u64 = std::env::var("IMAP_CHECKER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let seed: u64 = std::env::var("IMAP_CHECKER_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(crate::harness::rand_u64);
-    println!("imap concurrency checker: seed {seed}, {secs} s (replay: CHATRELAY_CHECKER_SEED={seed})");
+    println!("imap concurrency checker: seed {seed}, {secs} s (replay: IMAP_CHECKER_SEED={seed})");
     let relay = Relay::start("max_user_send_per_minute = 100000\nmax_user_send_burst_size = 10000\n");
     let addr = relay.new_address();
     let sender = relay.new_address();
@@ -562,5 +563,5 @@ async fn imap_concurrency_checker() {
         steps.load(Ordering::Relaxed),
         summary.join("; ")
     );
-    assert!(failures.is_empty(), "seed {seed} (replay: CHATRELAY_CHECKER_SEED={seed}): {failures:#?}");
+    assert!(failures.is_empty(), "seed {seed} (replay: IMAP_CHECKER_SEED={seed}): {failures:#?}");
 }
