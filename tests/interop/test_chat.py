@@ -130,3 +130,28 @@ def test_two_devices_one_account(acf, dc):
     for device in (ac1, ac1b):
         snap = wait_msg(device).get_snapshot()
         assert snap.text == "to both devices" and snap.show_padlock
+
+
+def test_no_late_message_in_fetch_windows(acf):
+    """Issue 25: messages timed to land in the receiver's windows right after it fetched (its
+    SELECT and the start of its next IDLE) must not wait for a later wake-up. Two senders take
+    turns (each stays under the per-sender rate limit); each message is sent right after, or a
+    few ms after, the receiver got the previous one. DC_WINDOW_ROUNDS sets the number of rounds."""
+    import os
+
+    rounds = int(os.environ.get("DC_WINDOW_ROUNDS", "30"))
+    ac1, ac2, ac3 = acf.accounts(3)
+    chats = [ac1.create_chat(ac2), ac3.create_chat(ac2)]
+    delays = [0, 0.005, 0.02, 0.05, 0.1, 0.2]
+    latencies = []
+    for i in range(rounds):
+        time.sleep(delays[i % len(delays)])
+        t0 = time.time()
+        chats[i % 2].send_text(f"window {i}")
+        snap = wait_msg(ac2, timeout=60).get_snapshot()
+        latencies.append(time.time() - t0)
+        assert snap.text == f"window {i}", snap.text
+    late = [x for x in latencies if x > 2.0]
+    print(f"\nfetch-window rounds: {rounds}, late (> 2 s): {len(late)}, "
+          f"median {statistics.median(latencies) * 1000:.0f} ms, worst {max(latencies) * 1000:.0f} ms")
+    assert not late, latencies

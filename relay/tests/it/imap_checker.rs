@@ -127,6 +127,31 @@ fn oracle(db: std::path::PathBuf, address: String, ledger: Shared, stop: Arc<Ato
     polls
 }
 
+/// The relay's database, for the failure report.
+static DB_PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Rows about `uid` (messages with their modseq, expunge records) and the mailboxes' modseqs.
+fn db_rows(db: &std::path::Path, uid: u32) -> String {
+    let Ok(c) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return String::new();
+    };
+    let q = |sql: &str| -> String {
+        let Ok(mut st) = c.prepare(sql) else { return String::new() };
+        let n = st.column_count();
+        st.query_map([uid], |r| {
+            Ok((0..n).map(|i| format!("{:?}", r.get_ref(i).map(|v| format!("{v:?}")))).collect::<Vec<_>>().join(","))
+        })
+        .map(|rows| rows.filter_map(Result::ok).collect::<Vec<_>>().join(" | "))
+        .unwrap_or_default()
+    };
+    format!(
+        "messages [{}] expunged [{}] mailboxes [{}]",
+        q("SELECT mailbox_id, uid, modseq, flags FROM messages WHERE uid = ?1"),
+        q("SELECT mailbox_id, uid, modseq FROM expunged WHERE uid = ?1"),
+        q("SELECT id, name, uidnext, highestmodseq FROM mailboxes WHERE ?1 > 0")
+    )
+}
+
 struct Slot {
     uid: Option<u32>,
     /// Counted in the EXISTS of the SELECT (else announced later).
@@ -145,7 +170,11 @@ struct Raw {
     in_select: bool,
     /// When the current SELECT was sent.
     selected_at: Instant,
+    /// The last lines sent and received, shown when a check fails.
+    log: std::collections::VecDeque<String>,
 }
+
+const LOG_LINES: usize = 400;
 
 fn num_after(l: &str, word: &str) -> Option<u32> {
     let i = l.find(word)? + word.len();
@@ -155,7 +184,26 @@ fn num_after(l: &str, word: &str) -> Option<u32> {
 
 impl Raw {
     fn fail(&self, what: String) -> String {
-        format!("session {} in {:?}: {what}", self.id, self.mailbox)
+        let t = self.selected_at.elapsed();
+        let log: Vec<&str> = self.log.iter().map(String::as_str).collect();
+        format!(
+            "session {} in {:?} (selected {t:?} ago): {what}\nlast lines:\n{}",
+            self.id,
+            self.mailbox,
+            log.join("\n")
+        )
+    }
+
+    fn note(&mut self, l: &str) {
+        if self.log.len() >= LOG_LINES {
+            self.log.pop_front();
+        }
+        self.log.push_back(l.chars().take(160).collect());
+    }
+
+    async fn send(&mut self, l: &str) {
+        self.note(&format!("C: {l}"));
+        self.c.send(l).await;
     }
 
     /// Check one response line against the session's state and advance it.
@@ -239,7 +287,9 @@ impl Raw {
         while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             buf.pop();
         }
-        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+        let l = String::from_utf8_lossy(&buf).into_owned();
+        self.note(&format!("S: {l}"));
+        Ok(Some(l))
     }
 
     /// Read through the tagged reply, checking every line; literals are skipped.
@@ -272,7 +322,7 @@ impl Raw {
     async fn cmd(&mut self, text: &str) -> Result<String, String> {
         self.n += 1;
         let tag = format!("c{}", self.n);
-        self.c.send(&format!("{tag} {text}")).await;
+        self.send(&format!("{tag} {text}")).await;
         self.finish(&tag).await
     }
 
@@ -303,16 +353,25 @@ impl Raw {
         }
         let done = Instant::now();
         let known: Vec<u32> = self.slots.iter().filter_map(|s| s.uid).collect();
-        let l = lock(ledger);
-        for (uid, e) in l.boxes.get(&name).into_iter().flatten() {
-            // The event follows the commit by a moment (published after the group commit):
-            // allow PUBLISH_SLACK before a command started after it must tell.
-            if e.seen + PUBLISH_SLACK < noop_sent && !e.maybe_gone_before(done) && !known.contains(uid) {
-                return Err(self.fail(format!(
-                    "UID {uid} (stored {:?} before NOOP) was never announced; told: {known:?}",
-                    noop_sent - e.seen
-                )));
-            }
+        let missing = {
+            let l = lock(ledger);
+            l.boxes.get(&name).into_iter().flatten().find_map(|(uid, e)| {
+                // The event follows the commit by a moment (published after the group commit):
+                // allow PUBLISH_SLACK before a command started after it must tell.
+                (e.seen + PUBLISH_SLACK < noop_sent && !e.maybe_gone_before(done) && !known.contains(uid))
+                    .then(|| (*uid, noop_sent - e.seen))
+            })
+        };
+        if let Some((uid, ago)) = missing {
+            // What the session's view says about it, for the report.
+            let probe = self.cmd(&format!("UID FETCH {uid} (UID FLAGS)")).await;
+            let tail: Vec<u32> = known.iter().rev().take(8).rev().copied().collect();
+            let db = DB_PATH.get().map(|p| db_rows(p, uid)).unwrap_or_default();
+            return Err(self.fail(format!(
+                "UID {uid} (stored {ago:?} before NOOP) was never announced; {} told, the last {tail:?}; \
+                 UID FETCH of it: {probe:?}; database: {db}",
+                known.len()
+            )));
         }
         Ok(())
     }
@@ -322,7 +381,7 @@ impl Raw {
     async fn idle(&mut self, ledger: &Shared, ms: u64) -> Result<(), String> {
         self.n += 1;
         let tag = format!("c{}", self.n);
-        self.c.send(&format!("{tag} IDLE")).await;
+        self.send(&format!("{tag} IDLE")).await;
         // `+ idling` comes before anything else (IMAP-28).
         let first = self.line().await?.ok_or_else(|| self.fail("connection ended at IDLE".into()))?;
         if first != "+ idling" {
@@ -340,7 +399,7 @@ impl Raw {
             }
         }
         let end = Instant::now();
-        self.c.send("DONE").await;
+        self.send("DONE").await;
         let r = self.finish(&tag).await?;
         if !r.starts_with("OK") {
             return Err(self.fail(format!("IDLE ended {r}")));
@@ -379,7 +438,7 @@ impl Raw {
                 let msg = sample_message(addr, addr, &format!("s{} {}", self.id, self.n));
                 self.n += 1;
                 let tag = format!("c{}", self.n);
-                self.c.send(&format!("{tag} APPEND {target} () {{{}+}}", msg.len())).await;
+                self.send(&format!("{tag} APPEND {target} () {{{}+}}", msg.len())).await;
                 self.c.send_raw(&msg).await;
                 self.c.send_raw(b"\r\n").await;
                 let r = self.finish(&tag).await?;
@@ -470,10 +529,8 @@ async fn dc_loop(relay_addr: String, addr: String, seed: u64, stop: Instant, led
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn imap_concurrency_checker() {
     let secs: u64 = std::env::var("IMAP_CHECKER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let seed: u64 = std::env::var("IMAP_CHECKER_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(crate::harness::rand_u64);
+    let seed: u64 =
+        std::env::var("IMAP_CHECKER_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(crate::harness::rand_u64);
     println!("imap concurrency checker: seed {seed}, {secs} s (replay: IMAP_CHECKER_SEED={seed})");
     let relay = Relay::start("max_user_send_per_minute = 100000\nmax_user_send_burst_size = 10000\n");
     let addr = relay.new_address();
@@ -482,6 +539,7 @@ async fn imap_concurrency_checker() {
     let mut setup = crate::imap_helpers::login(&relay, &addr).await;
     crate::imap_helpers::assert_ok(&setup.imap("c", "CREATE Other").await);
 
+    let _ = DB_PATH.set(relay.data_dir().join("chatrelay.db"));
     let ledger: Shared = Arc::default();
     let halt = Arc::new(AtomicBool::new(false));
     let oracle_task = {
@@ -506,6 +564,7 @@ async fn imap_concurrency_checker() {
                 uidnext: 0,
                 in_select: false,
                 selected_at: Instant::now(),
+                log: Default::default(),
             };
             s.select("INBOX").await?;
             while Instant::now() < stop {
@@ -515,7 +574,6 @@ async fn imap_concurrency_checker() {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
             s.sync_check(&ledger).await?;
-            let _ = s.selected_at;
             Ok(format!("raw session {id}: {} commands", s.n))
         }));
     }
