@@ -70,6 +70,19 @@ impl Entry {
 #[derive(Default)]
 struct Ledger {
     boxes: HashMap<String, BTreeMap<u32, Entry>>,
+    /// When the last finished poll had started.
+    polled_from: Option<Instant>,
+}
+
+/// Wait until a poll that started after `t` has finished, so everything expunged before `t`
+/// is marked gone (a FETCH leaves out messages already expunged elsewhere, IMAP-27).
+async fn wait_poll_after(ledger: &Shared, t: Instant) {
+    for _ in 0..200 {
+        if lock(ledger).polled_from.is_some_and(|p| p > t) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -120,6 +133,7 @@ fn oracle(db: std::path::PathBuf, address: String, ledger: Shared, stop: Arc<Ato
                 }
             }
         }
+        l.polled_from = Some(started);
         drop(l);
         polls += 1;
         std::thread::sleep(Duration::from_millis(10));
@@ -139,13 +153,20 @@ fn db_rows(db: &std::path::Path, uid: u32) -> String {
         let Ok(mut st) = c.prepare(sql) else { return String::new() };
         let n = st.column_count();
         st.query_map([uid], |r| {
-            Ok((0..n).map(|i| format!("{:?}", r.get_ref(i).map(|v| format!("{v:?}")))).collect::<Vec<_>>().join(","))
+            Ok((0..n)
+                .map(|i| match r.get_ref(i) {
+                    Ok(rusqlite::types::ValueRef::Integer(v)) => v.to_string(),
+                    Ok(rusqlite::types::ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+                    _ => "?".into(),
+                })
+                .collect::<Vec<_>>()
+                .join(","))
         })
         .map(|rows| rows.filter_map(Result::ok).collect::<Vec<_>>().join(" | "))
         .unwrap_or_default()
     };
     format!(
-        "messages [{}] expunged [{}] mailboxes [{}]",
+        "messages (mailbox,uid,modseq,flags) [{}] expunged (mailbox,uid,modseq) [{}] mailboxes (id,name,uidnext,modseq) [{}]",
         q("SELECT mailbox_id, uid, modseq, flags FROM messages WHERE uid = ?1"),
         q("SELECT mailbox_id, uid, modseq FROM expunged WHERE uid = ?1"),
         q("SELECT id, name, uidnext, highestmodseq FROM mailboxes WHERE ?1 > 0")
@@ -352,6 +373,7 @@ impl Raw {
             self.cmd("FETCH 1:* (UID)").await?;
         }
         let done = Instant::now();
+        wait_poll_after(ledger, done).await;
         let known: Vec<u32> = self.slots.iter().filter_map(|s| s.uid).collect();
         let missing = {
             let l = lock(ledger);
@@ -509,6 +531,7 @@ async fn dc_loop(relay_addr: String, addr: String, seed: u64, stop: Instant, led
         s = idle.done().await.map_err(|e| format!("async-imap DONE: {e}"))?;
         rounds += 1;
         if matches!(resp, IdleResponse::Timeout) {
+            wait_poll_after(&ledger, end).await;
             let l = lock(&ledger);
             for (uid, e) in l.boxes.get("INBOX").into_iter().flatten() {
                 // At or above the UIDNEXT it saw, so news to it; stored long enough before the end.
