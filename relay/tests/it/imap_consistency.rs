@@ -64,6 +64,15 @@ async fn imap_select_uidnext_is_one_snapshot() {
                     uidnext > exists,
                     "reader {rdr}: {what} counted {exists} messages (UIDs 1..={exists}) but said UIDNEXT {uidnext}: {r:?}"
                 );
+                // Nothing newer than the snapshot inside the response: Delta Chat would take a
+                // message announced after UIDNEXT as known and not fetch it.
+                if what != "STATUS" {
+                    let at = r.iter().position(|l| l.contains("[UIDNEXT ")).expect("UIDNEXT line");
+                    assert!(
+                        !r[at..].iter().any(|l| l.ends_with(" EXISTS")),
+                        "reader {rdr}: {what} announced a message after its UIDNEXT: {r:?}"
+                    );
+                }
                 checked += 1;
             }
             checked
