@@ -3,7 +3,7 @@
 
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
 use imap_codec::imap_types::sequence::SequenceSet;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::io::SOFT_FLUSH;
 use super::mime;
@@ -12,6 +12,9 @@ use super::session::{Reply, Session};
 use super::view::flags_string;
 use crate::store::{FlagOp, Flags, MessageMeta};
 
+/// Some messages of the set were expunged by another session while this FETCH read them
+/// (IMAP-27a, RFC 5530); the rest was sent and the connection stays open.
+const NO_EXPUNGE_ISSUED: &str = "NO [EXPUNGEISSUED] Some messages were expunged";
 /// Messages up to this size are read whole; larger ones are streamed or read in part.
 const IN_MEMORY: u64 = 1024 * 1024;
 /// How much of a large message is read to find its header.
@@ -180,13 +183,14 @@ pub async fn fetch(s: &mut Session, set: &SequenceSet, items: MacroOrMessageData
         }
     }
     let want_flags = names.iter().any(|n| matches!(n, MessageDataItemName::Flags));
+    let mut gone = 0usize;
     for m in metas {
         let Some(i) = s.sel.as_ref().and_then(|sel| sel.index_of(m.uid)) else { continue };
         let (flags, kw, recent) = match s.sel.as_ref() {
             Some(sel) => (sel.msgs[i].flags, sel.msgs[i].kw.clone(), sel.msgs[i].recent),
             None => continue,
         };
-        if write_one(
+        match write_one(
             s,
             i + 1,
             &m,
@@ -196,12 +200,69 @@ pub async fn fetch(s: &mut Session, set: &SequenceSet, items: MacroOrMessageData
             !want_flags && seen_now.contains(&m.uid),
         )
         .await
-        .is_err()
         {
-            return Reply::Close;
+            Ok(Sent::Yes) => {}
+            Ok(Sent::Gone) => gone += 1,
+            Err(_) => return Reply::Close,
         }
     }
+    if gone > 0 {
+        return Reply::Done(NO_EXPUNGE_ISSUED.into());
+    }
     Reply::Done(r::OK_FETCH.into())
+}
+
+/// How one message's FETCH ended, apart from socket errors (which end the session).
+enum Sent {
+    Yes,
+    /// Its content could no longer be read (expunged by another session, IMAP-27a): left out.
+    Gone,
+}
+
+/// Everything read from the message before the first byte of its response is written, so a
+/// message that vanishes is left out whole instead of breaking the response mid-way. The file
+/// stays open: on Unix an expunge elsewhere unlinks it, but this handle still reads it.
+async fn open_content(
+    s: &Session,
+    m: &MessageMeta,
+    content: bool,
+    header_only: bool,
+    stream_whole: bool,
+) -> std::io::Result<(Vec<u8>, Option<tokio::fs::File>)> {
+    if !content {
+        return Ok((Vec::new(), None));
+    }
+    if m.blob.is_inline() {
+        // Small messages are rows in the database: one read, cut to the header if that is all.
+        let mut all = s.ctx.store.read_blob(&m.blob).await.map_err(std::io::Error::other)?;
+        if header_only {
+            all.truncate(mime::split(&all));
+        }
+        return Ok((all, None));
+    }
+    let mut f = tokio::fs::File::open(s.ctx.store.blob_path(&m.blob)).await?;
+    if !header_only && (m.size <= IN_MEMORY || !stream_whole) {
+        let mut all = Vec::with_capacity(m.size.min(IN_MEMORY) as usize);
+        f.read_to_end(&mut all).await?;
+        return Ok((all, None));
+    }
+    // Header-only requests (Delta Chat's prefetch) read just the start of the file.
+    let mut buf = vec![0u8; HEADER_PREFIX.min(m.size as usize)];
+    let mut n = 0;
+    while n < buf.len() {
+        let k = f.read(&mut buf[n..]).await?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+        if mime::split(&buf[..n]) < n {
+            break;
+        }
+    }
+    buf.truncate(n);
+    let end = mime::split(&buf);
+    buf.truncate(end);
+    Ok((buf, stream_whole.then_some(f)))
 }
 
 async fn write_one(
@@ -212,43 +273,18 @@ async fn write_one(
     uid: bool,
     flags: String,
     add_flags: bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<Sent> {
     use MessageDataItemName as N;
-    let path = s.ctx.store.blob_path(&m.blob);
     let content = names.iter().any(needs_content);
     let header_only = names.iter().filter(|n| needs_content(n)).all(is_header_only);
     let streamable = names.iter().filter(|n| needs_content(n)).all(|n| is_header_only(n) || is_whole(n));
     let stream_whole = m.size > IN_MEMORY && streamable && !header_only;
-    // Header-only requests (Delta Chat's prefetch) read just the start of the file.
-    let raw: Vec<u8> = if !content {
-        Vec::new()
-    } else if m.blob.is_inline() {
-        // Small messages are rows in the database: one read, cut to the header if that is all.
-        let mut all = s.ctx.store.read_blob(&m.blob).await.map_err(std::io::Error::other)?;
-        if header_only {
-            all.truncate(mime::split(&all));
+    let (raw, mut file) = match open_content(s, m, content, header_only, stream_whole).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(conn = s.info.id, error = %e, "message gone before FETCH read it");
+            return Ok(Sent::Gone);
         }
-        all
-    } else if !header_only && (m.size <= IN_MEMORY || !stream_whole) {
-        tokio::fs::read(&path).await?
-    } else {
-        let mut f = tokio::fs::File::open(&path).await?;
-        let mut buf = vec![0u8; HEADER_PREFIX.min(m.size as usize)];
-        let mut n = 0;
-        while n < buf.len() {
-            let k = f.read(&mut buf[n..]).await?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-            if mime::split(&buf[..n]) < n {
-                break;
-            }
-        }
-        buf.truncate(n);
-        let end = mime::split(&buf);
-        buf.truncate(end);
-        buf
     };
     let mut parts: Vec<Vec<u8>> = Vec::new();
     let mut streams: Vec<(usize, String)> = Vec::new();
@@ -316,7 +352,7 @@ async fn write_one(
     for (k, p) in parts.iter().enumerate() {
         while si < streams.len() && streams[si].0 == k {
             sep(s, &mut first);
-            stream_file(s, &streams[si].1, &path, m.size).await?;
+            stream_file(s, &streams[si].1, file.as_mut(), m.size).await?;
             si += 1;
         }
         sep(s, &mut first);
@@ -324,14 +360,14 @@ async fn write_one(
     }
     while si < streams.len() {
         sep(s, &mut first);
-        stream_file(s, &streams[si].1, &path, m.size).await?;
+        stream_file(s, &streams[si].1, file.as_mut(), m.size).await?;
         si += 1;
     }
     s.conn.push(b")\r\n");
     if s.conn.pending() > SOFT_FLUSH {
         s.conn.flush().await?;
     }
-    Ok(())
+    Ok(Sent::Yes)
 }
 
 fn sep(s: &mut Session, first: &mut bool) {
@@ -341,16 +377,31 @@ fn sep(s: &mut Session, first: &mut bool) {
     *first = false;
 }
 
-/// `label {size}` + the file's bytes, written through in chunks (IMAP-47).
-async fn stream_file(s: &mut Session, label: &str, path: &std::path::Path, size: u64) -> std::io::Result<()> {
-    let mut f = tokio::fs::File::open(path).await?;
+/// `label {size}` + the file's bytes, written through in chunks (IMAP-47). The literal's length
+/// is promised up front, so a file that ends early or fails to read is padded with spaces:
+/// only socket errors are returned (they end the session), never content errors (IMAP-27a).
+async fn stream_file(
+    s: &mut Session,
+    label: &str,
+    file: Option<&mut tokio::fs::File>,
+    size: u64,
+) -> std::io::Result<()> {
     s.conn.push(format!("{label} {{{size}}}\r\n").as_bytes());
     let mut left = size;
     let mut buf = vec![0u8; SOFT_FLUSH];
+    let mut file = file;
+    if let Some(f) = file.as_mut()
+        && f.seek(std::io::SeekFrom::Start(0)).await.is_err()
+    {
+        file = None;
+    }
     while left > 0 {
-        let n = f.read(&mut buf[..(left.min(SOFT_FLUSH as u64) as usize)]).await?;
+        let want = left.min(SOFT_FLUSH as u64) as usize;
+        let n = match file.as_mut() {
+            Some(f) => f.read(&mut buf[..want]).await.unwrap_or(0),
+            None => 0,
+        };
         if n == 0 {
-            // The file is shorter than recorded: pad so the literal stays well-formed.
             buf.fill(b' ');
             while left > 0 {
                 let k = left.min(buf.len() as u64) as usize;
@@ -358,7 +409,7 @@ async fn stream_file(s: &mut Session, label: &str, path: &std::path::Path, size:
                 left -= k as u64;
                 s.conn.flush().await?;
             }
-            tracing::warn!(conn = s.info.id, "message file shorter than recorded size");
+            tracing::warn!(conn = s.info.id, "message file shorter than recorded size or unreadable");
             break;
         }
         s.conn.push(&buf[..n]);

@@ -10,11 +10,17 @@ use super::session::{AUTH_TIMEOUT, Reply, Session};
 const KEEPALIVE: Duration = Duration::from_secs(120);
 
 pub async fn idle(s: &mut Session, _tag: &str) -> Reply {
+    if !s.account_alive() {
+        return Reply::Close;
+    }
+    // `+ idling` first, then what is pending (IMAP-28): async-imap files untagged responses
+    // that come before the continuation away from its IDLE loop, so an EXISTS sent earlier
+    // would never wake Delta Chat.
+    s.untagged(r::IDLING);
     s.catch_up(true).await;
     if !s.account_alive() {
         return Reply::Close;
     }
-    s.untagged(r::IDLING);
     if s.conn.flush().await.is_err() {
         return Reply::Close;
     }

@@ -51,7 +51,16 @@ fn account(s: &Session) -> i64 {
 }
 
 pub async fn create(s: &mut Session, m: &Mailbox<'_>) -> Reply {
-    let Some(name) = name_of(m) else { return Reply::Done(r::NO_NAME.into()) };
+    // `CREATE name/` means `name` (RFC 3501 6.3.3: a trailing separator only declares intent).
+    let trimmed = match m {
+        Mailbox::Other(o) => std::str::from_utf8(o.as_ref()).ok().and_then(|n| n.strip_suffix('/')),
+        Mailbox::Inbox => None,
+    };
+    let name = match trimmed {
+        Some(t) => Mailbox::try_from(t).ok().and_then(|m| name_of(&m)),
+        None => name_of(m),
+    };
+    let Some(name) = name else { return Reply::Done(r::NO_NAME.into()) };
     match s.ctx.store.create_mailbox(account(s), name).await {
         Ok(_) => Reply::Done(r::OK_CREATE.into()),
         Err(e) => err_reply(e),
@@ -201,13 +210,10 @@ pub async fn list(s: &mut Session, reference: &Mailbox<'_>, wildcard: &ListMailb
 
 pub async fn status(s: &mut Session, m: &Mailbox<'_>, items: &[StatusDataItemName]) -> Reply {
     let Some(name) = name_of(m) else { return Reply::Done(r::NO_NAME.into()) };
-    let info = match s.ctx.store.mailbox(account(s), &name).await {
-        Ok(Some(i)) => i,
+    // One snapshot, so UIDNEXT is above every message counted (IMAP-28a).
+    let (info, rows) = match s.ctx.store.snapshot(account(s), &name).await {
+        Ok(Some(v)) => v,
         Ok(None) => return Reply::Done(r::NO_MAILBOX.into()),
-        Err(_) => return Reply::Done(r::NO_TEMP.into()),
-    };
-    let rows = match s.ctx.store.messages(info.id).await {
-        Ok(r) => r,
         Err(_) => return Reply::Done(r::NO_TEMP.into()),
     };
     let mut parts = Vec::new();

@@ -203,9 +203,77 @@ pub async fn set(s: &mut Session, m: &Mailbox<'_>, values: &[EntryValue<'_>]) ->
     Reply::Done(r::SETMETADATA_OK.into())
 }
 
+/// A SETMETADATA/GETMETADATA line with the blanks Dovecot tolerates inside the entry list
+/// (`(/private/devicetoken "x" )`, `( /shared/admin)`) removed, for a second parse; None when
+/// the command is another one or there is nothing to remove. Quoted strings and literals are
+/// copied untouched. The reference relay's own tests send such a line.
+pub fn lenient(buf: &[u8]) -> Option<Vec<u8>> {
+    let first_line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+    let word = first_line.split(|b| *b == b' ').nth(1).unwrap_or_default();
+    if !word.eq_ignore_ascii_case(b"SETMETADATA") && !word.eq_ignore_ascii_case(b"GETMETADATA") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(buf.len());
+    let mut i = 0;
+    let mut changed = false;
+    while i < buf.len() {
+        let c = buf[i];
+        match c {
+            b'"' => {
+                // A quoted string up to its closing quote, backslash escapes included.
+                let mut j = i + 1;
+                while j < buf.len() && buf[j] != b'"' {
+                    j += if buf[j] == b'\\' { 2 } else { 1 };
+                }
+                let end = (j + 1).min(buf.len());
+                out.extend_from_slice(&buf[i..end]);
+                i = end;
+            }
+            b'{' => {
+                // `{n}` / `{n+}` CRLF and n bytes, verbatim.
+                let close = buf[i..].iter().position(|b| *b == b'}').map(|p| i + p);
+                let n = close.and_then(|e| {
+                    let digits = buf[i + 1..e].strip_suffix(b"+").unwrap_or(&buf[i + 1..e]);
+                    std::str::from_utf8(digits).ok()?.parse::<usize>().ok()
+                });
+                match (close, n) {
+                    (Some(e), Some(n)) if buf[e + 1..].starts_with(b"\r\n") => {
+                        let end = (e + 3).saturating_add(n).min(buf.len());
+                        out.extend_from_slice(&buf[i..end]);
+                        i = end;
+                    }
+                    _ => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            b' ' if matches!(out.last(), Some(b'(')) || buf[i..].iter().find(|b| **b != b' ') == Some(&b')') => {
+                changed = true;
+                i += 1;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lenient_blanks_in_entry_lists() {
+        let fixed = lenient(b"a SETMETADATA INBOX (/private/devicetoken \"x )\" )\r\n").expect("changed");
+        assert_eq!(fixed, b"a SETMETADATA INBOX (/private/devicetoken \"x )\")\r\n");
+        let fixed = lenient(b"a setmetadata INBOX ( /private/devicetoken {3}\r\n ) )\r\n").expect("changed");
+        assert_eq!(fixed, b"a setmetadata INBOX (/private/devicetoken {3}\r\n ) )\r\n");
+        assert!(lenient(b"a SETMETADATA INBOX (/private/devicetoken \"x\")\r\n").is_none());
+        assert!(lenient(b"a SELECT ( INBOX )\r\n").is_none());
+    }
 
     #[test]
     fn appversions_shape_and_minify() {

@@ -159,21 +159,28 @@ fn split_multipart(raw: &[u8], start: usize, end: usize, b: &[u8]) -> Vec<(usize
 }
 
 impl Part {
-    /// Part by IMAP part path (1-based numbers).
+    /// Part by IMAP part path (1-based numbers, RFC 3501 6.4.5). `self` is a message (or the
+    /// encapsulated message of a message/rfc822 part): its part 1 is itself unless it is
+    /// multipart. A path that goes on past a message/rfc822 part continues in the message it
+    /// encapsulates, so `BODY[2]` is that whole message and `BODY[2.1]` its first part.
     pub fn find(&self, path: &[u32]) -> Option<&Part> {
         let Some((&n, rest)) = path.split_first() else { return Some(self) };
-        let base = match &self.inner {
-            Some(m) => m.as_ref(),
-            None => self,
-        };
-        let child = if base.ctype == "multipart" {
-            base.children.get((n as usize).checked_sub(1)?)?
+        let child = if self.ctype == "multipart" {
+            self.children.get((n as usize).checked_sub(1)?)?
         } else if n == 1 {
-            base
+            self
         } else {
             return None;
         };
-        child.find(rest)
+        if rest.is_empty() {
+            return Some(child);
+        }
+        match &child.inner {
+            Some(m) => m.find(rest),
+            // Only multiparts have subparts below a part number.
+            None if child.ctype == "multipart" => child.find(rest),
+            None => None,
+        }
     }
 
     fn params_list(&self) -> String {
@@ -252,18 +259,36 @@ fn lines(b: &[u8]) -> usize {
     b.iter().filter(|c| **c == b'\n').count()
 }
 
+fn addr_one(addr: &mail_parser::Addr<'_>) -> String {
+    let email = addr.address.as_deref().unwrap_or("");
+    let (mbox, host) = email.rsplit_once('@').unwrap_or((email, ""));
+    format!(
+        "({} NIL {} {})",
+        nstring(addr.name.as_deref().map(str::as_bytes)),
+        q(mbox),
+        if host.is_empty() { "NIL".into() } else { q(host) }
+    )
+}
+
+/// An address list; a named group keeps its syntax (RFC 3501 7.4.2): a start marker with the
+/// group name as mailbox and NIL host, its members, then an end marker `(NIL NIL NIL NIL)`.
 fn addr_list(a: Option<&mail_parser::Address<'_>>) -> String {
     let Some(a) = a else { return "NIL".into() };
     let mut out = Vec::new();
-    for addr in a.iter() {
-        let email = addr.address.as_deref().unwrap_or("");
-        let (mbox, host) = email.rsplit_once('@').unwrap_or((email, ""));
-        out.push(format!(
-            "({} NIL {} {})",
-            nstring(addr.name.as_deref().map(str::as_bytes)),
-            q(mbox),
-            if host.is_empty() { "NIL".into() } else { q(host) }
-        ));
+    match a {
+        mail_parser::Address::List(list) => out.extend(list.iter().map(addr_one)),
+        mail_parser::Address::Group(groups) => {
+            for g in groups {
+                match g.name.as_deref() {
+                    Some(name) => {
+                        out.push(format!("(NIL NIL {} NIL)", nstring(Some(name.as_bytes()))));
+                        out.extend(g.addresses.iter().map(addr_one));
+                        out.push("(NIL NIL NIL NIL)".into());
+                    }
+                    None => out.extend(g.addresses.iter().map(addr_one)),
+                }
+            }
+        }
     }
     if out.is_empty() { "NIL".into() } else { format!("({})", out.join("")) }
 }

@@ -16,21 +16,17 @@ pub async fn select(s: &mut Session, mailbox: &Mailbox<'_>, read_only: bool) -> 
     s.pending.reset();
     let Some(acc) = s.account.as_ref().map(|a| a.id) else { return Reply::Done(r::BAD_STATE_AUTH.into()) };
     let Some(name) = name_of(mailbox) else { return Reply::Done(r::NO_NAME.into()) };
-    let info = match s.ctx.store.mailbox(acc, &name).await {
-        Ok(Some(m)) => m,
+    // Rows, UIDNEXT and HIGHESTMODSEQ from one read transaction (IMAP-28a).
+    let (info, rows) = match s.ctx.store.snapshot(acc, &name).await {
+        Ok(Some(v)) => v,
         Ok(None) => return Reply::Done(r::NO_MAILBOX.into()),
         Err(_) => return Reply::Done(r::NO_TEMP.into()),
     };
-    let (sel, uidnext) = match Selected::open(&s.ctx.store, info.id, read_only).await {
-        Ok(v) => v,
-        Err(_) => return Reply::Done(r::NO_TEMP.into()),
-    };
-    let mut out = String::from("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
-    if read_only {
-        out.push_str("* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
-    } else {
-        out.push_str("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted.\r\n");
-    }
+    let uidnext = info.uidnext;
+    let sel = Selected::from_snapshot(info, &rows, read_only);
+    drop(rows);
+    let mut out = String::new();
+    sel.flags_lines(&mut out);
     out.push_str(&format!("* {} EXISTS\r\n* {} RECENT\r\n", sel.msgs.len(), sel.recent_count()));
     if let Some(i) = sel.msgs.iter().position(|m| m.flags & Flags::SEEN == 0) {
         out.push_str(&format!("* OK [UNSEEN {}] First unseen.\r\n", i + 1));

@@ -331,7 +331,15 @@ impl Session {
 
     /// Parse and run one command. Returns false when the connection must close.
     async fn handle(&mut self, buf: &[u8]) -> bool {
-        let decoded = CommandCodec::default().decode(buf);
+        let retry: Vec<u8>;
+        let mut decoded = CommandCodec::default().decode(buf);
+        // Be as lenient as Dovecot with the blanks real clients put in METADATA lists.
+        if decoded.is_err()
+            && let Some(fixed) = super::metadata::lenient(buf)
+        {
+            retry = fixed;
+            decoded = CommandCodec::default().decode(&retry);
+        }
         let cmd = match decoded {
             Ok((_, cmd)) => cmd,
             Err(_) => {
@@ -346,10 +354,17 @@ impl Session {
         let tag = cmd.tag.as_ref().to_string();
         let allow_expunge =
             !matches!(cmd.body, CommandBody::Fetch { .. } | CommandBody::Store { .. } | CommandBody::Search { .. });
+        // SELECT/EXAMINE answer with their snapshot alone: a message committed after it is
+        // announced later (next command, or after `+ idling`), never inside the SELECT response
+        // after its UIDNEXT, where Delta Chat (async-imap folds it into the mailbox) would take
+        // it as already known and not fetch it (IMAP-28a).
+        let fresh_view = matches!(cmd.body, CommandBody::Select { .. } | CommandBody::Examine { .. });
         let reply = self.dispatch(&tag, cmd).await;
         match reply {
             Reply::Done(text) => {
-                self.catch_up(allow_expunge).await;
+                if !fresh_view {
+                    self.catch_up(allow_expunge).await;
+                }
                 self.untagged(&format!("{tag} {text}\r\n"));
                 true
             }

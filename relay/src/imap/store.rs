@@ -53,6 +53,9 @@ pub async fn store(
         Err(StoreError::Limit(_)) => return Reply::Done(r::NO_LIMIT_KEYWORDS.into()),
         Err(_) => return Reply::Done(r::NO_TEMP.into()),
     };
+    // A keyword new to the mailbox is listed in `* FLAGS` before it shows up in a FETCH (IMAP-27b).
+    let mut out = String::new();
+    sel.learn_keywords(changed.iter().flat_map(|m| m.keywords.split(' ')), &mut out);
     for m in changed {
         if let Some(i) = sel.index_of(m.uid) {
             sel.msgs[i].flags = m.flags.0;
@@ -60,7 +63,6 @@ pub async fn store(
         }
     }
     if resp == StoreResponse::Answer {
-        let mut out = String::new();
         for i in idx {
             let v = &sel.msgs[i];
             let f = flags_string(v.flags, v.kw.as_deref(), v.recent);
@@ -70,7 +72,7 @@ pub async fn store(
                 out.push_str(&format!("* {} FETCH (FLAGS {f})\r\n", i + 1));
             }
         }
-        s.untagged(&out);
     }
+    s.untagged(&out);
     Reply::Done(r::OK_STORE.into())
 }

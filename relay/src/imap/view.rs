@@ -8,7 +8,7 @@ use std::sync::{LazyLock, Mutex};
 
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use crate::store::{Flags, MailboxId, MessageMeta, Store, StoreError};
+use crate::store::{Flags, MailboxId, MailboxInfo, MessageMeta, Store, StoreError};
 
 pub struct ViewMsg {
     pub uid: u32,
@@ -34,16 +34,21 @@ pub struct Selected {
     pub pending_expunge: Vec<u32>,
     /// How many of `msgs` carry `\Recent` (kept so an event costs no scan).
     n_recent: usize,
+    /// Keywords this session has listed in `* FLAGS` (IMAP-27b), in the order first seen.
+    pub keywords: Vec<String>,
 }
 
 /// `\Recent` goes to exactly one session (IMAP-19): the highest UID already handed out per
-/// mailbox. In memory only; after a restart the next session sees them as recent again.
-static RECENT: LazyLock<Mutex<HashMap<MailboxId, u32>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// mailbox. Keyed by (mailbox id, UIDVALIDITY): SQLite reuses the id of a deleted mailbox, but a
+/// UIDVALIDITY is never handed out twice (IMAP-16), so a re-created mailbox starts afresh.
+/// In memory only; after a restart the next session sees them as recent again.
+type RecentKey = (MailboxId, u32);
+static RECENT: LazyLock<Mutex<HashMap<RecentKey, u32>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 /// Mailboxes tracked in `RECENT` before it starts over (deleted mailboxes are never removed one
 /// by one); starting over only means some messages are `\Recent` once more.
 const RECENT_MAX: usize = 100_000;
 
-fn claim_recent(mailbox: MailboxId, uid: u32) -> bool {
+fn claim_recent(mailbox: RecentKey, uid: u32) -> bool {
     let mut map = match RECENT.lock() {
         Ok(m) => m,
         Err(p) => p.into_inner(),
@@ -83,18 +88,24 @@ pub fn flags_string(flags: u32, kw: Option<&str>, recent: bool) -> String {
 }
 
 impl Selected {
-    /// Build the view from a snapshot: mailbox modseq first, then rows, so anything that
-    /// changes in between is caught up again harmlessly.
-    /// Returns the view and the mailbox's UIDNEXT.
-    pub async fn open(store: &Store, id: MailboxId, read_only: bool) -> Result<(Self, u32), StoreError> {
-        let info = store.mailbox_by_id(id).await?.ok_or(StoreError::NotFound)?;
-        let rows = store.messages(id).await?;
-        let msgs = rows.iter().map(|m| ViewMsg::from_meta(m, !read_only && claim_recent(id, m.uid))).collect();
-        let uidnext = info.uidnext;
-        let msgs: Vec<ViewMsg> = msgs;
+    /// Build the view from one consistent snapshot (`Store::snapshot`, IMAP-28a): the rows
+    /// are exactly the state at `info.highestmodseq`, which becomes the view's cursor, so every
+    /// later change is seen by exactly one of the snapshot and the catch-up.
+    pub fn from_snapshot(info: MailboxInfo, rows: &[MessageMeta], read_only: bool) -> Self {
+        let key = (info.id, info.uidvalidity);
+        let msgs: Vec<ViewMsg> =
+            rows.iter().map(|m| ViewMsg::from_meta(m, !read_only && claim_recent(key, m.uid))).collect();
         let n_recent = msgs.iter().filter(|m| m.recent).count();
-        let sel = Self {
-            id,
+        let mut keywords: Vec<String> = Vec::new();
+        for m in &msgs {
+            for k in m.kw.as_deref().unwrap_or("").split(' ').filter(|k| !k.is_empty()) {
+                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                    keywords.push(k.to_string());
+                }
+            }
+        }
+        Self {
+            id: info.id,
             name: info.name,
             uidvalidity: info.uidvalidity,
             read_only,
@@ -102,8 +113,41 @@ impl Selected {
             modseq: info.highestmodseq,
             pending_expunge: Vec::new(),
             n_recent,
-        };
-        Ok((sel, uidnext))
+            keywords,
+        }
+    }
+
+    /// `* FLAGS` and `* OK [PERMANENTFLAGS]` listing the system flags and the known keywords.
+    pub fn flags_lines(&self, out: &mut String) {
+        let mut kw = String::new();
+        for k in &self.keywords {
+            kw.push(' ');
+            kw.push_str(k);
+        }
+        let _ = write!(out, "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw})\r\n");
+        if self.read_only {
+            out.push_str("* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n");
+        } else {
+            let _ = write!(
+                out,
+                "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft{kw} \\*)] Flags permitted.\r\n"
+            );
+        }
+    }
+
+    /// Add keywords this session has not listed yet and announce the new list (IMAP-27b), so
+    /// the untagged FLAGS comes before any FETCH that shows them.
+    pub fn learn_keywords<'a>(&mut self, kws: impl IntoIterator<Item = &'a str>, out: &mut String) {
+        let mut new = false;
+        for k in kws {
+            if !k.is_empty() && !self.keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                self.keywords.push(k.to_string());
+                new = true;
+            }
+        }
+        if new {
+            self.flags_lines(out);
+        }
     }
 
     pub fn index_of(&self, uid: u32) -> Option<usize> {
@@ -216,6 +260,7 @@ impl Selected {
                 }
             }
         }
+        self.learn_keywords(changed.iter().flat_map(|m| m.keywords.split(' ')), out);
         let before = self.msgs.len();
         for m in changed {
             match self.msgs.binary_search_by_key(&m.uid, |v| v.uid) {
@@ -235,7 +280,7 @@ impl Selected {
                     }
                 }
                 Err(i) if i == self.msgs.len() => {
-                    let recent = !self.read_only && claim_recent(self.id, m.uid);
+                    let recent = !self.read_only && claim_recent((self.id, self.uidvalidity), m.uid);
                     self.n_recent += usize::from(recent);
                     self.msgs.push(ViewMsg::from_meta(m, recent));
                 }
@@ -276,7 +321,8 @@ mod tests {
             for r in futures::future::join_all(jobs).await {
                 r.expect("append");
             }
-            let (mut sel, _) = Selected::open(&store, inbox.id, false).await.expect("open");
+            let (info, rows) = store.snapshot(acc.id, "INBOX").await.expect("read").expect("inbox");
+            let mut sel = Selected::from_snapshot(info, &rows, false);
             assert_eq!(sel.msgs.len(), target);
             let mut total = std::time::Duration::ZERO;
             let rounds = 20;

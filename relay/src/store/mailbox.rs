@@ -207,11 +207,21 @@ impl Store {
 
     /// All messages of a mailbox in UID order (the session's view on SELECT).
     pub async fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
+        self.read(move |c| messages_of(c, mailbox)).await
+    }
+
+    /// One consistent snapshot of a mailbox (IMAP-28a): its row (UIDNEXT, HIGHESTMODSEQ) and all
+    /// its messages in UID order, read in one read transaction, so UIDNEXT is above every UID
+    /// listed and HIGHESTMODSEQ covers exactly these rows. SELECT, EXAMINE and STATUS use it;
+    /// reading them apart let a delivery land in between (counted in EXISTS, not in UIDNEXT).
+    pub async fn snapshot(&self, account: AccountId, name: &str) -> Result<Option<(MailboxInfo, Vec<MessageMeta>)>> {
+        let name = name.to_string();
         self.read(move |c| {
-            let mut st =
-                c.prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 ORDER BY uid"))?;
-            let rows = st.query_map([mailbox], row_to_message)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let tx = c.unchecked_transaction()?;
+            let Some(info) = mailbox_by_name(&tx, account, &name)? else { return Ok(None) };
+            let rows = messages_of(&tx, info.id)?;
+            tx.commit()?;
+            Ok(Some((info, rows)))
         })
         .await
     }
@@ -233,12 +243,27 @@ impl Store {
     }
 }
 
+fn messages_of(c: &Connection, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
+    let mut st = c.prepare_cached(&format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = ?1 ORDER BY uid"))?;
+    let rows = st.query_map([mailbox], row_to_message)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// Changed rows, expunged UIDs and the mailbox's highest modseq.
 type Changes = (Vec<MessageMeta>, Vec<u32>, i64);
 
 /// `changes_since` reading at most `limit` changed and `limit` expunged rows (-1: all); `None`
 /// when there were more.
 fn changes(c: &Connection, mailbox: MailboxId, modseq: i64, limit: i64) -> Result<Option<Changes>> {
+    // One read transaction: the modseq returned is exactly the state the rows show, so the
+    // session's cursor never skips a change nor counts one twice (IMAP-28a).
+    let tx = c.unchecked_transaction()?;
+    let out = changes_in(&tx, mailbox, modseq, limit)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+fn changes_in(c: &Connection, mailbox: MailboxId, modseq: i64, limit: i64) -> Result<Option<Changes>> {
     let highest: i64 = c
         .prepare_cached("SELECT highestmodseq FROM mailboxes WHERE id = ?1")?
         .query_row([mailbox], |r| r.get(0))

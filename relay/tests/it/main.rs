@@ -33,6 +33,8 @@ mod filter_oracle;
 mod filter_strict;
 mod imap_async_imap;
 mod imap_basic;
+mod imap_checker;
+mod imap_consistency;
 mod imap_delivery;
 mod imap_features;
 mod imap_helpers;
