@@ -18,6 +18,9 @@ pub const SOFT_FLUSH: usize = 64 * 1024;
 /// Inflated octets produced per `fill` at most: compressed input waits in `zin` until the
 /// framing asks for more, so a 1000:1 stream never balloons the read buffer (issue 26).
 const INFLATE_STEP: usize = 16 * 1024;
+/// How long and how much input a closing session still reads and drops (see `close`).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
 
 struct Zlib {
     inflate: Decompress,
@@ -197,6 +200,20 @@ impl Conn {
     pub async fn close(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
+        // Lingering close: closing with unread input makes the kernel send a reset, which can
+        // discard our last reply (the BYE) before a still-sending client reads it. Read and
+        // drop what it sends for a short, bounded while.
+        let mut sink = [0u8; READ_CHUNK];
+        let mut left = LINGER_BYTES;
+        let _ = tokio::time::timeout(LINGER, async {
+            while left > 0 {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
     }
 }
 
