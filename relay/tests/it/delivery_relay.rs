@@ -60,14 +60,7 @@ async fn submit(r: &Relay, user: &str, rcpt: &str, body: &str) -> String {
 
 /// Messages in `addr`'s INBOX, read from the relay's store.
 async fn inbox(r: &Relay, addr: &str) -> Vec<String> {
-    let store = Store::open(&r.data_dir()).unwrap();
-    let Some(acc) = store.account_by_address(addr).await.unwrap() else { return vec![] };
-    let mb = store.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
-    let mut out = Vec::new();
-    for m in store.messages(mb.id).await.unwrap() {
-        out.push(String::from_utf8_lossy(&store.read_blob(&m.blob).await.unwrap()).into_owned());
-    }
-    out
+    crate::harness::inbox_messages(r, addr).await.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
 }
 
 async fn create(r: &Relay, addr: &str) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use relay::store::{Delivery, RemoteBatch, Store};
+use relay::store::{Delivery, RemoteBatch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::delivery_sink::Sink;
@@ -25,14 +25,7 @@ fn extra(dns: &TestDns, ports: &Ports) -> String {
 }
 
 async fn inbox_of(r: &Relay, addr: &str) -> Vec<String> {
-    let store = Store::open(&r.data_dir()).unwrap();
-    let Some(acc) = store.account_by_address(addr).await.unwrap() else { return vec![] };
-    let mb = store.mailbox(acc.id, "INBOX").await.unwrap().unwrap();
-    let mut out = Vec::new();
-    for m in store.messages(mb.id).await.unwrap() {
-        out.push(String::from_utf8_lossy(&store.read_blob(&m.blob).await.unwrap()).into_owned());
-    }
-    out
+    crate::harness::inbox_messages(r, addr).await.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
 }
 
 /// Item 3: a message from A to an existing and an unknown user at B. B answers the batch with

@@ -31,6 +31,18 @@ fn traces(dir: &Path, needles: &[&str]) -> Vec<(String, String)> {
     out
 }
 
+/// `traces` once none are left, or what is left after `wait`.
+async fn traces_after(dir: &Path, needles: &[&str], wait: Duration) -> Vec<(String, String)> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = traces(dir, needles);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Item 4: an account with a push token, a mailbox of its own and a message is deleted; then
 /// none of its address, token, mailbox name or message bytes is in any file of `data_dir`
 /// (database, WAL, blobs), read raw.
@@ -61,14 +73,7 @@ async fn deleted_account_leaves_no_trace_in_data_dir() {
         https_req(&a, "POST", "/account/delete", &a, &[("Content-Type", "application/json")], body.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The scrub runs before the reply; allow a moment for readers still on an old snapshot.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let left = loop {
-        let left = traces(&relay.data_dir(), &needles);
-        if left.is_empty() || Instant::now() > deadline {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let left = traces_after(&relay.data_dir(), &needles, Duration::from_secs(5)).await;
     let files: Vec<String> = std::fs::read_dir(relay.data_dir())
         .unwrap()
         .flatten()
@@ -139,13 +144,7 @@ async fn expunged_message_leaves_no_trace() {
     assert_ok(&c.imap("d", "UID STORE 1 +FLAGS (\\Deleted)").await);
     assert_ok(&c.imap("e", "EXPUNGE").await);
     let t = Instant::now();
-    let left = loop {
-        let left = traces(&relay.data_dir(), &[&marker]);
-        if left.is_empty() || t.elapsed() > Duration::from_secs(10) {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let left = traces_after(&relay.data_dir(), &[&marker], Duration::from_secs(10)).await;
     println!("expunged message gone from data_dir after {:?}", t.elapsed());
     assert!(left.is_empty(), "traces of the expunged message: {left:?}");
 }
@@ -172,14 +171,7 @@ async fn expired_accounts_leave_no_trace_in_data_dir() {
             .expect("age login");
     }
     drop(db);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let left = loop {
-        let left = traces(&relay.data_dir(), &refs);
-        if left.is_empty() || Instant::now() > deadline {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let left = traces_after(&relay.data_dir(), &refs, Duration::from_secs(15)).await;
     assert!(left.is_empty(), "traces of expired accounts: {left:?}");
     assert!(relay.log().contains("account deleted"), "deleted by the expiry pass");
 }
