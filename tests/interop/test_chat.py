@@ -121,6 +121,36 @@ def test_push_device_token_stored(acf, relay):
     assert token.encode() in flat, flat
 
 
+def wait_event(ac, kind, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ev = ac.wait_for_event()
+        if ev.kind == kind:
+            return ev
+    raise AssertionError(f"no {kind} event")
+
+
+def test_reaction_and_read_receipt(acf):
+    """Issue 24: what Delta Chat sends besides text (a reaction, a read receipt) passes the strict
+    filter. Bots neither request nor send read receipts, so both act as people here."""
+    ac1, ac2 = acf.accounts(2)
+    for ac in (ac1, ac2):
+        ac.set_config("bot", "0")
+        ac.set_config("mdns_enabled", "1")
+    chat12 = ac1.create_chat(ac2)
+    ac2.create_chat(ac1)
+    sent = chat12.send_text("react to me")
+    msg = wait_msg(ac2)
+    assert msg.get_snapshot().text == "react to me"
+    msg.send_reaction("\N{THUMBS UP SIGN}")
+    wait_event(ac1, EventType.REACTIONS_CHANGED)
+    reactions = sent.get_reactions()
+    assert reactions is not None, "reaction recorded"
+    assert any(r.emoji == "\N{THUMBS UP SIGN}" for r in reactions.reactions), reactions
+    msg.mark_seen()
+    assert wait_event(ac1, EventType.MSG_READ).msg_id == sent.id
+
+
 def test_two_devices_one_account(acf, dc):
     ac1, ac2 = acf.accounts(2)
     ac1b = ac1.clone()
