@@ -31,16 +31,8 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
         Ok(())
     })
     .await?;
-    // The login may have been deleted or blocked while the message was in DATA: it sends
-    // nothing more (its queue rows are deleted with it, so this closes the window before).
-    match sender_active(ctx, login.id).await {
-        Ok(true) => {}
-        Ok(false) => return Err(reply::sender_gone()),
-        Err(e) => {
-            tracing::error!(error = %e, "store error re-checking the sender account");
-            return Err(reply::local_error());
-        }
-    }
+    // A login deleted or blocked while the message was in DATA sends nothing: the delivering
+    // transaction checks the account (StoreError::SenderGone -> 554), so no read is needed here.
     // Only the header sections are rewritten; both copies share the received body (no copy of
     // a large message is made).
     let (submitted, body_at) = headers::clean_head(&bytes, SUBMISSION_DROP, true);
@@ -57,8 +49,8 @@ pub async fn accept(ctx: &Ctx, login: &Account, tx: &Transaction, bytes: Bytes) 
     ingress::store(ctx, &tx.mail_from, Some(login.id), local, local_bytes, remote, remote_bytes).await
 }
 
-/// The sending account still exists and is not blocked. Checked at end of DATA and again by
-/// outbound before each attempt, so a deleted or blocked account sends nothing more.
+/// The sending account still exists and is not blocked. Outbound checks it before each attempt
+/// (at end of DATA the delivering transaction checks it).
 pub async fn sender_active(ctx: &Ctx, id: crate::store::AccountId) -> Result<bool, crate::store::StoreError> {
     Ok(ctx.store.account_by_id(id).await?.is_some_and(|a| !a.blocked))
 }
