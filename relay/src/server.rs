@@ -324,13 +324,13 @@ async fn handle(ctx: Ctx, service: Service, tcp: TcpStream, conn: ConnInfo) {
         Service::Smtp => crate::smtp::serve(ctx, MaybeTls::Plain(tcp), Kind::Mx, conn).await,
         Service::Submission => crate::smtp::serve(ctx, MaybeTls::Plain(tcp), Kind::Submission, conn).await,
         Service::Submissions => {
-            if let Some(s) = implicit_tls(&ctx, tcp, Profile::Strict).await {
+            if let Some(s) = implicit_tls(&ctx, tcp, Profile::Submissions).await {
                 crate::smtp::serve(ctx, s, Kind::Submissions, conn).await
             }
         }
         Service::Imap => crate::imap::serve(ctx, MaybeTls::Plain(tcp), conn).await,
         Service::Imaps => {
-            if let Some(s) = implicit_tls(&ctx, tcp, Profile::Strict).await {
+            if let Some(s) = implicit_tls(&ctx, tcp, Profile::Imaps).await {
                 crate::imap::serve(ctx, s, conn).await
             }
         }

@@ -40,6 +40,8 @@ pub struct Config {
     pub max_smtp_recipients: usize,
     /// Message bytes being received at once on port 25 and `/mxdeliv` together (issue 31).
     pub max_inflight_message_bytes: ByteSize,
+    /// IMAP and submission over `wss://<host>/imap` and `/smtp` on the HTTPS listener (issue 28).
+    pub websocket: bool,
 
     pub delete_mails_after: ConfDuration,
     pub delete_large_after: ConfDuration,
@@ -102,6 +104,8 @@ pub struct Tls {
     pub key: PathBuf,
     pub acme_email: String,
     pub acme_directory: String,
+    /// Ports 993/465: a client offering ALPN must offer `imap` resp. `smtp` (issue 28, ALPACA).
+    pub strict_alpn: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -228,6 +232,7 @@ impl Default for Config {
             max_imap_connections: 10_000,
             max_smtp_recipients: 1000,
             max_inflight_message_bytes: ByteSize(128 * 1024 * 1024),
+            websocket: true,
             delete_mails_after: ConfDuration::from_secs(20 * 86_400),
             delete_large_after: ConfDuration::from_secs(7 * 86_400),
             large_message_size: ByteSize(200_000),
@@ -268,6 +273,7 @@ impl Default for Tls {
             key: PathBuf::new(),
             acme_email: String::new(),
             acme_directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            strict_alpn: true,
         }
     }
 }

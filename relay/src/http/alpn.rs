@@ -61,7 +61,9 @@ pub(crate) async fn route(ctx: Ctx, tcp: TcpStream, conn: ConnInfo) {
             crate::smtp::serve(ctx, MaybeTls::Tls(Box::new(stream)), crate::smtp::Kind::Submissions, conn).await
         }
         Alpn443::Https | Alpn443::HttpsNoAlpn => {
-            let router = super::routes::https(ctx.clone());
+            // The WebSocket tunnels hold IMAP and submission to TLS 1.3 like ALPN does (HTTP-3).
+            let tls13 = stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+            let router = super::routes::https(ctx.clone()).layer(axum::Extension(super::ws::OverTls { tls13 }));
             super::serve_conn(&ctx, stream, conn, router).await
         }
     }

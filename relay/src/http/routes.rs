@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
 
-use super::{autoconfig, delete, health, mxdeliv, new, pages, privacy};
+use super::{autoconfig, delete, health, mxdeliv, new, pages, privacy, ws};
 use crate::context::Ctx;
 
 const BODY_LIMIT: usize = 64 * 1024;
@@ -47,6 +47,10 @@ pub(crate) fn https(ctx: Ctx) -> Router {
         .route("/mail/config-v1.1.xml", get(autoconfig::autoconfig))
         .route("/.well-known/mta-sts.txt", get(autoconfig::mta_sts))
         .route("/healthz", get(health::healthz))
+        // IMAP and submission over WebSocket (issue 28); the handlers answer at once, the
+        // session then runs on the upgraded stream outside the request timeout.
+        .route("/imap", get(ws::imap))
+        .route("/smtp", get(ws::smtp))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));

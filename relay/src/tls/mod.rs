@@ -4,7 +4,10 @@
 //! In: `[tls]` config and `data_dir`. Out: `TlsAcceptor`s per profile; `reload()` swaps the
 //! certificate for new connections on every listener at once (OPS-6).
 //! Rules: ring is the only crypto provider (DEP-2); SMTP submission and IMAP require TLS 1.3
-//! (SMTP-2, IMAP-1); an unknown ALPN offer never aborts a handshake (SMTP-10, IMAP-4).
+//! (SMTP-2, IMAP-1); an unknown ALPN offer never aborts a STARTTLS handshake or one on 443
+//! (SMTP-10, HTTP-2). On the implicit-TLS ports 993 and 465 `tls.strict_alpn` (default on, issue
+//! 28) refuses a ClientHello whose ALPN offer lacks `imap` resp. `smtp` with
+//! `no_application_protocol`, against cross-protocol attacks (ALPACA); no ALPN still works (IMAP-4).
 
 pub mod acme;
 mod certs;
@@ -37,8 +40,12 @@ pub enum TlsError {
 pub enum Profile {
     /// MX ingress: TLS 1.2 and 1.3 (SMTP-1).
     Mx,
-    /// Submission and IMAP: TLS 1.3 only.
+    /// Submission and IMAP after STARTTLS: TLS 1.3 only.
     Strict,
+    /// Port 993: TLS 1.3 only; with `tls.strict_alpn` an ALPN offer must include `imap`.
+    Imaps,
+    /// Port 465: TLS 1.3 only; with `tls.strict_alpn` an ALPN offer must include `smtp`.
+    Submissions,
     /// HTTPS: TLS 1.2 and 1.3, ALPN h2/http1.1.
     Https,
 }
@@ -58,6 +65,8 @@ pub struct Tls {
     certs: Arc<CertStore>,
     mx: TlsAcceptor,
     strict: TlsAcceptor,
+    imaps: TlsAcceptor,
+    submissions: TlsAcceptor,
     https: TlsAcceptor,
     https_no_alpn: Arc<ServerConfig>,
     https_alpn: Arc<ServerConfig>,
@@ -92,9 +101,16 @@ impl Tls {
         let certs = Arc::new(CertStore::open(cfg)?);
         let both = &[&rustls::version::TLS13, &rustls::version::TLS12][..];
         let only13 = &[&rustls::version::TLS13][..];
+        // rustls refuses a ClientHello whose ALPN list shares nothing with a non-empty server list
+        // (`no_application_protocol`) and ignores ALPN when the server list is empty; a client
+        // that offers no ALPN gets through either way.
+        let (imaps_alpn, smtps_alpn): (&[&[u8]], &[&[u8]]) =
+            if cfg.tls.strict_alpn { (&[b"imap"], &[b"smtp"]) } else { (&[], &[]) };
         Ok(Self {
             mx: TlsAcceptor::from(build(&certs, both, &[])?),
             strict: TlsAcceptor::from(build(&certs, only13, &[])?),
+            imaps: TlsAcceptor::from(build(&certs, only13, imaps_alpn)?),
+            submissions: TlsAcceptor::from(build(&certs, only13, smtps_alpn)?),
             https: TlsAcceptor::from(build(&certs, both, &[b"h2", b"http/1.1"])?),
             https_no_alpn: build(&certs, both, &[])?,
             https_alpn: build(&certs, both, &[b"h2", b"http/1.1"])?,
@@ -108,6 +124,8 @@ impl Tls {
         match p {
             Profile::Mx => &self.mx,
             Profile::Strict => &self.strict,
+            Profile::Imaps => &self.imaps,
+            Profile::Submissions => &self.submissions,
             Profile::Https => &self.https,
         }
     }
