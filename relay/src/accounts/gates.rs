@@ -1,4 +1,5 @@
-//! Registration gates (ACC-15, ACC-16): refuse NEW accounts while registration is closed, the
+//! Registration gates (ACC-15, ACC-16): refuse NEW accounts while registration is closed (or by
+//! invite only, issue 28: then only `/new` with an invite creates accounts), the
 //! 1-minute load is high, available memory is low or the data disk is nearly full. Samples are
 //! cached for a second (ACC-17) so a login storm does not read /proc for every attempt.
 
@@ -11,6 +12,8 @@ use crate::config::{Config, Registration};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateClosed {
     Closed,
+    /// `registration = "invite"`: no account by first login.
+    Invite,
     Load,
     Memory,
     Disk,
@@ -20,6 +23,7 @@ impl GateClosed {
     pub fn label(self) -> &'static str {
         match self {
             Self::Closed => "closed",
+            Self::Invite => "invite",
             Self::Load => "load",
             Self::Memory => "memory",
             Self::Disk => "disk",
@@ -46,9 +50,16 @@ impl Gates {
 
     /// `Ok` when a new account may be created now.
     pub fn check(&self, cfg: &Config) -> Result<(), GateClosed> {
-        if cfg.registration == Registration::Closed {
-            return Err(GateClosed::Closed);
+        match cfg.registration {
+            Registration::Open => {}
+            Registration::Closed => return Err(GateClosed::Closed),
+            Registration::Invite => return Err(GateClosed::Invite),
         }
+        self.check_resources(cfg)
+    }
+
+    /// The resource gates alone (ACC-16), which invites do not bypass.
+    pub fn check_resources(&self, cfg: &Config) -> Result<(), GateClosed> {
         let s = self.sample();
         if s.load_1m > cfg.max_load_1m {
             return Err(GateClosed::Load);

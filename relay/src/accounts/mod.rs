@@ -8,6 +8,7 @@
 mod cache;
 pub mod credentials;
 mod gates;
+pub mod invites;
 pub mod password;
 pub mod secret;
 pub mod throttle;

@@ -6,6 +6,7 @@ mod chatmail_ini;
 mod dns;
 mod expire;
 mod init;
+mod invites;
 mod malloc;
 pub(crate) mod queue;
 
@@ -71,6 +72,13 @@ pub enum Command {
     CheckConfig {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Registration invites for `registration = "invite"` (create, list, revoke).
+    Invites {
+        #[arg(long, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: invites::InvitesCmd,
     },
     /// Inspect and steer the outbound queue (OPS-20).
     Queue {
@@ -185,6 +193,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Expire { config, dry_run } => expire::run(&config, dry_run),
         Command::Queue { config, action } => queue::run(load_config(&config)?, action),
         Command::Accounts { config, cmd } => accounts::run(&config, cmd),
+        Command::Invites { config, cmd } => invites::run(&config, cmd),
         Command::Dns { config, ips } => match dns::run(&config, ips)? {
             true => Ok(()),
             false => Err(Failure::Runtime("some required DNS records are missing or wrong (see above)".into())),

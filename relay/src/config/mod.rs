@@ -64,6 +64,8 @@ pub struct Config {
 pub enum Registration {
     Open,
     Closed,
+    /// Only `/new` with a valid invite creates accounts (issue 28, `chatrelay invites`).
+    Invite,
 }
 
 /// Listener addresses: "one address or a list; an empty list disables the listener".
@@ -134,12 +136,20 @@ pub struct Push {
     pub notify_url: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerMetadata {
     pub iroh_relay: String,
     pub turn: String,
+    /// `"builtin"` (the project's own `config/appversions.json`, compiled in), a file path, or
+    /// `""` for none (issue 28: served by default, like the reference).
     pub appversions: String,
+}
+
+impl Default for ServerMetadata {
+    fn default() -> Self {
+        Self { iroh_relay: String::new(), turn: String::new(), appversions: "builtin".into() }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -11,8 +11,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::limiter::{client_key, limits};
 use super::routes::json;
+use crate::accounts::invites::InviteRefused;
 use crate::accounts::{GateClosed, credentials};
-use crate::config::{Config, TlsMode};
+use crate::config::{Config, Registration, TlsMode};
 use crate::context::{ConnInfo, Ctx};
 use crate::store::StoreError;
 
@@ -95,6 +96,9 @@ pub(crate) async fn handler(
     }
     let cfg = ctx.config.get();
     let self_signed = cfg.tls.mode == TlsMode::SelfSigned;
+    if cfg.registration == Registration::Invite {
+        return invited(&ctx, &cfg, method, &headers, &uri).await;
+    }
     if method == Method::GET && !self_signed {
         // HTTP-16: the legacy flow opens the app, which then POSTs here.
         let loc = format!("dcaccount:https://{}/new", cfg.mail_domain);
@@ -125,6 +129,61 @@ pub(crate) async fn handler(
     let mut body = serde_json::json!({"email": creds.email, "password": creds.password});
     if self_signed {
         body["dclogin_url"] = dclogin_url(&cfg, &creds, &request_host(&cfg, &headers, &uri)).into();
+    }
+    let mut r = json(StatusCode::OK, body);
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The `invite` query parameter, if any.
+fn invite_param(uri: &Uri) -> Option<&str> {
+    uri.query()?.split('&').find_map(|kv| kv.strip_prefix("invite="))
+}
+
+/// `/new` with `registration = "invite"` (issue 28). GET never counts a use (link previews fetch
+/// links): it sends the browser on to the app with the same invite. POST counts one use and
+/// creates the account, answering the credentials, or says in `reason` why not.
+async fn invited(ctx: &Ctx, cfg: &Config, method: Method, headers: &HeaderMap, uri: &Uri) -> Response {
+    let Some(token) = invite_param(uri) else {
+        let e = InviteRefused::Missing;
+        ctx.metrics.registrations_refused.get_or_create(&vec![("reason", e.label())]).inc();
+        return json(StatusCode::FORBIDDEN, serde_json::json!({"reason": e.to_string()}));
+    };
+    if method == Method::GET {
+        let token = if crate::accounts::invites::plausible(token) { token } else { "" };
+        let loc = format!("dcaccount:https://{}/new?invite={token}", cfg.mail_domain);
+        return match HeaderValue::from_str(&loc) {
+            Ok(v) => (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, v)]).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    }
+    let creds = match generate(ctx).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot generate credentials");
+            return json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"reason": "temporarily unavailable"}));
+        }
+    };
+    if let Err(e) = ctx.accounts.create_invited(token, &creds.email, &creds.password).await {
+        ctx.metrics.registrations_refused.get_or_create(&vec![("reason", e.label())]).inc();
+        tracing::info!(reason = e.label(), "invite refused");
+        return match e {
+            InviteRefused::Gate(_) => {
+                let body = serde_json::json!({"reason": "registration temporarily unavailable, try again later"});
+                let mut r = json(StatusCode::TOO_MANY_REQUESTS, body);
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
+                r
+            }
+            InviteRefused::Store(e) => {
+                tracing::error!(error = %e, "cannot create an invited account");
+                json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"reason": "temporarily unavailable"}))
+            }
+            e => json(StatusCode::FORBIDDEN, serde_json::json!({"reason": e.to_string()})),
+        };
+    }
+    let mut body = serde_json::json!({"email": creds.email, "password": creds.password});
+    if cfg.tls.mode == TlsMode::SelfSigned {
+        body["dclogin_url"] = dclogin_url(cfg, &creds, &request_host(cfg, headers, uri)).into();
     }
     let mut r = json(StatusCode::OK, body);
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

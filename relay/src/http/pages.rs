@@ -71,6 +71,14 @@ This relay does not accept new accounts right now. Existing accounts keep workin
         );
         return respond(StatusCode::OK, page(&cfg.mail_domain, "Chatmail relay", &body));
     }
+    if cfg.registration == Registration::Invite {
+        let body = format!(
+            "{intro}<div class=\"card\"><p><strong>Registration is by invitation.</strong> \
+Ask the operator of this relay for an invite link or QR code and open it with Delta Chat. \
+Existing accounts keep working.</p></div>"
+        );
+        return respond(StatusCode::OK, page(&cfg.mail_domain, "Chatmail relay", &body));
+    }
     let self_signed = cfg.tls.mode == TlsMode::SelfSigned;
     let link = if self_signed {
         match generate(&ctx).await {

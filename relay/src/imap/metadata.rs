@@ -22,11 +22,19 @@ fn target(m: &Mailbox<'_>) -> Option<bool> {
     }
 }
 
+/// The project's own list of current Delta Chat releases, served when `server_metadata.appversions`
+/// is `"builtin"` (the default, issue 28). Kept valid by the `builtin_appversions` test.
+const BUILTIN_APPVERSIONS: &str = include_str!("../../../config/appversions.json");
+const BUILTIN: &str = "builtin";
+
 /// `server_metadata.appversions`, validated (IMAP-35) and re-serialised on one line.
 pub fn appversions(cfg: &Config) -> Option<String> {
     let path = cfg.server_metadata.appversions.trim();
     if path.is_empty() {
         return None;
+    }
+    if path == BUILTIN {
+        return Some(minify(BUILTIN_APPVERSIONS));
     }
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -40,6 +48,9 @@ pub fn appversions(cfg: &Config) -> Option<String> {
 
 /// For start-up validation of `server_metadata.appversions` (IMAP-35): Err names the problem.
 pub fn check_appversions_file(path: &str) -> Result<(), String> {
+    if path == BUILTIN {
+        return Ok(());
+    }
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{path} is not JSON: {e}"))?;
     if validate_appversions(&v) {
@@ -289,5 +300,40 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(bad).expect("json");
             assert!(!validate_appversions(&v), "{bad}");
         }
+    }
+
+    /// The compiled-in list passes what Delta Chat's core parses strictly (the reference relay's
+    /// online test checks the same): exact key sets, non-empty strings, versionInteger a u32,
+    /// unique ids, download links on Delta Chat's own hosts.
+    #[test]
+    fn builtin_appversions() {
+        let v: serde_json::Value = serde_json::from_str(BUILTIN_APPVERSIONS).expect("json");
+        assert!(validate_appversions(&v));
+        let keys = |o: &serde_json::Value| {
+            let mut k: Vec<String> = o.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let nonempty = |x: &serde_json::Value| x.as_str().is_some_and(|s| !s.is_empty());
+        let mut client_ids = std::collections::HashSet::new();
+        for c in v["clients"].as_array().expect("clients") {
+            assert_eq!(keys(c), ["clientId", "sources"]);
+            assert!(nonempty(&c["clientId"]) && client_ids.insert(c["clientId"].to_string()));
+            let mut source_ids = std::collections::HashSet::new();
+            let sources = c["sources"].as_array().expect("sources");
+            assert!(!sources.is_empty());
+            for src in sources {
+                assert_eq!(keys(src), ["downloadUrl", "sourceId", "versionInteger", "versionString"]);
+                assert!(nonempty(&src["sourceId"]) && source_ids.insert(src["sourceId"].to_string()));
+                assert!(src["versionInteger"].as_u64().is_some_and(|n| n < 1 << 32));
+                assert!(nonempty(&src["versionString"]));
+                let url = src["downloadUrl"].as_str().expect("url");
+                assert!(url.starts_with("https://github.com/deltachat/") || url.starts_with("https://download.delta.chat/"));
+            }
+        }
+        let cfg = Config::default();
+        assert_eq!(appversions(&cfg).as_deref(), Some(minify(BUILTIN_APPVERSIONS).as_str()));
+        assert!(!appversions(&cfg).expect("served").contains('\n'));
+        assert_eq!(check_appversions_file("builtin"), Ok(()));
     }
 }

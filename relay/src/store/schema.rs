@@ -127,6 +127,19 @@ const MIGRATIONS: &[&str] = &[
         data            BLOB NOT NULL
     );
     "#,
+    // 3: registration invites (issue 28); only a hash of each token is kept.
+    r#"
+    CREATE TABLE invites (
+        id              INTEGER PRIMARY KEY,
+        token_hash      BLOB NOT NULL UNIQUE,  -- SHA-256 of the token
+        hint            TEXT NOT NULL,         -- the token's first characters, for `invites list`
+        max_uses        INTEGER NOT NULL,
+        used            INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL,      -- Unix seconds
+        expires_at      INTEGER,               -- Unix seconds; NULL: never
+        revoked         INTEGER NOT NULL DEFAULT 0
+    );
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
