@@ -101,6 +101,11 @@ async fn upgrade(
     if !ctx.config.get().websocket {
         return super::pages::not_found(State(ctx)).await;
     }
+    match tls {
+        Some(OverTls { tls13: true }) => {}
+        Some(_) => return refuse(StatusCode::FORBIDDEN, "IMAP and submission over WebSocket need TLS 1.3"),
+        None => return refuse(StatusCode::FORBIDDEN, "IMAP and submission over WebSocket need wss (TLS)"),
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(e) => {
@@ -108,11 +113,6 @@ async fn upgrade(
             return refuse(e.status(), &reason);
         }
     };
-    match tls {
-        Some(OverTls { tls13: true }) => {}
-        Some(_) => return refuse(StatusCode::FORBIDDEN, "IMAP and submission over WebSocket need TLS 1.3"),
-        None => return refuse(StatusCode::FORBIDDEN, "IMAP and submission over WebSocket need wss (TLS)"),
-    }
     let client = crate::limits::client_of(conn.peer, &ctx.config.get());
     let Some(slot) = limiter(&ctx, proto).try_acquire(client) else {
         ctx.metrics.limit_hit("connections");

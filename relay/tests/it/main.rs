@@ -5,6 +5,9 @@ mod dns_server;
 mod harness;
 mod seeding;
 
+mod access_alpn;
+mod access_invites;
+mod access_websocket;
 mod foundation;
 mod http_alpn;
 mod http_delete;
