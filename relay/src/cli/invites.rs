@@ -117,7 +117,9 @@ async fn exec(cfg: &Config, store: &Store, cmd: InvitesCmd) -> Result<(), Failur
             println!("{https}");
             println!("QR code: {}", qr_path.display());
             if cfg.registration != Registration::Invite {
-                eprintln!("chatrelay: note: registration is not \"invite\" in this config; the invite has no effect until it is");
+                eprintln!(
+                    "chatrelay: note: registration is not \"invite\" in this config; the invite has no effect until it is"
+                );
             }
         }
         InvitesCmd::List => {

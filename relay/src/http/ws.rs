@@ -127,8 +127,8 @@ async fn upgrade(
         ws = ws.protocols(["binary"]);
     }
     tracing::debug!(conn = conn.id, proto = proto.label(), "websocket session");
-    ws.on_failed_upgrade(move |e| tracing::debug!(conn = conn.id, error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
+    ws.on_failed_upgrade(move |e| tracing::debug!(conn = conn.id, error = %e, "websocket upgrade failed")).on_upgrade(
+        move |socket| async move {
             let stream = MaybeTls::tunnel(WsStream::new(socket));
             match proto {
                 Proto::Imap => crate::imap::serve(ctx, stream, conn).await,
@@ -137,7 +137,8 @@ async fn upgrade(
             drop(slot);
             drop(token);
             crate::memory::connection_closed();
-        })
+        },
+    )
 }
 
 /// A WebSocket as a byte stream: reads concatenate the payloads of data frames, each write is

@@ -328,7 +328,9 @@ mod tests {
                 assert!(src["versionInteger"].as_u64().is_some_and(|n| n < 1 << 32));
                 assert!(nonempty(&src["versionString"]));
                 let url = src["downloadUrl"].as_str().expect("url");
-                assert!(url.starts_with("https://github.com/deltachat/") || url.starts_with("https://download.delta.chat/"));
+                assert!(
+                    url.starts_with("https://github.com/deltachat/") || url.starts_with("https://download.delta.chat/")
+                );
             }
         }
         let cfg = Config::default();

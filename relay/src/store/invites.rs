@@ -25,7 +25,9 @@ pub struct Invite {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InviteUse {
     /// One use counted; `id` for `refund_invite` should the account not come about.
-    Counted { id: i64 },
+    Counted {
+        id: i64,
+    },
     Unknown,
     Revoked,
     Expired,

@@ -184,7 +184,7 @@ async fn ws_refusals_and_limits() {
 
     // One client may hold a fifth of max_imap_connections (here 1) tunnelled IMAP sessions.
     let mut first = ws_open(&relay, "/imap").await.expect("first session");
-    let refused = ws_open(&relay, "/imap").await.err().expect("second session refused");
+    let Err(refused) = ws_open(&relay, "/imap").await else { panic!("second session must be refused") };
     assert_eq!(refused.0, 503, "{refused:?}");
     assert!(refused.1.is_empty() || refused.1.contains("too many connections"), "{refused:?}");
 
@@ -199,7 +199,8 @@ async fn ws_refusals_and_limits() {
         }
     }
     assert!(String::from_utf8_lossy(&got).starts_with("* OK [CAPABILITY"), "greeting first");
-    let mut first = Lines { io: BufReader::new(Box::new(WsBytes { ws: first, pending: bytes::Bytes::new(), eof: false })) };
+    let mut first =
+        Lines { io: BufReader::new(Box::new(WsBytes { ws: first, pending: bytes::Bytes::new(), eof: false })) };
     assert_eq!(last(&first.imap("o", "LOGOUT").await), "o OK Logout completed.");
     assert!(first.line().await.is_none(), "the session ends after LOGOUT");
     drop(first);
@@ -215,6 +216,6 @@ async fn ws_refusals_and_limits() {
     assert!(again.is_some(), "slot released after LOGOUT");
 
     let off = Relay::start("websocket = false\n");
-    let err = ws_open(&off, "/smtp").await.err().expect("disabled");
+    let Err(err) = ws_open(&off, "/smtp").await else { panic!("websocket = false must refuse") };
     assert_eq!(err.0, 404);
 }
