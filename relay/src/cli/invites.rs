@@ -21,7 +21,7 @@ pub enum InvitesCmd {
         /// Lifetime, e.g. 7d, 12h (default: never expires).
         #[arg(long)]
         expires: Option<String>,
-        /// Where to write the QR code (default: invite-<id>.svg in the current directory).
+        /// Where to write the QR code (default: invite-<hint>.svg in the current directory).
         #[arg(long)]
         qr: Option<PathBuf>,
     },
@@ -105,13 +105,19 @@ async fn exec(cfg: &Config, store: &Store, cmd: InvitesCmd) -> Result<(), Failur
             let expires_at = lifetime.map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
             let token = new_token();
             let hint: String = token.chars().take(HINT_LEN).collect();
-            let invite =
-                store.create_invite(token_hash(&token), hint, uses, expires_at).await.map_err(Failure::runtime)?;
             let https = format!("https://{}/new?invite={token}", cfg.mail_domain);
             let dcaccount = format!("dcaccount:{https}");
-            let qr_path = qr.unwrap_or_else(|| PathBuf::from(format!("invite-{}.svg", invite.id)));
+            // The QR file first: an invite whose code could not be written is never made.
+            let qr_path = qr.unwrap_or_else(|| PathBuf::from(format!("invite-{hint}.svg")));
             std::fs::write(&qr_path, qr_svg(&dcaccount)?)
                 .map_err(|e| Failure::Runtime(format!("{}: {e}", qr_path.display())))?;
+            let invite = match store.create_invite(token_hash(&token), hint, uses, expires_at).await {
+                Ok(i) => i,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&qr_path);
+                    return Err(Failure::runtime(e));
+                }
+            };
             println!("{}", line(&invite, now));
             println!("{dcaccount}");
             println!("{https}");

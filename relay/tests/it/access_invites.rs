@@ -98,6 +98,9 @@ async fn invite_create_use_exhaust_revoke() {
     // Bad arguments are usage errors.
     assert_eq!(relay.cli(&["invites", "create", "--uses", "0"]).0, 2);
     assert_eq!(relay.cli(&["invites", "create", "--expires", "soon"]).0, 2);
+    // A QR code that cannot be written makes no invite.
+    assert_eq!(relay.cli(&["invites", "create", "--qr", "/nonexistent-dir/invite.svg"]).0, 1);
+    assert_eq!(relay.cli(&["invites", "list"]).1.lines().count(), 3);
 
     // The index page says how to join.
     let r = https_req(&a, "GET", "/", &a, &[], b"").await;
