@@ -5,7 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use futures::{Sink, Stream};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -51,10 +51,12 @@ impl AsyncWrite for WsBytes {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io::Error::other)?;
+        // Large writes go out in frames of at most 64 KiB, as the operator guide asks of clients.
+        let n = buf.len().min(64 * 1024);
         Pin::new(&mut this.ws)
-            .start_send(Message::Binary(bytes::Bytes::copy_from_slice(buf)))
+            .start_send(Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n])))
             .map_err(io::Error::other)?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(n))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().ws).poll_flush(cx).map_err(io::Error::other)
@@ -123,6 +125,10 @@ async fn ws_imap_idle_delivery_fetch_and_ws_submission() {
     let eml = encrypted_eml(&alice, &bob);
     let r = send_mail(&mut s, &alice, &[&bob], &eml).await;
     assert!(r.starts_with("250"), "{r}");
+    // A message of many frames (1.5 MB in 64 KiB frames) streams through the tunnel too.
+    let big = crate::smtp_large::big_encrypted_eml(&alice, &alice, 1_500_000);
+    let r = send_mail(&mut s, &alice, &[&alice], &big).await;
+    assert!(r.starts_with("250"), "{r}");
     assert!(s.cmd("QUIT").await.starts_with("221"));
 
     let (l, _) = wait_line(&mut b, |l| l.ends_with(" EXISTS")).await;
@@ -189,7 +195,6 @@ async fn ws_refusals_and_limits() {
     assert!(refused.1.is_empty() || refused.1.contains("too many connections"), "{refused:?}");
 
     // A text frame carries the command bytes just the same; replies are binary frames.
-    use futures::{SinkExt, StreamExt};
     first.send(Message::text("t NOOP\r\n")).await.expect("send text");
     let mut got = Vec::new();
     while !String::from_utf8_lossy(&got).contains("t OK NOOP completed.") {
@@ -214,6 +219,21 @@ async fn ws_refusals_and_limits() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(again.is_some(), "slot released after LOGOUT");
+
+    // A frame over 1 MiB ends the tunnel (closed, no session state, no hang).
+    let mut ws = again.take().expect("session");
+    ws.send(Message::binary(vec![b'x'; 1024 * 1024 + 1])).await.expect("send");
+    let mut ended = false;
+    for _ in 0..10 {
+        match tokio::time::timeout(T, ws.next()).await.expect("closed in time") {
+            Some(Ok(Message::Binary(_))) => continue,
+            _ => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(ended, "an oversized frame closes the connection");
 
     let off = Relay::start("websocket = false\n");
     let Err(err) = ws_open(&off, "/smtp").await else { panic!("websocket = false must refuse") };
