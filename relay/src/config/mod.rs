@@ -339,6 +339,9 @@ impl Config {
             errs.push("mail_domain is required".to_string());
         } else if d.contains(['@', ' ', '/']) || d != self.mail_domain {
             errs.push(format!("mail_domain {:?} is not a domain name", self.mail_domain));
+        } else if d.starts_with('[') && crate::outbound::mx::address_literal(d).is_none() {
+            // IP-only relays (issue 29): `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+            errs.push(format!("mail_domain {:?} is not an address literal such as \"[192.0.2.1]\"", self.mail_domain));
         }
         if self.username_min_length == 0 || self.username_min_length > self.username_max_length {
             errs.push("username_min_length must be between 1 and username_max_length".into());

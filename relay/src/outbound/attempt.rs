@@ -107,6 +107,7 @@ impl Transport {
         } else {
             (self.tls.verified_https.clone(), self.tls.verified_smtp.clone())
         };
+        let source = super::connect::source_for(&cfg.mail_domain);
         let mut last = (domain.to_string(), "no MX host".to_string());
         for host in &hosts {
             let addrs: Vec<IpAddr> = match mx::addresses(&self.resolver, host).await {
@@ -126,6 +127,7 @@ impl Transport {
                         tls: https_tls.clone(),
                         sender,
                         message,
+                        source,
                     };
                     match https::deliver(base.job(rcpts)).await {
                         HttpsOutcome::Final(r @ RcptResult::Delivered(_)) => {
@@ -154,6 +156,7 @@ impl Transport {
                     sender,
                     rcpts,
                     message,
+                    source,
                 };
                 match smtp_client::deliver(job).await {
                     Ok(results) => {
@@ -184,6 +187,7 @@ struct JobBase<'a> {
     tls: Arc<rustls::ClientConfig>,
     sender: &'a str,
     message: &'a [u8],
+    source: Option<IpAddr>,
 }
 
 impl JobBase<'_> {
@@ -196,6 +200,7 @@ impl JobBase<'_> {
             sender: self.sender,
             rcpts,
             message: self.message,
+            source: self.source,
         }
     }
 }

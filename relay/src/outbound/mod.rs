@@ -9,6 +9,7 @@
 
 pub mod attempt;
 pub mod bounce;
+pub mod connect;
 pub mod dkim_key;
 pub mod dns;
 pub mod https;

@@ -62,3 +62,4 @@ mod robust_logs;
 mod robust_relay;
 mod store_blobs;
 mod store_deliver;
+mod iponly_relays;
