@@ -63,3 +63,4 @@ mod robust_relay;
 mod store_blobs;
 mod store_deliver;
 mod iponly_relays;
+mod import_chatmail;
