@@ -122,6 +122,9 @@ pub struct Delivery {
     pub require_valid_tls: bool,
     pub extra_root_certs: String,
     pub queue_lifetime: ConfDuration,
+    /// DNSSEC trust anchor for DANE TLSA lookups: a file of DNSKEY records; empty means the IANA
+    /// root key (issue 29; tests point it at their signed test zone).
+    pub dnssec_trust_anchor: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +291,7 @@ impl Default for Delivery {
             require_valid_tls: true,
             extra_root_certs: String::new(),
             queue_lifetime: ConfDuration::from_secs(2 * 86_400),
+            dnssec_trust_anchor: String::new(),
         }
     }
 }

@@ -10,6 +10,7 @@
 pub mod attempt;
 pub mod bounce;
 pub mod connect;
+pub mod dane;
 pub mod dkim_key;
 pub mod dns;
 pub mod https;

@@ -64,3 +64,5 @@ mod store_blobs;
 mod store_deliver;
 mod iponly_relays;
 mod import_chatmail;
+mod dane_zone;
+mod delivery_dane;
