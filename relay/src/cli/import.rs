@@ -121,12 +121,15 @@ fn ini_mail_domain(path: &Path) -> Result<String, Failure> {
 async fn import(cfg: &Config, opts: &Options) -> Result<Report, Failure> {
     let mut report = Report::default();
     let journal_path = cfg.data_dir.join(JOURNAL);
-    let done: HashSet<String> = std::fs::read_to_string(&journal_path)
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default();
+    let done: HashSet<String> =
+        std::fs::read_to_string(&journal_path).map(|t| t.lines().map(str::to_string).collect()).unwrap_or_default();
     report.dkim = dkim(cfg, opts)?;
     let (store, secret, mut journal) = if opts.dry_run {
-        (if cfg.db_path().exists() { Some(Store::open(&cfg.data_dir).map_err(Failure::runtime)?) } else { None }, None, None)
+        (
+            if cfg.db_path().exists() { Some(Store::open(&cfg.data_dir).map_err(Failure::runtime)?) } else { None },
+            None,
+            None,
+        )
     } else {
         std::fs::create_dir_all(&cfg.data_dir).map_err(Failure::runtime)?;
         let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
@@ -155,7 +158,7 @@ async fn import(cfg: &Config, opts: &Options) -> Result<Report, Failure> {
             report.skipped.push(format!("{addr}: not of mail_domain"));
             continue;
         }
-        let hash = match std::fs::read_to_string(dir.join("password")) {
+        let hash = match read_small(&dir.join("password"), 4096) {
             Ok(h) if h.trim().starts_with("{SHA512-CRYPT}$6$") => h.trim().to_string(),
             Ok(_) => {
                 report.skipped.push(format!("{addr}: password file is not {{SHA512-CRYPT}}$6$..."));
@@ -174,7 +177,11 @@ async fn import(cfg: &Config, opts: &Options) -> Result<Report, Failure> {
         };
         let account = match (&store, &secret) {
             (Some(s), Some(secret)) => {
-                match s.create_account(addr.as_str(), hash, secret.tombstone(addr.as_str())).await.map_err(Failure::runtime)? {
+                match s
+                    .create_account(addr.as_str(), hash, secret.tombstone(addr.as_str()))
+                    .await
+                    .map_err(Failure::runtime)?
+                {
                     CreateOutcome::Created(a) => {
                         report.accounts_created += 1;
                         if cleartext {
@@ -297,10 +304,20 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// A small text file, at most `limit` bytes read (a bigger one is not what the reference writes).
+fn read_small(path: &Path, limit: u64) -> std::io::Result<String> {
+    let mut s = String::new();
+    std::fs::File::open(path)?.take(limit + 1).read_to_string(&mut s)?;
+    if s.len() as u64 > limit {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "file too large"));
+    }
+    Ok(s)
+}
+
 /// `metadata.json`'s device tokens (a dict token → time, or an older plain list).
 fn push_tokens(path: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read(path) else { return Vec::new() };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else { return Vec::new() };
+    let Ok(text) = read_small(path, 1 << 20) else { return Vec::new() };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return Vec::new() };
     let mut out: Vec<String> = match v.get("devicetoken") {
         Some(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
         Some(serde_json::Value::Array(a)) => a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),

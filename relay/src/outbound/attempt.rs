@@ -100,11 +100,11 @@ impl Transport {
         // DLV-30, DLV-31, DLV-33: an MTA-STS policy limits hosts and certificates for both transports.
         let policy = mta_sts::policy_for(self, &ctx.store, cfg.delivery.https_port, domain).await;
         let enforce = policy.as_ref().is_some_and(|p| p.mode == mta_sts::Mode::Enforce);
-        if let Some(p) = policy.as_ref().filter(|p| p.mode != mta_sts::Mode::None) {
-            if hosts.iter().any(|h| !p.allows(&h.name)) {
-                let mode = if enforce { "enforce" } else { "testing" };
-                ctx.metrics.mta_sts_violations.get_or_create(&vec![("mode", mode)]).inc();
-            }
+        if let Some(p) = policy.as_ref().filter(|p| p.mode != mta_sts::Mode::None)
+            && hosts.iter().any(|h| !p.allows(&h.name))
+        {
+            let mode = if enforce { "enforce" } else { "testing" };
+            ctx.metrics.mta_sts_violations.get_or_create(&vec![("mode", mode)]).inc();
         }
         // RFC 8461 2 / RFC 7672: a host with DANE records is judged by DANE, not by the policy, so
         // the enforce filter runs per host after the TLSA lookup (`dane_for`).
@@ -117,7 +117,10 @@ impl Transport {
             }
         }
         if dane_hosts.is_empty() {
-            return AttemptResult { rcpts: all(RcptResult::Temporary(reply::mta_sts_no_mx(domain))), transport: "smtp" };
+            return AttemptResult {
+                rcpts: all(RcptResult::Temporary(reply::mta_sts_no_mx(domain))),
+                transport: "smtp",
+            };
         }
         // DLV-25, DLV-26: which certificates are acceptable.
         let any_cert = !enforce

@@ -20,7 +20,9 @@ pub async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Tc
         match sock.bind(SocketAddr::new(src, 0)) {
             Ok(()) => return sock.connect(addr).await,
             Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
-                tracing::debug!("outbound: the literal mail_domain is not an address of this host; the system picks one");
+                tracing::debug!(
+                    "outbound: the literal mail_domain is not an address of this host; the system picks one"
+                );
             }
             Err(e) => return Err(e),
         }

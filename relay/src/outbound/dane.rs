@@ -41,8 +41,12 @@ pub struct Tlsa {
 impl Tlsa {
     /// Only DANE-TA and DANE-EE with known selectors and matching types are usable (RFC 7672 3.1).
     pub fn usable(usage: u8, selector: u8, matching: u8, data: Vec<u8>) -> Option<Self> {
-        ((usage == 2 || usage == 3) && selector <= 1 && matching <= 2 && !data.is_empty())
-            .then_some(Self { usage, selector, matching, data })
+        ((usage == 2 || usage == 3) && selector <= 1 && matching <= 2 && !data.is_empty()).then_some(Self {
+            usage,
+            selector,
+            matching,
+            data,
+        })
     }
 
     /// Whether `cert` (DER) matches this record's selector and matching type.
@@ -108,7 +112,8 @@ pub async fn lookup(dnssec: &TokioResolver, plain: &TokioResolver, host: &str, p
             _ => {}
         }
         if r.proof == Proof::Secure
-            && let Some(t) = Tlsa::usable(t.cert_usage.into(), t.selector.into(), t.matching.into(), t.cert_data.clone())
+            && let Some(t) =
+                Tlsa::usable(t.cert_usage.into(), t.selector.into(), t.matching.into(), t.cert_data.clone())
         {
             records.push(t);
         }

@@ -62,12 +62,13 @@ async fn dane_match_mismatch_bogus_and_no_tlsa() {
         (cert.der().clone(), key)
     };
     let mut cases = Vec::new();
-    let mut add = async |domain: &'static str, host: &str, ip: &str, chain: Vec<CertificateDer<'static>>, key: Vec<u8>| {
-        let sink = Sink::start_with_cert(&format!("{ip}:{smtp_port}"), chain, key).await;
-        dns.mx(domain, 10, host);
-        dns.a(host, ip.parse().unwrap());
-        cases.push(Case { domain, sink });
-    };
+    let mut add =
+        async |domain: &'static str, host: &str, ip: &str, chain: Vec<CertificateDer<'static>>, key: Vec<u8>| {
+            let sink = Sink::start_with_cert(&format!("{ip}:{smtp_port}"), chain, key).await;
+            dns.mx(domain, 10, host);
+            dns.a(host, ip.parse().unwrap());
+            cases.push(Case { domain, sink });
+        };
 
     // 1. DANE-EE 3 1 1 (SPKI SHA-256) for a self-signed certificate on a normal domain, where
     //    require_valid_tls would refuse it without DANE.
@@ -81,8 +82,13 @@ async fn dane_match_mismatch_bogus_and_no_tlsa() {
     add("ee2.test", "mx2.dane.test", "127.0.0.22", vec![cert], key.serialize_der()).await;
     // 3. DANE-TA 2 0 1: the server sends leaf + CA; the CA matches and the leaf names the host.
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["mx3.dane.test".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
-    dns.set(&format!("_{smtp_port}._tcp.mx3.dane.test"), RecordType::TLSA, vec![tlsa(2, 0, 1, sha2::Sha256::digest(&ca_der).to_vec())]);
+    let leaf =
+        rcgen::CertificateParams::new(vec!["mx3.dane.test".to_string()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    dns.set(
+        &format!("_{smtp_port}._tcp.mx3.dane.test"),
+        RecordType::TLSA,
+        vec![tlsa(2, 0, 1, sha2::Sha256::digest(&ca_der).to_vec())],
+    );
     let chain = vec![leaf.der().clone(), CertificateDer::from(ca_der.clone())];
     add("ta.test", "mx3.dane.test", "127.0.0.23", chain, leaf_key.serialize_der()).await;
     // 4. Mismatch: the TLSA names another key. A `_` domain would accept any certificate without
@@ -102,10 +108,7 @@ async fn dane_match_mismatch_bogus_and_no_tlsa() {
     let (cert, key) = self_signed("mx7.plain.test");
     add("strict.test", "mx7.plain.test", "127.0.0.27", vec![cert], key.serialize_der()).await;
 
-    let extra = format!(
-        "smtp_port = {smtp_port}\ntry_https = false\ndnssec_trust_anchor = \"{}\"",
-        anchor.display()
-    );
+    let extra = format!("smtp_port = {smtp_port}\ntry_https = false\ndnssec_trust_anchor = \"{}\"", anchor.display());
     let (ctx, _lock) = context("_a.test", dir.path(), &dns, &extra);
     let cfg = ctx.config.get();
     let t = Arc::new(Transport::new(&cfg).unwrap());

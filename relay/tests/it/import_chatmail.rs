@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// `openssl passwd -6 -salt saltsalt hunter2hunter2` (as in the password unit test).
-const OLD_HASH: &str = "{SHA512-CRYPT}$6$saltsalt$yj/VLDgMjQCnRrAPBPKh5HRcgRfPSij0FYWRBJPofYcgCjjgCNa3CNbnWjuOFhRBFREybzjwmhkhe33hM4L6b1";
+const OLD_HASH: &str =
+    "{SHA512-CRYPT}$6$saltsalt$yj/VLDgMjQCnRrAPBPKh5HRcgRfPSij0FYWRBJPofYcgCjjgCNa3CNbnWjuOFhRBFREybzjwmhkhe33hM4L6b1";
 const OLD_PASSWORD: &str = "hunter2hunter2";
 
 fn message(n: u32, to: &str) -> String {

@@ -102,7 +102,7 @@ async fn ip_only_relays_exchange_over_https() {
     exchange(true).await;
 }
 
-fn query_value<'a>(url: &'a str, key: &str) -> String {
+fn query_value(url: &str, key: &str) -> String {
     let q = url.split_once("/?").map(|(_, q)| q).unwrap_or("");
     let v = q.split('&').find_map(|kv| kv.strip_prefix(&format!("{key}="))).unwrap_or("");
     percent_decode(v)
@@ -113,12 +113,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(x);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(x);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
