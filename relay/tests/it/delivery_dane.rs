@@ -135,3 +135,90 @@ async fn dane_match_mismatch_bogus_and_no_tlsa() {
     assert!(res.text().contains("DANE") || res.text().contains("TLS"), "{res:?}");
     ctx.shutdown.cancel();
 }
+
+/// Serves one MTA-STS policy text for every request (TLS with `acceptor`).
+async fn policy_server(addr: &str, acceptor: tokio_rustls::TlsAcceptor, policy: &'static str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else { return };
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{policy}",
+                    policy.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+}
+
+/// RFC 8461 2: an MX host with DANE records is judged by DANE, not by the MTA-STS policy. Both
+/// domains have an enforce policy that names neither MX host; the one whose host has valid TLSA
+/// records is delivered, the other is deferred by the policy as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dane_takes_precedence_over_mta_sts() {
+    let dns = TestDns::start().await;
+    let zone = Arc::new(SignedZone::new("dane.test"));
+    dns.sign_zone(zone.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("anchor.zone");
+    std::fs::write(&anchor, zone.trust_anchor()).unwrap();
+    let (smtp_port, https_port) = (free_port(), free_port());
+
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let pkey = rcgen::KeyPair::generate().unwrap();
+    let names = vec!["mta-sts.sts.test".to_string(), "mta-sts.sts2.test".to_string()];
+    let pcert = rcgen::CertificateParams::new(names).unwrap().signed_by(&pkey, &ca).unwrap();
+    let acceptor = crate::delivery_sink::acceptor_for(vec![pcert.der().clone()], pkey.serialize_der());
+    policy_server(
+        &format!("127.0.0.29:{https_port}"),
+        acceptor,
+        "version: STSv1\r\nmode: enforce\r\nmx: mx.elsewhere.test\r\nmax_age: 86400\r\n",
+    )
+    .await;
+
+    let mut sinks = Vec::new();
+    for (domain, host, ip) in
+        [("sts.test", "mx8.dane.test", "127.0.0.30"), ("sts2.test", "mx9.plain.test", "127.0.0.31")]
+    {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap().self_signed(&key).unwrap();
+        sinks.push(
+            Sink::start_with_cert(&format!("{ip}:{smtp_port}"), vec![cert.der().clone()], key.serialize_der()).await,
+        );
+        dns.mx(domain, 10, host);
+        dns.a(host, ip.parse().unwrap());
+        dns.txt(&format!("_mta-sts.{domain}"), "v=STSv1; id=1");
+        dns.a(&format!("mta-sts.{domain}"), "127.0.0.29".parse().unwrap());
+        if host.ends_with("dane.test") {
+            dns.set(&format!("_{smtp_port}._tcp.{host}"), RecordType::TLSA, vec![tlsa(3, 1, 1, spki_sha256(&key))]);
+        }
+    }
+    let extra = format!(
+        "smtp_port = {smtp_port}\nhttps_port = {https_port}\ntry_https = false\nextra_root_certs = \"{}\"\ndnssec_trust_anchor = \"{}\"",
+        ca_path.display(),
+        anchor.display()
+    );
+    let (ctx, _lock) = context("_a.test", dir.path(), &dns, &extra);
+    let cfg = ctx.config.get();
+    let t = Arc::new(Transport::new(&cfg).unwrap());
+    let msg = crate::delivery_units::msg("dane123@_a.test", "u@sts.test");
+    let r = t.attempt(&ctx, &cfg, "sts.test", "dane123@_a.test", &["u@sts.test".to_string()], &msg).await;
+    assert!(matches!(r.rcpts[0].1, RcptResult::Delivered(_)), "{:?}", r.rcpts);
+    assert_eq!(sinks[0].messages().len(), 1);
+    let r = t.attempt(&ctx, &cfg, "sts2.test", "dane123@_a.test", &["u@sts2.test".to_string()], &msg).await;
+    assert!(matches!(&r.rcpts[0].1, RcptResult::Temporary(t) if t.contains("MTA-STS")), "{:?}", r.rcpts);
+    assert_eq!(sinks[1].messages().len(), 0);
+    ctx.shutdown.cancel();
+}

@@ -176,4 +176,9 @@ async fn dclogin_link_of_an_ip_only_relay_works() {
     }
     let f = i.imap("a3", "FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM)]").await;
     assert!(f.iter().any(|l| l.contains(&email)), "{f:?}");
+
+    // `chatrelay dns` has nothing to publish for an IP-only relay.
+    let (code, out, err) = a.cli(&["dns"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("IP-only relay: there are no DNS records to publish"), "{out}");
 }
