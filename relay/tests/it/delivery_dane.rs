@@ -222,3 +222,56 @@ async fn dane_takes_precedence_over_mta_sts() {
     assert_eq!(sinks[1].messages().len(), 0);
     ctx.shutdown.cancel();
 }
+
+/// Through the queue (`outbound::run`): a DANE mismatch leaves the message queued with the TLS
+/// error as its last error, nothing reaches the host and no bounce is written to the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dane_mismatch_stays_queued_without_bounce() {
+    use relay::store::{Delivery, RemoteBatch};
+    let dns = TestDns::start().await;
+    let zone = Arc::new(SignedZone::new("dane.test"));
+    dns.sign_zone(zone.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("anchor.zone");
+    std::fs::write(&anchor, zone.trust_anchor()).unwrap();
+    let smtp_port = free_port();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.dane.test".to_string()]).unwrap().self_signed(&key).unwrap();
+    let sink =
+        Sink::start_with_cert(&format!("127.0.0.32:{smtp_port}"), vec![cert.der().clone()], key.serialize_der()).await;
+    dns.mx("_q.test", 10, "mx.dane.test");
+    dns.a("mx.dane.test", "127.0.0.32".parse().unwrap());
+    let other = rcgen::KeyPair::generate().unwrap();
+    dns.set(&format!("_{smtp_port}._tcp.mx.dane.test"), RecordType::TLSA, vec![tlsa(3, 1, 1, spki_sha256(&other))]);
+    let extra = format!("smtp_port = {smtp_port}\ntry_https = false\ndnssec_trust_anchor = \"{}\"", anchor.display());
+    let (ctx, _lock) = context("_a.test", dir.path(), &dns, &extra);
+    crate::delivery_units::publish_key(&dns, "_a.test", &dir.path().join("data/dkim.pem"));
+    let sender = "daneq1234@_a.test";
+    let acc = crate::delivery_units::account(&ctx, sender).await;
+    let blob = ctx.store.put_blob(crate::delivery_units::msg(sender, "x@_q.test").into()).await.unwrap();
+    ctx.store
+        .deliver(Delivery {
+            sender: sender.into(),
+            sender_account: Some(acc),
+            remote: vec![RemoteBatch { domain: "_q.test".into(), rcpts: vec!["x@_q.test".into()] }],
+            remote_blob: Some(blob),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let task = tokio::spawn(relay::outbound::run(ctx.clone()));
+    let store = ctx.store.clone();
+    crate::delivery_units::wait_for("one attempt", 20, || {
+        let store = store.clone();
+        async move { store.list_queue().await.unwrap().first().is_some_and(|e| e.attempts >= 1) }
+    })
+    .await;
+    let e = ctx.store.list_queue().await.unwrap().remove(0);
+    println!("queued after one attempt: {}", e.last_error);
+    assert!(e.last_error.starts_with('4'), "deferred: {}", e.last_error);
+    assert!(e.last_error.contains("mx.dane.test"), "{}", e.last_error);
+    assert!(sink.messages().is_empty(), "nothing delivered");
+    assert!(crate::delivery_units::inbox(&ctx, acc).await.is_empty(), "no bounce");
+    ctx.shutdown.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+}
