@@ -143,6 +143,11 @@ async fn import_from_a_chatmail_host_then_login_and_fetch() {
     // bob never logged in: still the imported hash, and it works over SMTP too.
     let (_, r) = smtp_login(&relay, bob, OLD_PASSWORD).await;
     assert!(r.starts_with("235"), "{r}");
+
+    // Beside a running serve the import refuses (its account caches would miss the change).
+    let (code, _, err) = relay.cli(&["import", "--from-chatmail", root.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("serve is running"), "{err}");
 }
 
 #[test]
