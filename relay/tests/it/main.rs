@@ -52,6 +52,7 @@ mod smtp_submission;
 
 mod dane_zone;
 mod delivery_dane;
+mod federation_dane;
 mod federation_delivery;
 mod federation_dkim;
 mod federation_limits;
