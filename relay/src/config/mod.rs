@@ -346,6 +346,10 @@ impl Config {
         } else if d.starts_with('[') && crate::outbound::mx::address_literal(d).is_none() {
             // IP-only relays (issue 29): `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
             errs.push(format!("mail_domain {:?} is not an address literal such as \"[192.0.2.1]\"", self.mail_domain));
+        } else if d.starts_with('[') && self.tls.mode == TlsMode::Acme {
+            errs.push(
+                "an IP-only mail_domain needs tls.mode = \"self-signed\" or \"files\" (no ACME for an address)".into(),
+            );
         }
         if self.username_min_length == 0 || self.username_min_length > self.username_max_length {
             errs.push("username_min_length must be between 1 and username_max_length".into());

@@ -182,3 +182,35 @@ async fn dclogin_link_of_an_ip_only_relay_works() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("IP-only relay: there are no DNS records to publish"), "{out}");
 }
+
+/// `chatrelay init "[192.0.2.7]"` writes a self-signed config (no ACME for an address) that
+/// check-config accepts; an IP-only config asking for ACME, or a malformed literal, is refused.
+#[test]
+fn init_and_check_config_of_an_ip_only_relay() {
+    use std::process::Command;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("chatrelay.toml");
+    let data = tmp.path().join("data");
+    let run = |args: &[&str]| {
+        let out =
+            Command::new(BIN).args(args).arg("--config").arg(&cfg).env("CHATRELAY_DATA_DIR", &data).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = run(&["init", "[192.0.2.7]"]);
+    assert_eq!(code, 0, "{out}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("mode = \"self-signed\""), "{text}");
+    let (code, out) = run(&["check-config"]);
+    assert_eq!(code, 0, "{out}");
+    std::fs::write(&cfg, text.replace("mode = \"self-signed\"", "mode = \"acme\"")).unwrap();
+    let (code, out) = run(&["check-config"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("IP-only mail_domain needs tls.mode"), "{out}");
+    std::fs::write(&cfg, text.replace("[192.0.2.7]", "[192.0.2.777]")).unwrap();
+    let (code, out) = run(&["check-config"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("is not an address literal"), "{out}");
+}
