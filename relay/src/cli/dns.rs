@@ -56,6 +56,11 @@ enum Status {
 
 pub fn run(config: &Path, given: Vec<IpAddr>) -> Result<bool, Failure> {
     let cfg = load_config(config)?;
+    if crate::outbound::mx::address_literal(&cfg.mail_domain).is_some() {
+        // Issue 29: an IP-only relay has no zone; peers reach it by its address.
+        println!("; {} is an IP-only relay: there are no DNS records to publish", cfg.mail_domain);
+        return Ok(true);
+    }
     let ips = if given.is_empty() { host::global_addresses() } else { given };
     let dkim = dkim_txt(&cfg)?;
     let recs = records(&cfg, &ips, &dkim, &mta_sts_id(&cfg), &acme_account_uri(&cfg));

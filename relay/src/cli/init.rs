@@ -24,7 +24,14 @@ pub fn run(domain: Option<String>, config: &Path, from_ini: Option<&Path>) -> Re
             if domain.is_empty() || domain.contains(['@', '/', ' ', '"']) {
                 return Err(Failure::Usage(format!("{domain:?} is not a domain name")));
             }
-            TEMPLATE.replacen("mail_domain = \"chat.example.org\"", &format!("mail_domain = \"{domain}\""), 1)
+            let text =
+                TEMPLATE.replacen("mail_domain = \"chat.example.org\"", &format!("mail_domain = \"{domain}\""), 1);
+            // Issue 29: an IP-only relay cannot get an ACME certificate for its address.
+            if crate::outbound::mx::address_literal(&domain).is_some() {
+                text.replacen("mode = \"acme\"", "mode = \"self-signed\"", 1)
+            } else {
+                text
+            }
         }
         (None, Some(ini)) => from_chatmail_ini(ini)?,
     };

@@ -5,6 +5,7 @@ pub(crate) mod accounts;
 mod chatmail_ini;
 mod dns;
 mod expire;
+pub mod import;
 mod init;
 mod invites;
 mod malloc;
@@ -86,6 +87,23 @@ pub enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: queue::QueueAction,
+    },
+    /// Import the accounts, messages, push tokens and DKIM key of a chatmail/relay host (issue 29).
+    Import {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The reference's mailboxes directory, `/home/vmail/mail/<domain>`.
+        #[arg(long)]
+        from_chatmail: PathBuf,
+        /// The reference's chatmail.ini (its mail_domain is checked against ours).
+        #[arg(long)]
+        chatmail_ini: Option<PathBuf>,
+        /// The reference's DKIM key [default: /etc/dkimkeys/opendkim.private].
+        #[arg(long)]
+        dkim_key: Option<PathBuf>,
+        /// Read everything and report what would be imported; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -194,6 +212,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Queue { config, action } => queue::run(load_config(&config)?, action),
         Command::Accounts { config, cmd } => accounts::run(&config, cmd),
         Command::Invites { config, cmd } => invites::run(&config, cmd),
+        Command::Import { config, from_chatmail, chatmail_ini, dkim_key, dry_run } => {
+            import::run(import::Options { config, from: from_chatmail, chatmail_ini, dkim_key, dry_run })
+        }
         Command::Dns { config, ips } => match dns::run(&config, ips)? {
             true => Ok(()),
             false => Err(Failure::Runtime("some required DNS records are missing or wrong (see above)".into())),

@@ -128,6 +128,9 @@ pub struct Delivery {
     pub require_valid_tls: bool,
     pub extra_root_certs: String,
     pub queue_lifetime: ConfDuration,
+    /// DNSSEC trust anchor for DANE TLSA lookups: a file of DNSKEY records; empty means the IANA
+    /// root key (issue 29; tests point it at their signed test zone).
+    pub dnssec_trust_anchor: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,6 +307,7 @@ impl Default for Delivery {
             require_valid_tls: true,
             extra_root_certs: String::new(),
             queue_lifetime: ConfDuration::from_secs(2 * 86_400),
+            dnssec_trust_anchor: String::new(),
         }
     }
 }
@@ -355,6 +359,13 @@ impl Config {
             errs.push("mail_domain is required".to_string());
         } else if d.contains(['@', ' ', '/']) || d != self.mail_domain {
             errs.push(format!("mail_domain {:?} is not a domain name", self.mail_domain));
+        } else if d.starts_with('[') && crate::outbound::mx::address_literal(d).is_none() {
+            // IP-only relays (issue 29): `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+            errs.push(format!("mail_domain {:?} is not an address literal such as \"[192.0.2.1]\"", self.mail_domain));
+        } else if d.starts_with('[') && self.tls.mode == TlsMode::Acme {
+            errs.push(
+                "an IP-only mail_domain needs tls.mode = \"self-signed\" or \"files\" (no ACME for an address)".into(),
+            );
         }
         if self.username_min_length == 0 || self.username_min_length > self.username_max_length {
             errs.push("username_min_length must be between 1 and username_max_length".into());

@@ -71,6 +71,9 @@ impl Dkim {
         if let Err(e) = &signer {
             tracing::error!(error = %e, "dkim: signing key unusable; outbound mail waits in the queue");
         }
+        if signer.as_ref().is_ok_and(|s| !s.signs()) {
+            tracing::info!("dkim: no DKIM signature: mail_domain is an address literal; receivers check the address");
+        }
         Self { auth, keys: cache::KeyCache::default(), signer, slots: Semaphore::new(CONCURRENT) }
     }
 

@@ -1,5 +1,7 @@
 //! DKIM signing of everything that leaves (DLV-34..DLV-36): `d=<mail_domain>`,
 //! `s=<dkim.selector>`, rsa-sha256, relaxed/simple, a fixed header list with oversigning.
+//! An IP-only relay (`mail_domain` an address literal) has no domain to sign for: its mail
+//! leaves unsigned and receivers check the connecting address instead (smtp.md SMTP-44).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -104,8 +106,17 @@ impl Signer {
         Ok(sig.to_header())
     }
 
-    /// `message` with the signature prepended.
+    /// False when `mail_domain` is an address literal: no DNS holds a key for it, so a
+    /// signature could never verify (issue 29).
+    pub fn signs(&self) -> bool {
+        !self.domain.starts_with('[')
+    }
+
+    /// `message` with the signature prepended (unchanged when `signs()` is false).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        if !self.signs() {
+            return Ok(message.to_vec());
+        }
         let h = self.header(message)?;
         let mut out = Vec::with_capacity(h.len() + message.len());
         out.extend_from_slice(h.as_bytes());
@@ -146,4 +157,22 @@ fn header_names(message: &[u8]) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_literal_domain_is_not_signed() {
+        use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).expect("rsa");
+        let pem = key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string();
+        let msg = b"From: <a@[127.0.0.2]>\r\nTo: <b@x.test>\r\n\r\nhi\r\n";
+        let lit = Signer::from_pem(pem.as_bytes(), "[127.0.0.2]", "dkim").expect("key");
+        assert!(!lit.signs());
+        assert_eq!(lit.sign(msg).expect("unchanged"), msg.to_vec());
+        let dom = Signer::from_pem(pem.as_bytes(), "x.test", "dkim").expect("key");
+        assert!(dom.sign(msg).expect("signed").starts_with(b"DKIM-Signature:"));
+    }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 
+use super::dane;
 use super::https::{self, HttpsOutcome};
 use super::mta_sts;
 use super::mx::{self, MxError};
@@ -30,6 +31,8 @@ pub struct AttemptResult {
 pub struct Transport {
     pub resolver: TokioResolver,
     pub tls: ClientTls,
+    /// DNSSEC-validating resolver for TLSA lookups (DANE, `dane.rs`).
+    pub dnssec: TokioResolver,
     no_https: Mutex<HashMap<String, Instant>>,
 }
 
@@ -38,8 +41,21 @@ impl Transport {
         Ok(Self {
             resolver: super::dns::build(&cfg.delivery.resolver, Duration::from_secs(10), true)?,
             tls: ClientTls::new(&cfg.delivery.extra_root_certs)?,
+            dnssec: super::dns::build_validating(
+                &cfg.delivery.resolver,
+                Duration::from_secs(10),
+                &cfg.delivery.dnssec_trust_anchor,
+            )?,
             no_https: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The DANE decision for one MX host; none for address literals (no DNS at all).
+    async fn dane_for(&self, domain: &str, host: &str, port: u16) -> dane::Dane {
+        if mx::address_literal(domain).is_some() {
+            return dane::Dane::None;
+        }
+        dane::lookup(&self.dnssec, &self.resolver, host, port).await
     }
 
     fn https_known_absent(&self, host: &str) -> bool {
@@ -84,20 +100,27 @@ impl Transport {
         // DLV-30, DLV-31, DLV-33: an MTA-STS policy limits hosts and certificates for both transports.
         let policy = mta_sts::policy_for(self, &ctx.store, cfg.delivery.https_port, domain).await;
         let enforce = policy.as_ref().is_some_and(|p| p.mode == mta_sts::Mode::Enforce);
-        if let Some(p) = policy.as_ref().filter(|p| p.mode != mta_sts::Mode::None) {
-            if hosts.iter().any(|h| !p.allows(&h.name)) {
-                let mode = if enforce { "enforce" } else { "testing" };
-                ctx.metrics.mta_sts_violations.get_or_create(&vec![("mode", mode)]).inc();
+        if let Some(p) = policy.as_ref().filter(|p| p.mode != mta_sts::Mode::None)
+            && hosts.iter().any(|h| !p.allows(&h.name))
+        {
+            let mode = if enforce { "enforce" } else { "testing" };
+            ctx.metrics.mta_sts_violations.get_or_create(&vec![("mode", mode)]).inc();
+        }
+        // RFC 8461 2 / RFC 7672: a host with DANE records is judged by DANE, not by the policy, so
+        // the enforce filter runs per host after the TLSA lookup (`dane_for`).
+        let allowed = |h: &str| !enforce || policy.as_ref().is_some_and(|p| p.allows(h));
+        let mut dane_hosts = Vec::with_capacity(hosts.len());
+        for h in hosts.drain(..) {
+            let d = self.dane_for(domain, &h.name, cfg.delivery.smtp_port).await;
+            if matches!(d, dane::Dane::Records(_)) || allowed(&h.name) {
+                dane_hosts.push((h, d));
             }
-            if enforce {
-                hosts.retain(|h| p.allows(&h.name));
-                if hosts.is_empty() {
-                    return AttemptResult {
-                        rcpts: all(RcptResult::Temporary(reply::mta_sts_no_mx(domain))),
-                        transport: "smtp",
-                    };
-                }
-            }
+        }
+        if dane_hosts.is_empty() {
+            return AttemptResult {
+                rcpts: all(RcptResult::Temporary(reply::mta_sts_no_mx(domain))),
+                transport: "smtp",
+            };
         }
         // DLV-25, DLV-26: which certificates are acceptable.
         let any_cert = !enforce
@@ -107,8 +130,27 @@ impl Transport {
         } else {
             (self.tls.verified_https.clone(), self.tls.verified_smtp.clone())
         };
+        let source = super::connect::source_for(&cfg.mail_domain);
         let mut last = (domain.to_string(), "no MX host".to_string());
-        for host in &hosts {
+        for (host, d) in &dane_hosts {
+            // DANE (RFC 7672): TLS with a certificate the TLSA records allow, for both transports.
+            let (https_tls, smtp_tls) = match d {
+                dane::Dane::None => (https_tls.clone(), smtp_tls.clone()),
+                dane::Dane::Unusable(e) => {
+                    last = (host.name.clone(), e.clone());
+                    continue;
+                }
+                dane::Dane::Records(r) => match (dane::config(r.clone(), true), dane::config(r.clone(), false)) {
+                    (Ok(h), Ok(s)) => {
+                        tracing::debug!(host = %host.name, records = r.len(), "dane: TLSA records apply");
+                        (h, s)
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        last = (host.name.clone(), e);
+                        continue;
+                    }
+                },
+            };
             let addrs: Vec<IpAddr> = match mx::addresses(&self.resolver, host).await {
                 Ok(a) => a,
                 Err(e) => {
@@ -126,6 +168,7 @@ impl Transport {
                         tls: https_tls.clone(),
                         sender,
                         message,
+                        source,
                     };
                     match https::deliver(base.job(rcpts)).await {
                         HttpsOutcome::Final(r @ RcptResult::Delivered(_)) => {
@@ -154,6 +197,7 @@ impl Transport {
                     sender,
                     rcpts,
                     message,
+                    source,
                 };
                 match smtp_client::deliver(job).await {
                     Ok(results) => {
@@ -184,6 +228,7 @@ struct JobBase<'a> {
     tls: Arc<rustls::ClientConfig>,
     sender: &'a str,
     message: &'a [u8],
+    source: Option<IpAddr>,
 }
 
 impl JobBase<'_> {
@@ -196,6 +241,7 @@ impl JobBase<'_> {
             sender: self.sender,
             rcpts,
             message: self.message,
+            source: self.source,
         }
     }
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::reply::{DELIVERED_HTTPS, RcptResult};
 
@@ -32,6 +31,8 @@ pub struct HttpsJob<'a> {
     pub sender: &'a str,
     pub rcpts: &'a [String],
     pub message: &'a [u8],
+    /// Bind the connection to this address (IP-only relays, `connect`).
+    pub source: Option<std::net::IpAddr>,
 }
 
 pub async fn deliver(job: HttpsJob<'_>) -> HttpsOutcome {
@@ -68,7 +69,7 @@ async fn exchange(job: &HttpsJob<'_>) -> std::io::Result<(u16, String)> {
         head.push_str(&format!("X-Mail-To: {r}\r\n"));
     }
     head.push_str("\r\n");
-    request(job.addr, host, job.tls.clone(), head.as_bytes(), job.message, MAX_RESPONSE).await
+    request_from(job.addr, job.source, host, job.tls.clone(), head.as_bytes(), job.message, MAX_RESPONSE).await
 }
 
 /// One HTTP/1.1 request over TLS with `Connection: close`; the response is read up to `limit`
@@ -81,7 +82,20 @@ pub async fn request(
     body: &[u8],
     limit: u64,
 ) -> std::io::Result<(u16, String)> {
-    let tcp = TcpStream::connect(addr).await?;
+    request_from(addr, None, host, tls, head, body, limit).await
+}
+
+/// `request`, connecting from `source` when given (`connect::tcp`).
+pub async fn request_from(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    host: &str,
+    tls: Arc<rustls::ClientConfig>,
+    head: &[u8],
+    body: &[u8],
+    limit: u64,
+) -> std::io::Result<(u16, String)> {
+    let tcp = super::connect::tcp(addr, source).await?;
     let name = super::tls::server_name(host, addr.ip());
     let mut tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
     tls.write_all(head).await?;

@@ -9,6 +9,8 @@
 
 pub mod attempt;
 pub mod bounce;
+pub mod connect;
+pub mod dane;
 pub mod dkim_key;
 pub mod dns;
 pub mod https;

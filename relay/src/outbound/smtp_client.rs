@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::reply::RcptResult;
@@ -90,11 +89,13 @@ pub struct SmtpJob<'a> {
     pub sender: &'a str,
     pub rcpts: &'a [String],
     pub message: &'a [u8],
+    /// Bind outbound connections to this address (IP-only relays, `connect`).
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Deliver to one address of one host. `Err` means the host failed before giving replies.
 pub async fn deliver(job: SmtpJob<'_>) -> Result<Vec<(String, RcptResult)>, HostError> {
-    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(job.addr))
+    let tcp = timeout(CONNECT_TIMEOUT, super::connect::tcp(job.addr, job.source))
         .await
         .map_err(|_| HostError::Timeout)?
         .map_err(HostError::Connect)?;

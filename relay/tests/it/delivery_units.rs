@@ -227,6 +227,7 @@ async fn smtp_client_per_rcpt_replies_and_starttls_required() {
         sender: "x@_a.test",
         rcpts: &rcpts,
         message: &m,
+        source: None,
     };
     let res = relay::outbound::smtp_client::deliver(job(tls.any_smtp.clone(), sink.addr)).await.unwrap();
     let get = |r: &str| res.iter().find(|(x, _)| x == r).map(|(_, v)| v.clone()).unwrap();

@@ -23,6 +23,8 @@ struct Zone {
     servfail: HashSet<String>,
     /// Every name asked, in order (for counting lookups, e.g. DKIM keys per message).
     asked: Vec<String>,
+    /// DNSSEC-signed zones (DANE tests, `dane_zone`): answers inside get an RRSIG.
+    signed: Vec<Arc<crate::dane_zone::SignedZone>>,
 }
 
 #[derive(Clone)]
@@ -142,6 +144,12 @@ impl TestDns {
         self.zone.lock().expect("zone").asked.iter().filter(|n| n.ends_with(&suffix)).count()
     }
 
+    /// Sign every answer under `zone.apex` and serve its DNSKEY (issue 29, DANE).
+    pub fn sign_zone(&self, zone: Arc<crate::dane_zone::SignedZone>) {
+        self.set(&zone.apex, RecordType::DNSKEY, vec![zone.dnskey()]);
+        self.zone.lock().expect("zone").signed.push(zone);
+    }
+
     pub fn servfail(&self, name: &str) {
         self.zone.lock().expect("zone").servfail.insert(key(name));
     }
@@ -169,6 +177,11 @@ fn answer(zone: &Mutex<Zone>, q: &[u8], udp: bool) -> Option<Vec<u8>> {
             let owner = Name::from_ascii(&name).ok()?;
             for d in list {
                 resp.add_answer(Record::from_rdata(owner.clone(), 60, d.clone()));
+            }
+            if let Some(sz) = z.signed.iter().find(|sz| sz.covers(&name))
+                && let Some(sig) = sz.sign(&owner, query.query_type, list)
+            {
+                resp.add_answer(sig);
             }
         }
     }

@@ -53,10 +53,15 @@ mod smtp_literal;
 mod smtp_session;
 mod smtp_submission;
 
+mod dane_zone;
+mod delivery_dane;
+mod federation_dane;
 mod federation_delivery;
 mod federation_dkim;
 mod federation_limits;
 mod federation_privacy;
+mod import_chatmail;
+mod iponly_relays;
 mod limits_bounded;
 mod robust_abuse;
 mod robust_common;
