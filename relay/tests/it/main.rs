@@ -5,6 +5,7 @@ mod dns_server;
 mod harness;
 mod seeding;
 
+mod accounts_issued;
 mod foundation;
 mod http_alpn;
 mod http_delete;
