@@ -289,6 +289,15 @@ def rows():
         ("P2' p99" + LG, lat("lg_p2_reconnect", "p99"), "ms", False, "", None),
         ("1,000 first logins (open IDLE)", lambda r: get(r, "fanout_first", "result", "open_s"), "s", False,
          "≤ 3 s", lambda v: v <= 3),
+        # Issue 30 (bench/logins.py, chatrelay only: the classic stack has no /new).
+        ("1,000 first logins, relay-issued (/new)" + LG, lambda r: get(r, "first_issued", "result", "open_s"), "s",
+         False, "≤ 2 s", lambda v: v <= 2),
+        ("1,000 first logins, user-chosen" + LG, lambda r: get(r, "first_chosen", "result", "open_s"), "s",
+         False, "", None),
+        ("restart storm: 1,000 relay-issued reconnect + IDLE" + LG, lambda r: get(r, "storm_issued", "result", "open_s"),
+         "s", False, "≤ 2 s", lambda v: v <= 2),
+        ("restart storm: 1,000 user-chosen reconnect + IDLE" + LG, lambda r: get(r, "storm_chosen", "result", "open_s"),
+         "s", False, "", None),
         ("P3 4 KB 8×100 accepted", lambda r: get(r, "p3", "result", "accepted_msgs_per_s"), "msg/s", True,
          "≥ 2,800", lambda v: v >= 2800),
         ("P3 4 KB 8×100 accepted" + LG, lambda r: get(r, "lg_p3", "result", "accepted_msgs_per_s"), "msg/s", True,
@@ -383,7 +392,8 @@ def table(a_path, b_path):
     out.append("")
     out.append(f"| step | {a['name']} client/server % | {b['name']} client/server % |")
     out.append("|---|---:|---:|")
-    for key in [s[0] for s in steps() + lg_steps()] + ["p1"]:
+    for key in [s[0] for s in steps() + lg_steps()] + ["first_issued", "first_chosen", "storm_issued",
+                                                       "storm_chosen", "p1"]:
         if key.startswith("lg_") and key not in a.get("steps", {}) and key not in b.get("steps", {}):
             continue
         out.append(f"| {key} | {cpu_note(a, key)} | {cpu_note(b, key)} |")
