@@ -10,10 +10,7 @@ const ARGON2_FORM: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
 
 /// The stored password hash of `addr`, read from the relay's database.
 fn stored_hash(relay: &Relay, addr: &str) -> Option<String> {
-    relay
-        .db()
-        .query_row("SELECT password_hash FROM accounts WHERE address = ?1", [addr], |r| r.get(0))
-        .ok()
+    relay.db().query_row("SELECT password_hash FROM accounts WHERE address = ?1", [addr], |r| r.get(0)).ok()
 }
 
 /// IMAP LOGIN over TLS (993); the tagged reply.
