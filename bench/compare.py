@@ -32,6 +32,7 @@ IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "1000"))
 HIBERNATE_WAIT = float(os.environ.get("HIBERNATE_WAIT", "35"))
 P1_N = int(os.environ.get("P1_N", "30"))
 P1_ATTACH_N = int(os.environ.get("P1_ATTACH_N", "4"))
+P1_GROUP_N = int(os.environ.get("P1_GROUP_N", "10"))
 LOADGEN = os.environ.get("LOADGEN", "")
 LG_ONLY = os.environ.get("LG_ONLY", "") not in ("", "0")
 LG_IDLE_CONNS = int(os.environ.get("LG_IDLE_CONNS", "10000"))
@@ -207,10 +208,15 @@ def run(name, out, server_args, cold_start_ms):
 def run_p1(name, out, args):
     """P1 through bench/p1/run.sh (Delta Chat venv via tests/interop/setup.sh). Never fails the
     run: a failure or a missing venv is recorded in the step (rc, note). Then (issue 30) the same
-    clients send P1_ATTACH_N messages with a 5 MiB attachment, step "p1_5m"."""
+    clients send P1_ATTACH_N messages with a 5 MiB attachment (step "p1_5m") and P1_GROUP_N
+    messages to a group of three (step "p1_group", a third account joins)."""
     run_p1_step(name, out, args, "p1", ["-n", str(P1_N), "--warmup", "3"])
     if P1_ATTACH_N > 0:
         run_p1_step(name, out, args, "p1_5m", ["-n", str(P1_ATTACH_N), "--warmup", "1", "--file-size", "5242880"])
+    if P1_GROUP_N > 0:
+        # bench1193 is used by no other step either.
+        run_p1_step(name, out, args, "p1_group", ["-n", str(P1_GROUP_N), "--warmup", "1", "--interval", "1",
+                                                 "--addr-c", "bench1193@relay.test"])
 
 
 def run_p1_step(name, out, args, key, extra):
@@ -284,6 +290,9 @@ def rows():
         ("5 MiB attachment, real Delta Chat A→B fully on B, median",
          lambda r: get(r, "p1_5m", "result", "latency_ms", "median"), "ms", False, "≤ 900 ms", lambda v: v <= 900),
         ("server CPU of the 5 MiB attachment step", lambda r: get(r, "p1_5m", "server_cpu_s"), "s", False, "", None),
+        ("group of three, real Delta Chat A→B and C, median", lambda r: get(r, "p1_group", "result", "latency_ms", "median"),
+         "ms", False, "", None),
+        ("server CPU of the group step", lambda r: get(r, "p1_group", "server_cpu_s"), "s", False, "", None),
         ("P2 4 KB submit→EXISTS→FETCH p50", lat("p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 4 KB submit→EXISTS→FETCH p50" + LG, lat("lg_p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 p99", lat("p2", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
@@ -404,7 +413,7 @@ def table(a_path, b_path):
     out.append(f"| step | {a['name']} client/server % | {b['name']} client/server % |")
     out.append("|---|---:|---:|")
     for key in [s[0] for s in steps() + lg_steps()] + ["first_issued", "first_chosen", "storm_issued",
-                                                       "storm_chosen", "p1", "p1_5m"]:
+                                                       "storm_chosen", "p1", "p1_5m", "p1_group"]:
         if key.startswith("lg_") and key not in a.get("steps", {}) and key not in b.get("steps", {}):
             continue
         out.append(f"| {key} | {cpu_note(a, key)} | {cpu_note(b, key)} |")

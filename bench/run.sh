@@ -8,7 +8,7 @@
 # classic-stack/), CARGO_TARGET_DIR, OUT (results folder, default bench/results),
 # SKIP_BUILD=1 (use the existing release binary), RELAY_BIN (use this chatrelay binary, no build),
 # RELAY_PORT_BASE (chatrelay listens on BASE+25, +587, +465, +143, +993, +80, +443; default 20000),
-# SKIP_P1=1 (no Delta Chat clients), P1_N, P1_ATTACH_N (5 MiB attachments, default 4; 0: none), SKIP_LOGINS=1 (no first-login/restart-storm rows, issue 30),
+# SKIP_P1=1 (no Delta Chat clients), P1_N, P1_ATTACH_N (5 MiB attachments, default 4; 0: none), P1_GROUP_N (group of three, default 10), SKIP_LOGINS=1 (no first-login/restart-storm rows, issue 30),
 # LOGINS_N (accounts in those rows, default 1,000),
 # N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
 # The Rust load generator (bench/loadgen) runs P2, P2', P3, P3' and LG_IDLE_CONNS (default 10,000)
