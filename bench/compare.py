@@ -31,6 +31,8 @@ PREFILL = int(os.environ.get("PREFILL", "1000"))
 IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "1000"))
 HIBERNATE_WAIT = float(os.environ.get("HIBERNATE_WAIT", "35"))
 P1_N = int(os.environ.get("P1_N", "30"))
+P1_ATTACH_N = int(os.environ.get("P1_ATTACH_N", "4"))
+P1_GROUP_N = int(os.environ.get("P1_GROUP_N", "10"))
 LOADGEN = os.environ.get("LOADGEN", "")
 LG_ONLY = os.environ.get("LG_ONLY", "") not in ("", "0")
 LG_IDLE_CONNS = int(os.environ.get("LG_IDLE_CONNS", "10000"))
@@ -205,7 +207,19 @@ def run(name, out, server_args, cold_start_ms):
 
 def run_p1(name, out, args):
     """P1 through bench/p1/run.sh (Delta Chat venv via tests/interop/setup.sh). Never fails the
-    run: a failure or a missing venv is recorded in the step (rc, note)."""
+    run: a failure or a missing venv is recorded in the step (rc, note). Then (issue 30) the same
+    clients send P1_ATTACH_N messages with a 5 MiB attachment (step "p1_5m") and P1_GROUP_N
+    messages to a group of three (step "p1_group", a third account joins)."""
+    run_p1_step(name, out, args, "p1", ["-n", str(P1_N), "--warmup", "3"])
+    if P1_ATTACH_N > 0:
+        run_p1_step(name, out, args, "p1_5m", ["-n", str(P1_ATTACH_N), "--warmup", "1", "--file-size", "5242880"])
+    if P1_GROUP_N > 0:
+        # bench1193 is used by no other step either.
+        run_p1_step(name, out, args, "p1_group", ["-n", str(P1_GROUP_N), "--warmup", "1", "--interval", "1",
+                                                 "--addr-c", "bench1193@relay.test"])
+
+
+def run_p1_step(name, out, args, key, extra):
     results = {"name": name, "steps": {}}
     if os.path.exists(out):
         with open(out) as f:
@@ -221,8 +235,8 @@ def run_p1(name, out, args):
         # bench1191/1192 exist on the classic stack and are used by no other step.
         argv = [os.path.join(HERE, "p1", "run.sh"), "--name", name, "--addr-a", "bench1191@relay.test",
                 "--addr-b", "bench1192@relay.test", "--password", "bench-password", "--insecure",
-                "-n", str(P1_N), "--warmup", "3", "--json-out", js.name] + client_args
-        print(f"### {name}: p1: {' '.join(argv[1:])}", flush=True)
+                "--json-out", js.name] + extra + client_args
+        print(f"### {name}: {key}: {' '.join(argv[1:])}", flush=True)
         step, lines = measure(argv, js.name, roots)
     rc = step["rc"]
     if rc == 3:
@@ -232,7 +246,7 @@ def run_p1(name, out, args):
     else:
         step["note"] = f"failed (rc={rc}), see the output above"
     print_cpu(step, step.get("note", ""))
-    results["steps"]["p1"] = step
+    results["steps"][key] = step
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
 
@@ -273,6 +287,12 @@ def rows():
     return [
         ("P1 real Delta Chat client A→B median", lambda r: get(r, "p1", "result", "latency_ms", "median"), "ms",
          False, "≤ 40 ms", lambda v: v <= 40),
+        ("5 MiB attachment, real Delta Chat A→B fully on B, median",
+         lambda r: get(r, "p1_5m", "result", "latency_ms", "median"), "ms", False, "≤ 900 ms", lambda v: v <= 900),
+        ("server CPU of the 5 MiB attachment step", lambda r: get(r, "p1_5m", "server_cpu_s"), "s", False, "", None),
+        ("group of three, real Delta Chat A→B and C, median", lambda r: get(r, "p1_group", "result", "latency_ms", "median"),
+         "ms", False, "", None),
+        ("server CPU of the group step", lambda r: get(r, "p1_group", "server_cpu_s"), "s", False, "", None),
         ("P2 4 KB submit→EXISTS→FETCH p50", lat("p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 4 KB submit→EXISTS→FETCH p50" + LG, lat("lg_p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 p99", lat("p2", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),
@@ -289,6 +309,15 @@ def rows():
         ("P2' p99" + LG, lat("lg_p2_reconnect", "p99"), "ms", False, "", None),
         ("1,000 first logins (open IDLE)", lambda r: get(r, "fanout_first", "result", "open_s"), "s", False,
          "≤ 3 s", lambda v: v <= 3),
+        # Issue 30 (bench/logins.py, chatrelay only: the classic stack has no /new).
+        ("1,000 first logins, relay-issued (/new)" + LG, lambda r: get(r, "first_issued", "result", "open_s"), "s",
+         False, "≤ 2 s", lambda v: v <= 2),
+        ("1,000 first logins, user-chosen" + LG, lambda r: get(r, "first_chosen", "result", "open_s"), "s",
+         False, "", None),
+        ("restart storm: 1,000 relay-issued reconnect + IDLE" + LG, lambda r: get(r, "storm_issued", "result", "open_s"),
+         "s", False, "≤ 2 s", lambda v: v <= 2),
+        ("restart storm: 1,000 user-chosen reconnect + IDLE" + LG, lambda r: get(r, "storm_chosen", "result", "open_s"),
+         "s", False, "", None),
         ("P3 4 KB 8×100 accepted", lambda r: get(r, "p3", "result", "accepted_msgs_per_s"), "msg/s", True,
          "≥ 2,800", lambda v: v >= 2800),
         ("P3 4 KB 8×100 accepted" + LG, lambda r: get(r, "lg_p3", "result", "accepted_msgs_per_s"), "msg/s", True,
@@ -383,7 +412,8 @@ def table(a_path, b_path):
     out.append("")
     out.append(f"| step | {a['name']} client/server % | {b['name']} client/server % |")
     out.append("|---|---:|---:|")
-    for key in [s[0] for s in steps() + lg_steps()] + ["p1"]:
+    for key in [s[0] for s in steps() + lg_steps()] + ["first_issued", "first_chosen", "storm_issued",
+                                                       "storm_chosen", "p1", "p1_5m", "p1_group"]:
         if key.startswith("lg_") and key not in a.get("steps", {}) and key not in b.get("steps", {}):
             continue
         out.append(f"| {key} | {cpu_note(a, key)} | {cpu_note(b, key)} |")

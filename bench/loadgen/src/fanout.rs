@@ -26,6 +26,23 @@ pub struct Opts {
     pub settle: f64,
     pub hibernate_wait: f64,
     pub latency: latency::Opts,
+    /// Login and password of connection i (line i of `--credentials`), instead of
+    /// `idle_fmt` and the common password: relay-issued credentials, one per account.
+    pub credentials: Option<Vec<(String, String)>>,
+}
+
+/// Lines `login password` (whitespace-separated), as `/new` handed them out.
+pub fn read_credentials(path: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next()) {
+            (Some(l), Some(p)) => out.push((l.to_string(), p.to_string())),
+            _ => bail!("{}:{}: expected `login password`", path.display(), n + 1),
+        }
+    }
+    Ok(out)
 }
 
 /// Soft RLIMIT_NOFILE up to the hard limit; returns the soft limit now in force.
@@ -58,6 +75,11 @@ pub async fn run(r: &Run, o: &Opts) -> Result<(Value, bool)> {
     if (o.connections as u64) + 64 > limit {
         eprintln!("# fanout: RLIMIT_NOFILE is {limit}; {} connections will not all fit", o.connections);
     }
+    if let Some(c) = &o.credentials
+        && c.len() < o.connections
+    {
+        bail!("--credentials has {} lines for {} connections", c.len(), o.connections);
+    }
     let base = server_memory(&r.roots);
     let client0 = own_rss_kib();
     let sem = Arc::new(Semaphore::new(o.concurrency.max(1)));
@@ -65,11 +87,15 @@ pub async fn run(r: &Run, o: &Opts) -> Result<(Value, bool)> {
     let mut tasks = Vec::with_capacity(o.connections);
     let t0 = Instant::now();
     for i in 0..o.connections {
-        let (t, sem, login) = (r.target.clone(), sem.clone(), r.user_in(&o.idle_fmt, o.idle_base + i as u32));
+        let (login, password) = match &o.credentials {
+            Some(c) => c[i].clone(),
+            None => (r.user_in(&o.idle_fmt, o.idle_base + i as u32), r.target.password.clone()),
+        };
+        let (t, sem) = (r.target.clone(), sem.clone());
         let src = sources.get(i % sources.len().max(1)).copied();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await?;
-            let mut c = Imap::open_from(&t, &login, src).await?;
+            let mut c = Imap::open_as(&t, &login, &password, src).await?;
             c.select().await?;
             c.idle().await?;
             c.shrink();

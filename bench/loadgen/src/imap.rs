@@ -51,6 +51,11 @@ impl Imap {
 
     /// `open` from another loopback source address.
     pub async fn open_from(t: &Target, login: &str, src: Option<std::net::IpAddr>) -> Result<Imap> {
+        Imap::open_as(t, login, &t.password, src).await
+    }
+
+    /// `open_from` with a password of its own (relay-issued credentials, one per account).
+    pub async fn open_as(t: &Target, login: &str, password: &str, src: Option<std::net::IpAddr>) -> Result<Imap> {
         let tcp = t.tcp_from(t.imap, src).await?;
         let tls = t.tls(tcp).await?;
         let mut c = Imap { c: Conn::new(tls, t.timeout), tagn: 0, exists: 0, idle_tag: None };
@@ -58,7 +63,7 @@ impl Imap {
         if !greeting.starts_with(b"* OK") && !greeting.starts_with(b"* PREAUTH") {
             bail!("IMAP greeting: {}", show(&greeting));
         }
-        c.command(&format!("LOGIN {} {}", quote(login), quote(&t.password)))
+        c.command(&format!("LOGIN {} {}", quote(login), quote(password)))
             .await
             .map_err(|e| e.context(format!("IMAP LOGIN as {login}")))?;
         Ok(c)

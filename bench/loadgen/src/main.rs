@@ -128,6 +128,9 @@ enum Cmd {
         samples: usize,
         #[arg(long, default_value_t = 0.05)]
         interval: f64,
+        /// File of `login password` lines (e.g. from `/new`): connection i logs in with line i.
+        #[arg(long)]
+        credentials: Option<std::path::PathBuf>,
     },
 }
 
@@ -230,6 +233,7 @@ async fn run(cli: Cli) -> Result<()> {
             hibernate_wait,
             samples,
             interval,
+            credentials,
         } => {
             let o = fanout::Opts {
                 connections,
@@ -240,6 +244,7 @@ async fn run(cli: Cli) -> Result<()> {
                 settle,
                 hibernate_wait,
                 latency: latency::Opts { samples, interval, reconnect: false },
+                credentials: credentials.as_deref().map(fanout::read_credentials).transpose()?,
             };
             let (v, p) = fanout::run(&r, &o).await?;
             show_fanout(&v);

@@ -214,25 +214,40 @@ impl Accounts {
                 self.metrics.limit_hit("auth_account");
                 return Err(AuthError::Throttled);
             }
-            let verdict = self
-                .run_hash_job({
+            // ACC-19a: the token form costs one HMAC and is checked in place, whatever the
+            // password; a match means it is the token it was made from (a changed secret.key
+            // must not lock relay-issued accounts out). Anything else takes a hash slot.
+            let verdict = if password::is_issued_form(&acc.password_hash) {
+                password::verify(password, &acc.password_hash)
+            } else {
+                self.run_hash_job({
                     let (pw, stored) = (password.to_string(), acc.password_hash.clone());
                     move || password::verify(&pw, &stored)
                 })
-                .await?;
-            match verdict {
-                password::Verified::Wrong => return Err(AuthError::Invalid),
-                password::Verified::OkNeedsRehash => {
-                    let pw = password.to_string();
-                    if let Ok(Ok(h)) = self.run_hash_job(move || password::hash(&pw)).await {
-                        self.store.set_password_hash(acc.id, h.clone()).await?;
-                        self.cache.insert(key, acc.id, &h);
-                        self.store.touch_login(&acc).await?;
-                        return Ok(Account { password_hash: h, ..acc });
-                    }
-                }
-                password::Verified::Ok => self.cache.insert(key, acc.id, &acc.password_hash),
+                .await?
+            };
+            if verdict == password::Verified::Wrong {
+                return Err(AuthError::Invalid);
             }
+            // Upgrade the stored form: an imported crypt hash always (ACC-20), an argon2id hash
+            // of a password that proves relay-issued to the token form (ACC-19a).
+            let issued = !password::is_issued_form(&acc.password_hash)
+                && credentials::is_relay_issued(&self.secret, addr, password);
+            let new_hash = if issued {
+                Some(password::hash_issued(password))
+            } else if verdict == password::Verified::OkNeedsRehash {
+                let pw = password.to_string();
+                self.run_hash_job(move || password::hash(&pw)).await.ok().and_then(Result::ok)
+            } else {
+                None
+            };
+            if let Some(h) = new_hash {
+                self.store.set_password_hash(acc.id, h.clone()).await?;
+                self.cache.insert(key, acc.id, &h);
+                self.store.touch_login(&acc).await?;
+                return Ok(Account { password_hash: h, ..acc });
+            }
+            self.cache.insert(key, acc.id, &acc.password_hash);
         }
         self.store.touch_login(&acc).await?;
         Ok(acc)
@@ -255,8 +270,14 @@ impl Accounts {
             self.metrics.limit_hit("new_accounts");
             return Err(AuthError::CreationRate);
         }
-        let pw = password.to_string();
-        let hash = self.run_hash_job(move || password::hash(&pw)).await?.map_err(|_| AuthError::Invalid)?;
+        // ACC-19a: a token this relay issued for this address gets the fast form; any other
+        // password is user-chosen and gets argon2id (ACC-19).
+        let hash = if credentials::is_relay_issued(&self.secret, addr, password) {
+            password::hash_issued(password)
+        } else {
+            let pw = password.to_string();
+            self.run_hash_job(move || password::hash(&pw)).await?.map_err(|_| AuthError::Invalid)?
+        };
         match self.store.create_account(addr, hash, tombstone).await? {
             CreateOutcome::Created(acc) => {
                 self.metrics.accounts_created.inc();

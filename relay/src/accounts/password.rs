@@ -1,6 +1,8 @@
-//! Password hashes: argon2id for everything new (ACC-19), `{SHA512-CRYPT}` accepted for imported
-//! accounts and upgraded on first login (ACC-20). Pure and blocking: callers run these on a
-//! blocking thread under the verification semaphore (ACC-21).
+//! Password hashes: argon2id for every user-chosen password (ACC-19), a fast salted HMAC-SHA256
+//! for relay-issued tokens (ACC-19a, `hash_issued`), `{SHA512-CRYPT}` accepted for imported
+//! accounts and upgraded on first login (ACC-20). Pure and blocking: callers run the argon2 and
+//! crypt work on a blocking thread under the verification semaphore (ACC-21); the token form
+//! costs about a microsecond and runs in place.
 
 use std::sync::Mutex;
 
@@ -77,6 +79,44 @@ pub fn hash(password: &str) -> Result<String, HashError> {
     Ok(phc.to_string())
 }
 
+/// PHC-like prefix of the relay-issued token form: `$chatrelay-t1$<salt>$<mac>`, both unpadded
+/// standard base64; mac = HMAC-SHA256(key = 16-byte random salt, message = password).
+pub const ISSUED_PREFIX: &str = "$chatrelay-t1$";
+
+/// The fast stored form of a relay-issued token (ACC-19a). Only for a password that
+/// `credentials::is_relay_issued` proved: its ≥ 107 random bits, not the hash's cost, are what
+/// make a leaked hash useless to a guesser.
+pub fn hash_issued(password: &str) -> String {
+    use base64::Engine as _;
+    let b64 = &base64::engine::general_purpose::STANDARD_NO_PAD;
+    let salt: [u8; 16] = rand::random();
+    format!("{ISSUED_PREFIX}{}${}", b64.encode(salt), b64.encode(issued_mac(&salt, password.as_bytes())))
+}
+
+fn issued_mac(salt: &[u8], password: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(salt).expect("HMAC takes any key length");
+    mac.update(password);
+    mac.finalize().into_bytes().into()
+}
+
+/// Check a password against the token form; false for anything malformed.
+fn verify_issued(password: &[u8], rest: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = &base64::engine::general_purpose::STANDARD_NO_PAD;
+    let Some((salt, mac)) = rest.split_once('$') else { return false };
+    let (Ok(salt), Ok(mac)) = (b64.decode(salt), b64.decode(mac)) else { return false };
+    if salt.len() != 16 || mac.len() != 32 {
+        return false;
+    }
+    super::credentials::ct_eq(&issued_mac(&salt, password), &mac)
+}
+
+/// Whether a stored hash is the fast token form (verified in place, no hash slot needed).
+pub fn is_issued_form(stored: &str) -> bool {
+    stored.starts_with(ISSUED_PREFIX)
+}
+
 /// Result of checking a password against a stored hash.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verified {
@@ -87,6 +127,9 @@ pub enum Verified {
 }
 
 pub fn verify(password: &str, stored: &str) -> Verified {
+    if let Some(rest) = stored.strip_prefix(ISSUED_PREFIX) {
+        return if verify_issued(password.as_bytes(), rest) { Verified::Ok } else { Verified::Wrong };
+    }
     if let Some(crypt) = stored.strip_prefix("{SHA512-CRYPT}") {
         let ok = sha_crypt::ShaCrypt::default().verify_password(password.as_bytes(), crypt).is_ok();
         return if ok { Verified::OkNeedsRehash } else { Verified::Wrong };
@@ -151,6 +194,21 @@ mod tests {
         }
         release_scratch();
         assert_eq!(verify("pw-1", &ours), Verified::Ok);
+    }
+
+    #[test]
+    fn issued_round_trip() {
+        let h = hash_issued("TokenTokenToken123");
+        assert!(is_issued_form(&h), "{h}");
+        assert_eq!(h.len(), ISSUED_PREFIX.len() + 22 + 1 + 43, "{h}");
+        assert_ne!(h, hash_issued("TokenTokenToken123"), "salted");
+        assert_eq!(verify("TokenTokenToken123", &h), Verified::Ok);
+        assert_eq!(verify("TokenTokenToken124", &h), Verified::Wrong);
+        assert_eq!(verify("", &h), Verified::Wrong);
+        for bad in ["$chatrelay-t1$", "$chatrelay-t1$abc", "$chatrelay-t1$!!$!!", "$chatrelay-t1$AAAA$AAAA"] {
+            assert_eq!(verify("x", bad), Verified::Wrong, "{bad}");
+        }
+        assert!(!is_issued_form(&hash("TokenTokenToken123").expect("hash")));
     }
 
     #[test]

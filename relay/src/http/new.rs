@@ -41,7 +41,9 @@ pub(crate) async fn generate(ctx: &Ctx) -> Result<Credentials, StoreError> {
         if ctx.store.is_tombstoned(ctx.accounts.secret().tombstone(&email)).await? {
             continue;
         }
-        return Ok(Credentials { email, password: credentials::password(cfg.password_min_length) });
+        // A relay-issued token (ACC-19a): stored and verified with the fast hash at first login.
+        let password = credentials::password(ctx.accounts.secret(), &email, cfg.password_min_length);
+        return Ok(Credentials { email, password });
     }
     Err(StoreError::Limit("no free address found"))
 }

@@ -186,7 +186,10 @@ impl Conn {
             zin: Vec::new(),
             zpos: 0,
             more: false,
-            deflate: Compress::new(Compression::default(), false),
+            // Level 1: what a chatmail client fetches is ASCII-armored ciphertext, which level 1
+            // packs as well as level 6 (5 MiB message: 0.759 against 0.764 of its size) at a
+            // quarter of the CPU (miniz_oxide here: 133 against 519 ms), issue 30.
+            deflate: Compress::new(Compression::fast(), false),
             zout: Vec::new(),
         });
         let rest = self.rbuf.split_off(self.rpos);

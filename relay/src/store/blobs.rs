@@ -79,15 +79,57 @@ pub(crate) fn path_of(dir: &Path, id: &BlobId) -> PathBuf {
     dir.join(&id.0)
 }
 
-/// Make a new blob file durable: its data, then its directory entry. Its pages then leave the
-/// page cache: a file blob is written once and read about once (the recipient's FETCH), so
-/// keeping it cached only pushes out the database's pages and makes every later write allocate
-/// pages afresh, which costs more than the write itself on small VMs that hand free memory back
-/// to the host (P3', docs/decisions.md). Dropping them is only a hint; errors do not matter.
-fn make_durable(file: &File, dir: &Path) -> std::io::Result<()> {
+/// Make a new blob file durable: its data, then its directory entry. Its pages then stay in the
+/// page cache only while it is among the most recently written blobs (`RecentBlobs`): a file
+/// blob is written once and read about once, by the recipients' FETCH a moment later, so those
+/// reads find it cached, while older blobs leave the cache. Letting every blob stay cached only
+/// pushes out the database's pages and makes every later write allocate pages afresh, which costs
+/// more than the write itself on small VMs that hand free memory back to the host (P3',
+/// docs/decisions.md). Dropping pages is only a hint; errors do not matter.
+fn make_durable(file: &File, path: &Path, size: u64, dir: &Path) -> std::io::Result<()> {
     file.sync_all()?;
-    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+    let old = match RECENT.lock() {
+        Ok(mut r) => r.push(path.to_path_buf(), size),
+        Err(_) => vec![path.to_path_buf()],
+    };
+    for p in old {
+        // Gone already (delivered and expunged, or discarded): its pages went with it.
+        if let Ok(f) = File::open(&p) {
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+        }
+    }
     sync_dir(dir)
+}
+
+/// Bytes of recently written blob files left in the page cache for their recipients' FETCH
+/// (issue 30: a 5 MiB attachment read back from disk cost its receiver 17–80 ms here, from the
+/// cache 1.5 ms). A few large messages' worth: bounded, so the cache keeps recycling its pages.
+const RECENT_BYTES: u64 = 32 * 1024 * 1024;
+/// Files remembered at most (small file blobs are > `INLINE_MAX`).
+const RECENT_FILES: usize = 64;
+
+static RECENT: std::sync::Mutex<RecentBlobs> =
+    std::sync::Mutex::new(RecentBlobs { files: std::collections::VecDeque::new(), bytes: 0 });
+
+/// The most recently written blob files, oldest first, within `RECENT_BYTES` and `RECENT_FILES`.
+struct RecentBlobs {
+    files: std::collections::VecDeque<(PathBuf, u64)>,
+    bytes: u64,
+}
+
+impl RecentBlobs {
+    /// Remember a new file; returns the files that fall out of the window (their pages go).
+    fn push(&mut self, path: PathBuf, size: u64) -> Vec<PathBuf> {
+        self.files.push_back((path, size));
+        self.bytes += size;
+        let mut out = Vec::new();
+        while self.bytes > RECENT_BYTES || self.files.len() > RECENT_FILES {
+            let Some((p, n)) = self.files.pop_front() else { break };
+            self.bytes -= n;
+            out.push(p);
+        }
+        out
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -100,7 +142,8 @@ fn write_file(dir: &Path, parts: &[Bytes]) -> Result<BlobId> {
     let path = path_of(dir, &id);
     let mut f = File::options().write(true).create_new(true).open(&path)?;
     let written = parts.iter().try_for_each(|p| f.write_all(p));
-    if let Err(e) = written.and_then(|()| make_durable(&f, dir)) {
+    let size = parts.iter().map(|p| p.len() as u64).sum();
+    if let Err(e) = written.and_then(|()| make_durable(&f, &path, size, dir)) {
         let _ = std::fs::remove_file(&path);
         return Err(StoreError::Io(e));
     }
@@ -178,7 +221,7 @@ impl BlobWriter {
                 None => File::options().write(true).create_new(true).open(path_of(&dir, &id))?,
             };
             f.write_all(&buf)?;
-            make_durable(&f, &dir)?;
+            make_durable(&f, &path_of(&dir, &id), size, &dir)?;
             Ok(())
         })
         .await
@@ -269,5 +312,30 @@ impl super::Store {
                 .await;
         }
         Ok(tokio::fs::read(self.blob_path(id)).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The window keeps the newest files within its byte and file budgets and gives back the
+    /// oldest first.
+    #[test]
+    fn recent_window_drops_the_oldest() {
+        let mut r = RecentBlobs { files: Default::default(), bytes: 0 };
+        let mib = 1024 * 1024;
+        assert!(r.push("a".into(), 20 * mib).is_empty());
+        assert!(r.push("b".into(), 10 * mib).is_empty());
+        assert_eq!(r.push("c".into(), 5 * mib), vec![PathBuf::from("a")]);
+        assert_eq!(r.bytes, 15 * mib);
+        // One file larger than the window is dropped at once, with everything before it.
+        assert_eq!(r.push("d".into(), 40 * mib), vec![PathBuf::from("b"), "c".into(), "d".into()]);
+        assert_eq!((r.files.len(), r.bytes), (0, 0));
+        let mut dropped = 0;
+        for i in 0..RECENT_FILES + 10 {
+            dropped += r.push(format!("f{i}").into(), 200 * 1024).len();
+        }
+        assert_eq!((dropped, r.files.len()), (10, RECENT_FILES));
     }
 }

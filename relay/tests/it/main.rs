@@ -8,6 +8,7 @@ mod seeding;
 mod access_alpn;
 mod access_invites;
 mod access_websocket;
+mod accounts_issued;
 mod foundation;
 mod http_alpn;
 mod http_delete;
