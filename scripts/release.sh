@@ -5,8 +5,11 @@
 # TARGETs default to x86_64-unknown-linux-musl and aarch64-unknown-linux-musl. A target whose Rust
 # standard library or C cross compiler is missing is skipped with a message (rustup target add
 # TARGET; apt-get install musl-tools for x86_64; an aarch64 musl C compiler for aarch64), so the
-# script does what the toolchain allows and says what it left out. Output in DIR (default dist/):
-#   chatrelay-VERSION-ARCH-linux-musl, .sha256 beside each, chatrelay_VERSION_ARCH.deb, SHA256SUMS
+# script does what the toolchain allows and says what it left out. A skipped default musl target
+# falls back to the glibc one (dynamic; for aarch64 `gcc-aarch64-linux-gnu` from Debian), whose
+# minimum glibc is printed and written beside it. Output in DIR (default dist/):
+#   chatrelay-VERSION-ARCH-linux-LIBC, .sha256 beside each, chatrelay_VERSION-1_DEBARCH.deb,
+#   SHA256SUMS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +24,8 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+fallback=0
+[ ${#targets[@]} -gt 0 ] || { targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl); fallback=1; }
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatrelay-target}"
@@ -40,15 +44,21 @@ c_compiler() {
     return 0
 }
 
-for t in "${targets[@]}"; do
+i=0
+while [ $i -lt ${#targets[@]} ]; do
+    t="${targets[$i]}"
+    i=$((i + 1))
     arch="${t%%-*}"
-    if ! rustup target list --installed 2>/dev/null | grep -qx "$t"; then
-        skipped+=("$t (Rust target not installed: rustup target add $t)")
-        continue
-    fi
+    why=""
     cc="$(c_compiler "$t")"
-    if [ -z "$cc" ]; then
-        skipped+=("$t (no C compiler for it)")
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$t"; then
+        why="Rust target not installed: rustup target add $t"
+    elif [ -z "$cc" ]; then
+        why="no C compiler for it"
+    fi
+    if [ -n "$why" ]; then
+        skipped+=("$t ($why)")
+        [ "$fallback" = 1 ] && [ "${t##*-}" = musl ] && targets+=("${t%-musl}-gnu")
         continue
     fi
     tu="$(echo "$t" | tr 'a-z-' 'A-Z_')"
@@ -61,21 +71,27 @@ for t in "${targets[@]}"; do
     name="chatrelay-$version-$arch-linux-$libc"
     cp "$bin" "$out/$name"
     # Line tables stay in the build dir; the artifact carries symbols only (smaller download).
-    strip --strip-debug "$out/$name" 2>/dev/null || true
+    stripper=strip
+    command -v "$arch-linux-gnu-strip" >/dev/null && stripper="$arch-linux-gnu-strip"
+    "$stripper" --strip-debug "$out/$name" 2>/dev/null || true
     # A musl artifact must have no ELF interpreter: it runs on any Linux of the same architecture.
     if [ "$libc" = musl ] && readelf -l "$out/$name" | grep -q 'Requesting program interpreter'; then
         echo "release.sh: $out/$name is not static" >&2
         exit 1
     fi
+    if [ "$libc" = gnu ]; then
+        glibc="$(readelf -W --dyn-syms "$out/$name" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)"
+        echo "$name needs glibc $glibc or newer" | tee "$out/$name.glibc"
+    fi
     (cd "$out" && sha256sum "$name" >"$name.sha256")
     built+=("$out/$name")
-    if [ "$deb" = 1 ] && [ "$arch" = x86_64 ]; then
+    if [ "$deb" = 1 ] && { [ "$arch" = x86_64 ] || [ "$libc" = musl ]; }; then
         scripts/build-deb.sh "$out/$name" "$out"
     fi
 done
 
 (cd "$out" && rm -f SHA256SUMS && for f in chatrelay-* chatrelay_*.deb; do
-    [ -f "$f" ] && case "$f" in *.sha256) ;; *) sha256sum "$f" >>SHA256SUMS ;; esac
+    [ -f "$f" ] && case "$f" in *.sha256 | *.glibc) ;; *) sha256sum "$f" >>SHA256SUMS ;; esac
 done) || true
 for b in "${built[@]}"; do echo "built: $b"; done
 for s in "${skipped[@]}"; do echo "skipped: $s"; done
