@@ -182,6 +182,8 @@ if [ "$1" = configure ] || [ "$1" = abort-upgrade ] || [ "$1" = abort-deconfigur
     fi
     if [ -d /run/systemd/system ]; then
         systemctl --system daemon-reload >/dev/null || true
+        # The journald drop-in (PRIV-10) takes effect when journald starts again.
+        [ -n "$2" ] || systemctl try-restart systemd-journald.service >/dev/null 2>&1 || true
         if [ -n "$2" ] && command -v deb-systemd-invoke >/dev/null; then
             deb-systemd-invoke try-restart chatrelay.service >/dev/null || true
         fi

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what tests/packaging needs from Debian's packages: debootstrap (the throwaway Debian
-# root), lintian, fakeroot, and podman for the container build where it works. Idempotent and
+# root), lintian, and podman for the container build where it works. Idempotent and
 # quick when everything is there. Exits non-zero only if apt itself cannot be used; the suite then
 # skips the parts whose tools are missing, saying so.
 set -uo pipefail
 need=()
-for pair in debootstrap:debootstrap lintian:lintian fakeroot:fakeroot podman:podman readelf:binutils curl:curl; do
+for pair in debootstrap:debootstrap lintian:lintian podman:podman readelf:binutils curl:curl; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
