@@ -64,8 +64,11 @@ while [ $i -lt ${#targets[@]} ]; do
     tu="$(echo "$t" | tr 'a-z-' 'A-Z_')"
     tl="$(echo "$t" | tr '-' '_')"
     echo "== building $t with $cc"
-    env "CC_$tl=$cc" "CARGO_TARGET_${tu}_LINKER=$cc" \
-        cargo build --release --locked -p relay --bin chatrelay --target "$t"
+    # The C compiler for the C parts; the linker only for a glibc cross build (musl-gcc as the
+    # linker would make a dynamic musl binary; rustc links musl targets statically by itself).
+    linker=()
+    case "$t" in *-gnu) [ "$arch" = "$(uname -m)" ] || linker=("CARGO_TARGET_${tu}_LINKER=$cc") ;; esac
+    env "CC_$tl=$cc" "${linker[@]}" cargo build --release --locked -p relay --bin chatrelay --target "$t"
     bin="$CARGO_TARGET_DIR/$t/release/chatrelay"
     libc="${t##*-}"
     name="chatrelay-$version-$arch-linux-$libc"
