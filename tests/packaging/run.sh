@@ -8,7 +8,6 @@
 # cannot be had. Tools: scripts/packaging-tools.sh; the Debian root: scripts/debian-root.sh (cached).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-repo="$PWD"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatrelay-target}"
 passed=0 failed=0 skipped=0
 ok() { echo "ok: $*"; passed=$((passed + 1)); }
