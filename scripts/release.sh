@@ -86,6 +86,15 @@ while [ $i -lt ${#targets[@]} ]; do
         glibc="$(readelf -W --dyn-syms "$out/$name" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)"
         echo "$name needs glibc $glibc or newer" | tee "$out/$name.glibc"
     fi
+    # Smoke test: the artifact starts (a foreign architecture under qemu-user where installed).
+    run=("$out/$name")
+    if [ "$arch" != "$(uname -m)" ]; then
+        run=()
+        command -v "qemu-$arch" >/dev/null && run=("qemu-$arch" -L "/usr/$arch-linux-gnu" "$out/$name")
+    fi
+    if [ ${#run[@]} -gt 0 ]; then
+        "${run[@]}" --version || { echo "release.sh: $out/$name does not start" >&2; exit 1; }
+    fi
     (cd "$out" && sha256sum "$name" >"$name.sha256")
     built+=("$out/$name")
     if [ "$deb" = 1 ] && { [ "$arch" = x86_64 ] || [ "$libc" = musl ]; }; then
