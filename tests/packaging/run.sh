@@ -166,7 +166,7 @@ if [ "$is_root" = 1 ] && command -v podman >/dev/null &&
     podman build -q --format docker -f deploy/Containerfile -t localhost/chatrelay-test:latest "$ctx" >"$work/podman.log" 2>&1; then
     # The image is built by an OCI tool; its own filesystem is what the relay starts from below
     # (running it with podman fails in sandboxes without rlimit rights, chroot works there too).
-    cid="$(podman create localhost/chatrelay-test:latest)"
+    cid="$(podman create --no-healthcheck localhost/chatrelay-test:latest)"
     mkdir -p "$work/image"
     podman export "$cid" | tar -xf - -C "$work/image"
     podman rm -f "$cid" >/dev/null
