@@ -68,3 +68,24 @@ async fn metrics_count_a_delivery() {
         "{after}"
     );
 }
+
+/// `chatrelay healthcheck`, the container image's HEALTHCHECK (issue 29): exit 0 while the relay
+/// answers `/healthz` 200, on the metrics listener and, when there is none, over HTTPS (its
+/// self-signed certificate is not checked); exit 1 once the relay is stopped.
+#[test]
+fn healthcheck_command_follows_the_relay() {
+    let mut relay = Relay::start("");
+    let (code, out, err) = relay.cli(&["healthcheck"]);
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    let https_only = Command::new(BIN)
+        .args(["healthcheck", "--config"])
+        .arg(&relay.config_path)
+        .env("CHATRELAY_LISTEN__METRICS", "[]")
+        .output()
+        .expect("run chatrelay");
+    assert!(https_only.status.success(), "{}", String::from_utf8_lossy(&https_only.stderr));
+    relay.stop();
+    let (code, _, err) = relay.cli(&["healthcheck"]);
+    assert_eq!(code, 1, "fails with the relay stopped: {err}");
+    assert!(err.contains("healthcheck:"), "{err}");
+}
