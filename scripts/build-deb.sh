@@ -38,7 +38,6 @@ install -m 0644 docs/operator-guide.md "$stage/usr/share/doc/chatrelay/operator-
 cat >"$stage/usr/share/doc/chatrelay/copyright" <<'COPY'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: chatrelay
-Source: https://github.com/chatrelay/chatrelay
 
 Files: *
 Copyright: 2026 The chatrelay developers
@@ -127,7 +126,6 @@ Installed-Size: $size
 Depends: $depends
 Section: mail
 Priority: optional
-Homepage: https://github.com/chatrelay/chatrelay
 Description: chatmail relay for Delta Chat in one binary
  chatrelay is an SMTP, IMAP and HTTPS server for chatmail: accounts are
  created on first login, only end-to-end encrypted messages are accepted,
