@@ -47,14 +47,13 @@ chown -R "$owner" "$root$data"
 
 # PRIV-10: logs in RAM only, kept at most 3 days.
 install -d -m 0755 "$root/etc/systemd/journald.conf.d"
-cat > "$root/etc/systemd/journald.conf.d/chatrelay.conf" <<'CONF'
-[Journal]
-Storage=volatile
-MaxRetentionSec=3d
-CONF
+install -m 0644 "$here/journald-chatrelay.conf" "$root/etc/systemd/journald.conf.d/chatrelay.conf"
 
 install -d -m 0755 "$root/etc/systemd/system"
-install -m 0644 "$here/chatrelay.service" "$root/etc/systemd/system/chatrelay.service"
+# The one unit in the tree names the packaged path /usr/bin; this install lives in /usr/local.
+sed 's|^ExecStart=/usr/bin/chatrelay |ExecStart=/usr/local/bin/chatrelay |' "$here/chatrelay.service" \
+    >"$root/etc/systemd/system/chatrelay.service"
+chmod 0644 "$root/etc/systemd/system/chatrelay.service"
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then
     systemctl restart systemd-journald || true
     systemctl daemon-reload

@@ -6,6 +6,7 @@ mod chatmail_ini;
 mod dns;
 mod expire;
 pub mod import;
+mod health;
 mod init;
 mod invites;
 mod malloc;
@@ -21,8 +22,11 @@ use crate::config::{self, Config};
 
 pub const DEFAULT_CONFIG: &str = "/etc/chatrelay/chatrelay.toml";
 
+/// `chatrelay --version`: the package version and the git revision it was built from (build.rs).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RELAY_GIT_REV"), ")");
+
 #[derive(Parser, Debug)]
-#[command(name = "chatrelay", version, about = "A chatmail relay in one binary")]
+#[command(name = "chatrelay", version = VERSION, about = "A chatmail relay in one binary")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -80,6 +84,11 @@ pub enum Command {
         config: PathBuf,
         #[command(subcommand)]
         cmd: invites::InvitesCmd,
+    },
+    /// GET /healthz from the running relay (metrics listener, else HTTPS); exit 0 on 200.
+    Healthcheck {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
     /// Inspect and steer the outbound queue (OPS-20).
     Queue {
@@ -219,6 +228,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             true => Ok(()),
             false => Err(Failure::Runtime("some required DNS records are missing or wrong (see above)".into())),
         },
+        Command::Healthcheck { config } => health::run(&load_config(&config)?),
         Command::CheckConfig { config } => {
             let cfg = load_config(&config)?;
             let text = toml::to_string_pretty(&cfg).map_err(Failure::runtime)?;

@@ -5,7 +5,8 @@ use std::process::Command;
 use crate::harness::*;
 
 /// `systemd-analyze verify` accepts the unit (where systemd is installed). The binary path is
-/// pointed at the freshly built one, since /usr/local/bin/chatrelay does not exist here.
+/// pointed at the freshly built one, since /usr/bin/chatrelay does not exist here. The tree holds
+/// exactly one unit file (issue 29), used by deploy/install.sh and the Debian package alike.
 #[test]
 fn systemd_unit_verifies() {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
@@ -14,12 +15,9 @@ fn systemd_unit_verifies() {
     };
     assert!(out.status.success());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("root").to_path_buf();
-    let unit = std::fs::read_to_string(root.join("systemd/chatrelay.service")).expect("unit");
-    assert_eq!(
-        unit,
-        std::fs::read_to_string(root.join("deploy/chatrelay.service")).expect("deploy copy"),
-        "deploy/ ships the same unit"
-    );
+    let unit = std::fs::read_to_string(root.join("deploy/chatrelay.service")).expect("unit");
+    assert!(!root.join("systemd").exists(), "a second copy of the unit is back in systemd/");
+    assert!(unit.contains("ExecStart=/usr/bin/chatrelay serve"), "the packaged path");
     for needed in [
         "User=chatrelay",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
@@ -35,7 +33,7 @@ fn systemd_unit_verifies() {
     }
     let tmp = tempfile::tempdir().expect("tmp");
     let path = tmp.path().join("chatrelay.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/chatrelay", BIN)).expect("write");
+    std::fs::write(&path, unit.replace("/usr/bin/chatrelay", BIN)).expect("write");
     let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("run");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
@@ -69,4 +67,25 @@ async fn metrics_count_a_delivery() {
         after.contains("chatrelay_delivery_latency_seconds") || after.contains("chatrelay_imap_connections"),
         "{after}"
     );
+}
+
+/// `chatrelay healthcheck`, the container image's HEALTHCHECK (issue 29): exit 0 while the relay
+/// answers `/healthz` 200, on the metrics listener and, when there is none, over HTTPS (its
+/// self-signed certificate is not checked); exit 1 once the relay is stopped.
+#[test]
+fn healthcheck_command_follows_the_relay() {
+    let mut relay = Relay::start("");
+    let (code, out, err) = relay.cli(&["healthcheck"]);
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+    let https_only = Command::new(BIN)
+        .args(["healthcheck", "--config"])
+        .arg(&relay.config_path)
+        .env("CHATRELAY_LISTEN__METRICS", "[]")
+        .output()
+        .expect("run chatrelay");
+    assert!(https_only.status.success(), "{}", String::from_utf8_lossy(&https_only.stderr));
+    relay.stop();
+    let (code, _, err) = relay.cli(&["healthcheck"]);
+    assert_eq!(code, 1, "fails with the relay stopped: {err}");
+    assert!(err.contains("healthcheck:"), "{err}");
 }

@@ -46,7 +46,9 @@ fn install_sh_installs_and_is_idempotent() {
     let data = root.join("var/lib/chatrelay");
     assert_eq!(std::fs::metadata(&data).expect("data").permissions().mode() & 0o777, 0o700);
     assert!(data.join("dkim.pem").exists() && data.join("secret.key").exists());
-    assert!(root.join("etc/systemd/system/chatrelay.service").exists());
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/chatrelay.service")).expect("unit");
+    assert!(unit.contains("ExecStart=/usr/local/bin/chatrelay serve --config"), "unit runs the installed binary");
+    assert!(unit.contains("ProtectSystem=strict"), "the hardened unit");
     let journald = std::fs::read_to_string(root.join("etc/systemd/journald.conf.d/chatrelay.conf")).expect("journald");
     assert!(journald.contains("Storage=volatile") && journald.contains("MaxRetentionSec=3d"));
     assert!(log.contains("_domainkey"), "prints the DNS records: {log}");
