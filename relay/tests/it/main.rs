@@ -55,6 +55,8 @@ mod federation_dkim;
 mod federation_limits;
 mod federation_privacy;
 mod limits_bounded;
+mod realtime_iroh;
+mod realtime_turn;
 mod robust_abuse;
 mod robust_common;
 mod robust_crash;
