@@ -504,7 +504,11 @@ async fn listen(ctx: Ctx, sh: Arc<Shared>, idx: usize) {
             _ = ctx.shutdown.cancelled() => break,
             r = sock.recv_from(&mut buf) => match r {
                 Ok(x) => x,
-                Err(_) => continue,
+                Err(_) => {
+                    // Never spin on a socket error (e.g. a transient ENOBUFS).
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             },
         };
         let d = &buf[..n];
@@ -530,7 +534,10 @@ async fn listen(ctx: Ctx, sh: Arc<Shared>, idx: usize) {
 async fn relay_loop(sh: Arc<Shared>, k: Key, relay: Arc<UdpSocket>) {
     let mut buf = vec![0u8; 65_536];
     loop {
-        let Ok((n, peer)) = relay.recv_from(&mut buf).await else { continue };
+        let Ok((n, peer)) = relay.recv_from(&mut buf).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         let data = &buf[..n];
         let out = {
             let st = sh.state();
