@@ -232,12 +232,14 @@ async fn turn_relays_for_coturn_uclient() {
     let v = turn_metadata(&relay).await.expect("turn entry");
     let (_, _, user, pass) = parse_turn(&v);
     let peer_port = free_udp_port();
-    let mut peer = Command::new("turnutils_peer")
-        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnutils_peer");
+    let _peer = KillOnDrop(
+        Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnutils_peer"),
+    );
     std::thread::sleep(Duration::from_millis(300));
     for send_method in [false, true] {
         let mut args = vec!["-p".to_string(), port.to_string(), "-u".into(), user.clone(), "-w".into(), pass.clone()];
@@ -255,8 +257,6 @@ async fn turn_relays_for_coturn_uclient() {
         assert!(out.contains("Total lost packets 0 (0.000000%)"), "send={send_method}:\n{out}");
         assert!(!out.contains("error"), "send={send_method}:\n{out}");
     }
-    let _ = peer.kill();
-    let _ = peer.wait();
     // Wrong password: the same client fails to allocate.
     let args = [
         "-p",
@@ -276,6 +276,16 @@ async fn turn_relays_for_coturn_uclient() {
     ];
     let out = run_bounded(Command::new("turnutils_uclient").args(args), Duration::from_secs(30));
     assert!(out.contains("Cannot complete Allocation") && !out.contains("tot_recv_msgs=2"), "{out}");
+}
+
+/// The echo peer dies with the test, also when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Run `cmd` with a deadline; stdout and stderr together.
