@@ -147,6 +147,9 @@ pub async fn run(ctx: Ctx) -> Result<(), ServeError> {
         ctx.tasks.spawn(accept_loop(ctx2, service, listener, limiter, ids));
     }
     spawn_background(&ctx);
+    // Embedded realtime services (issue 28): TURN binds its UDP port like a listener.
+    crate::turn::start(&ctx).await?;
+    crate::iroh::start(&ctx).await.map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     tracing::info!(
         domain = %cfg.mail_domain,
         listeners = listeners_of(&cfg).len(),

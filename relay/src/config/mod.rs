@@ -6,6 +6,7 @@
 //! in the `ConfigHandle`.
 
 mod load;
+pub mod realtime;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -57,6 +58,10 @@ pub struct Config {
     pub server_metadata: ServerMetadata,
     pub privacy: Privacy,
     pub limits: Limits,
+    /// Embedded TURN server (issue 28).
+    pub turn: realtime::Turn,
+    /// Embedded iroh relay (issue 28).
+    pub iroh_relay: realtime::IrohRelay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +264,8 @@ impl Default for Config {
             server_metadata: ServerMetadata::default(),
             privacy: Privacy::default(),
             limits: Limits::default(),
+            turn: realtime::Turn::default(),
+            iroh_relay: realtime::IrohRelay::default(),
         }
     }
 }
@@ -394,6 +401,7 @@ impl Config {
         if l.new_accounts_burst == 0 || l.new_accounts_per_second.is_nan() || l.new_accounts_per_second < 0.0 {
             errs.push("limits.new_accounts_burst must be at least 1 and new_accounts_per_second not negative".into());
         }
+        self.turn.validate(&mut errs);
         errs
     }
 }

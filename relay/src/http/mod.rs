@@ -81,7 +81,7 @@ where
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEADER_BYTES);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-    // With upgrades, so `/imap` and `/smtp` can take the connection over as a WebSocket.
+    // With upgrades, so `/imap`, `/smtp` (WebSocket) and `/relay` (iroh) can take the connection over.
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(connection);
     let first = tokio::time::sleep(HEADER_TIMEOUT);

@@ -59,7 +59,12 @@ pub(crate) fn https(ctx: Ctx) -> Router {
         .route("/mxdeliv", post(mxdeliv::handler))
         .layer(DefaultBodyLimit::max(max_message))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, MXDELIV_TIMEOUT));
-    pages.merge(mxdeliv).layer(map_response(security_headers)).with_state(ctx)
+    // Issue 28: the embedded iroh relay's paths, proxied like the reference's nginx does.
+    let iroh = crate::iroh::PATHS
+        .iter()
+        .fold(Router::new(), |r, p| r.route(p, get(crate::iroh::proxy)))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+    pages.merge(mxdeliv).merge(iroh).layer(map_response(security_headers)).with_state(ctx)
 }
 
 /// Port 80: ACME HTTP-01 answers, everything else to HTTPS on `mail_domain` (HTTP-1).

@@ -118,6 +118,16 @@ fn server_value(cfg: &Config, entry: &str) -> Option<String> {
     }
 }
 
+/// The embedded TURN server and iroh relay (issue 28), when no external value is configured:
+/// TURN credentials are fresh per request.
+fn embedded_value(ctx: &crate::context::Ctx, cfg: &Config, entry: &str) -> Option<String> {
+    match entry {
+        "/shared/vendor/deltachat/turn" => crate::turn::metadata_value(ctx, cfg),
+        "/shared/vendor/deltachat/irohrelay" => crate::iroh::metadata_value(cfg),
+        _ => None,
+    }
+}
+
 pub async fn get(s: &mut Session, options: &[GetMetadataOption], m: &Mailbox<'_>, entries: &[Entry<'_>]) -> Reply {
     let Some(server) = target(m) else { return Reply::Done(r::GETMETADATA_OK.into()) };
     let Some(acc) = s.account.as_ref().map(|a| a.id) else { return Reply::Done(r::BAD_STATE_AUTH.into()) };
@@ -135,7 +145,7 @@ pub async fn get(s: &mut Session, options: &[GetMetadataOption], m: &Mailbox<'_>
                 _ => None,
             }
         } else if server {
-            server_value(&cfg, &name)
+            server_value(&cfg, &name).or_else(|| embedded_value(&s.ctx, &cfg, &name))
         } else {
             None
         };

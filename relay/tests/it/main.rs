@@ -64,6 +64,8 @@ mod federation_privacy;
 mod import_chatmail;
 mod iponly_relays;
 mod limits_bounded;
+mod realtime_iroh;
+mod realtime_turn;
 mod robust_abuse;
 mod robust_common;
 mod robust_crash;

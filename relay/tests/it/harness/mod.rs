@@ -305,6 +305,10 @@ pub fn with_open_gates(extra: &str) -> String {
         // Tests create many accounts by first login from one loopback address (issue 26 shares
         // the `/new` bucket with them); tests of that limit set it themselves.
         ("new_accounts_burst", "limits.new_accounts_burst = 100000\n"),
+        // Issue 28: the embedded TURN server (UDP 3478) and iroh relay are on by default; test
+        // relays run without them unless the test configures them.
+        ("turn.", "turn.listen = []\n"),
+        ("iroh_relay.enabled", "iroh_relay.enabled = false\n"),
     ] {
         if !extra.contains(key) {
             gates.push_str(line);
