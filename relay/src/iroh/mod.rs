@@ -28,6 +28,7 @@ pub const PATHS: [&str; 3] = ["/relay", "/ping", "/generate_204"];
 /// The loopback address of the running iroh relay; unset while none runs.
 static INTERNAL: OnceLock<SocketAddr> = OnceLock::new();
 /// The server handle: dropping it would stop the relay, so it lives for the process.
+#[cfg(feature = "iroh")]
 static SERVER: OnceLock<tokio::sync::Mutex<Option<iroh_relay::server::Server>>> = OnceLock::new();
 
 /// Longest response head or body accepted from the internal relay on a non-upgrade request.
@@ -45,6 +46,7 @@ pub fn metadata_value(cfg: &Config) -> Option<String> {
 }
 
 /// Start the embedded relay when `iroh_relay.enabled` and an HTTPS listener exists.
+#[cfg(feature = "iroh")]
 pub async fn start(ctx: &Ctx) -> Result<(), IrohError> {
     let cfg = ctx.config.get();
     if !cfg.iroh_relay.enabled || cfg.listen.https.is_empty() {
@@ -68,6 +70,18 @@ pub async fn start(ctx: &Ctx) -> Result<(), IrohError> {
     Ok(())
 }
 
+/// A build without the `iroh` feature (the fuzz targets, a slimmer binary) serves no relay:
+/// nothing is advertised and the paths answer 404.
+#[cfg(not(feature = "iroh"))]
+pub async fn start(ctx: &Ctx) -> Result<(), IrohError> {
+    let cfg = ctx.config.get();
+    if cfg.iroh_relay.enabled && !cfg.listen.https.is_empty() {
+        tracing::warn!("iroh_relay.enabled, but this chatrelay was built without the iroh feature");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "iroh")]
 async fn stop_on_shutdown(ctx: Ctx) {
     ctx.shutdown.cancelled().await;
     if let Some(m) = SERVER.get()
