@@ -2,7 +2,7 @@
 # A throwaway PostgreSQL cluster for the scale-out tests (issue 27).
 #   scripts/pg-cluster.sh start DIR   install Debian's postgresql if missing, initdb DIR as an
 #                                     unprivileged user, start it on a free loopback port, create
-#                                     database "chatrelay"; prints `CHATRELAY_TEST_PG_URL=...`
+#                                     database "chatrelay"; prints `RELAYTEST_PG_URL=...`
 #   scripts/pg-cluster.sh stop DIR    stop it (pg_ctl stop -m immediate) and remove DIR
 # Idempotent and quick when PostgreSQL is installed. Listens on 127.0.0.1 only; trust auth.
 set -euo pipefail
@@ -56,7 +56,7 @@ start)
         || { cat "$dir/server.log" >&2; exit 1; }
     echo "$port" > "$dir/port"
     "$bin/psql" -h 127.0.0.1 -p "$port" -U chatrelay -d postgres -qtAc "CREATE DATABASE chatrelay" >/dev/null
-    echo "CHATRELAY_TEST_PG_URL=postgres://chatrelay@127.0.0.1:$port/chatrelay"
+    echo "RELAYTEST_PG_URL=postgres://chatrelay@127.0.0.1:$port/chatrelay"
     ;;
 stop)
     bin="$(pg_bin)" || exit 0

@@ -2,7 +2,7 @@
 # An S3-compatible server for the scale-out tests (issue 27): moto's server from PyPI, in a venv
 # under ~/.cache (created once, reused after).
 #   scripts/s3-server.sh start DIR   start it on a free loopback port; prints
-#                                    `CHATRELAY_TEST_S3_ENDPOINT=http://127.0.0.1:PORT`
+#                                    `RELAYTEST_S3_ENDPOINT=http://127.0.0.1:PORT`
 #   scripts/s3-server.sh stop DIR    stop it and remove DIR
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -28,7 +28,7 @@ start)
     echo $! > "$dir/pid"
     for _ in $(seq 1 100); do
         if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
-            echo "CHATRELAY_TEST_S3_ENDPOINT=http://127.0.0.1:$port"
+            echo "RELAYTEST_S3_ENDPOINT=http://127.0.0.1:$port"
             exit 0
         fi
         sleep 0.1

@@ -71,7 +71,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(30);
 pub fn build_context(cfg: Config) -> Result<(Ctx, std::fs::File), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let lock = lock_data_dir(&cfg)?;
-    let store = Store::open(&cfg.data_dir)?;
+    let store = Store::open_config(&cfg)?;
     let secret = Secret::load_or_create(&cfg.data_dir)?;
     let tls = Tls::new(&cfg)?;
     let metrics = Metrics::new();

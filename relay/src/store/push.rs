@@ -147,6 +147,9 @@ impl Store {
     /// beyond `MAX_TOKENS` (IMAP-36), with their pending jobs.
     pub async fn add_push_token(&self, account: AccountId, token: String) -> Result<()> {
         let now = super::now_secs();
+        if let Some(pg) = self.pg() {
+            return pg.add_push_token(account, token, MAX_TOKENS).await;
+        }
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO push_tokens(account_id, token, set_at) VALUES(?1, ?2, ?3)
@@ -172,6 +175,9 @@ impl Store {
 
     /// SETMETADATA ... NIL: remove every token of the account and their pending jobs.
     pub async fn clear_push_tokens(&self, account: AccountId) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.clear_push_tokens(account).await;
+        }
         self.write(move |tx| {
             tx.execute("DELETE FROM push_tokens WHERE account_id = ?1", [account])?;
             tx.execute("DELETE FROM push_jobs WHERE account_id = ?1", [account])?;
@@ -183,6 +189,9 @@ impl Store {
     /// The valid tokens of an account, oldest first (IMAP-37: not expired, not > 60 s ahead).
     pub async fn push_tokens(&self, account: AccountId) -> Result<Vec<String>> {
         let now = super::now_secs();
+        if let Some(pg) = self.pg() {
+            return pg.push_tokens(account, now - TOKEN_LIFETIME_SECS, now).await;
+        }
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT token FROM push_tokens WHERE account_id = ?1 AND set_at > ?2 AND set_at <= ?3 ORDER BY set_at, rowid",

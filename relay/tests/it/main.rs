@@ -60,5 +60,6 @@ mod robust_common;
 mod robust_crash;
 mod robust_logs;
 mod robust_relay;
+mod scaleout_pg;
 mod store_blobs;
 mod store_deliver;

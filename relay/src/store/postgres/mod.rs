@@ -1,0 +1,827 @@
+//! The PostgreSQL backend (issue 27): the same calls as the SQLite store, for several nodes
+//! sharing one database. Every write is one transaction; `Ok` comes only after its COMMIT
+//! returned (PostgreSQL's commit is durable with `synchronous_commit = on`, the default).
+//! Message bodies are rows of `blob_data` written in the delivering transaction (as SQLite's small
+//! ones are), whatever their size, until the object-store backend takes the large ones.
+//!
+//! Cross-node events: a transaction that changes a mailbox also calls `pg_notify` with the
+//! account and its modseq; PostgreSQL delivers notifications only at commit, so a node hears of a
+//! change exactly when it is visible. Each node publishes its own events locally right after the
+//! commit (as the SQLite store does) and ignores its own notifications; `listen.rs` turns the
+//! other nodes' notifications into the same local events, and after each (re)connect of the
+//! LISTEN connection tells every subscribed account to catch up from its modseq cursor, so a
+//! notification lost while disconnected only delays a wake-up.
+
+mod listen;
+pub(crate) mod schema;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use super::accounts::{Account, AccountId, CreateOutcome};
+use super::blobs::{BlobId, NewBlob};
+use super::deliver::{Delivery, DeliveryReceipt};
+use super::events::{Events, MailboxEvent, MessageStored, StoreEvent};
+use super::mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
+use super::mailbox_ops::{FlagOp, MAX_KEYWORDS, MAX_MAILBOXES};
+use super::{Result, StoreError, now_millis, now_secs, today};
+
+/// The NOTIFY channel every node listens on.
+pub(crate) const CHANNEL: &str = "chatrelay";
+const DEFAULT_POOL: usize = 16;
+
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+pub(crate) struct Pg {
+    pool: Pool,
+    /// Random per process: tells this node's notifications from the others'.
+    node: u64,
+    events: Events,
+    blob_dir: PathBuf,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // SQLSTATE class 08 (connection) and a closed client: the database is unreachable, not
+        // wrong; callers answer 451 / NO either way.
+        StoreError::Busy(format!("postgres: {e}"))
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Busy(format!("postgres pool: {e}"))
+}
+
+const ACC_COLS: &str = "id, address, password_hash, created_day, last_login_day, blocked, cleartext, usage_bytes";
+const MBOX_COLS: &str = "id, account_id, name, uidvalidity, uidnext, highestmodseq, subscribed";
+const MSG_COLS: &str = "uid, blob, size, internal_date, flags, keywords, modseq";
+
+fn account_of(r: &Row) -> Account {
+    Account {
+        id: r.get(0),
+        address: r.get(1),
+        password_hash: r.get(2),
+        created_day: r.get(3),
+        last_login_day: r.get(4),
+        blocked: r.get::<_, i64>(5) != 0,
+        cleartext: r.get::<_, i64>(6) != 0,
+        usage_bytes: r.get::<_, i64>(7).max(0) as u64,
+    }
+}
+
+fn mailbox_of(r: &Row) -> MailboxInfo {
+    MailboxInfo {
+        id: r.get(0),
+        account: r.get(1),
+        name: r.get(2),
+        uidvalidity: r.get::<_, i64>(3) as u32,
+        uidnext: r.get::<_, i64>(4) as u32,
+        highestmodseq: r.get(5),
+        subscribed: r.get::<_, i64>(6) != 0,
+    }
+}
+
+fn message_of(r: &Row) -> MessageMeta {
+    MessageMeta {
+        uid: r.get::<_, i64>(0) as u32,
+        blob: BlobId(r.get(1)),
+        size: r.get::<_, i64>(2).max(0) as u64,
+        internal_date: r.get(3),
+        flags: Flags(r.get::<_, i64>(4) as u32),
+        keywords: r.get(5),
+        modseq: r.get(6),
+    }
+}
+
+/// A notification payload: `node account kind [mailbox uid modseq]`.
+fn payload(node: u64, account: AccountId, ev: &MailboxEvent) -> String {
+    match ev {
+        MailboxEvent::Appended { mailbox, uid, modseq } => format!("{node:x} {account} A {mailbox} {uid} {modseq}"),
+        MailboxEvent::Changed { mailbox } => format!("{node:x} {account} C {mailbox}"),
+        MailboxEvent::MailboxesChanged => format!("{node:x} {account} M"),
+        MailboxEvent::AccountGone => format!("{node:x} {account} G"),
+    }
+}
+
+/// Parse a payload; `None` for one of this node's own or a malformed one.
+pub(crate) fn parse_payload(me: u64, p: &str) -> Option<(AccountId, MailboxEvent)> {
+    let mut it = p.split(' ');
+    let node = u64::from_str_radix(it.next()?, 16).ok()?;
+    if node == me {
+        return None;
+    }
+    let account: AccountId = it.next()?.parse().ok()?;
+    let ev = match it.next()? {
+        "A" => MailboxEvent::Appended {
+            mailbox: it.next()?.parse().ok()?,
+            uid: it.next()?.parse().ok()?,
+            modseq: it.next()?.parse().ok()?,
+        },
+        "C" => MailboxEvent::Changed { mailbox: it.next()?.parse().ok()? },
+        "M" => MailboxEvent::MailboxesChanged,
+        "G" => MailboxEvent::AccountGone,
+        _ => return None,
+    };
+    Some((account, ev))
+}
+
+/// The events of one transaction: NOTIFY'd inside it, published locally after its commit.
+#[derive(Default)]
+struct Pending(Vec<StoreEvent>);
+
+impl Pending {
+    fn push(&mut self, ev: StoreEvent) {
+        self.0.push(ev);
+    }
+    async fn notify(&self, tx: &Tx<'_>, node: u64) -> Result<()> {
+        for ev in &self.0 {
+            let (account, mev) = match ev {
+                StoreEvent::Mailbox { account, event } => (*account, event.clone()),
+                StoreEvent::Stored(m) => {
+                    (m.account, MailboxEvent::Appended { mailbox: m.mailbox, uid: m.uid, modseq: m.modseq })
+                }
+                StoreEvent::QueueChanged => continue,
+            };
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload(node, account, &mev)]).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn by_address(c: &impl GenericClient, address: &str) -> Result<Option<Account>> {
+    let st = format!("SELECT {ACC_COLS} FROM accounts WHERE address = $1");
+    Ok(c.query_opt(&st, &[&address]).await?.as_ref().map(account_of))
+}
+
+async fn by_id(c: &impl GenericClient, id: AccountId) -> Result<Option<Account>> {
+    let st = format!("SELECT {ACC_COLS} FROM accounts WHERE id = $1");
+    Ok(c.query_opt(&st, &[&id]).await?.as_ref().map(account_of))
+}
+
+async fn is_tombstoned(c: &impl GenericClient, hash: &[u8]) -> Result<bool> {
+    Ok(c.query_opt("SELECT 1 FROM tombstones WHERE hash = $1", &[&hash]).await?.is_some())
+}
+
+/// A UIDVALIDITY larger than any handed out before (IMAP-16), across all nodes: the kv row is
+/// locked by the upsert until this transaction ends.
+async fn next_uidvalidity(tx: &Tx<'_>) -> Result<u32> {
+    let now = now_secs();
+    let row = tx
+        .query_one(
+            "INSERT INTO kv(key, value) VALUES('uidvalidity', $1::bigint::text)
+             ON CONFLICT(key) DO UPDATE SET value = greatest(kv.value::bigint + 1, $1::bigint)::text
+             RETURNING value::bigint",
+            &[&now],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0).min(i64::from(u32::MAX)) as u32)
+}
+
+async fn mailbox_by_name(c: &impl GenericClient, account: AccountId, name: &str) -> Result<Option<MailboxInfo>> {
+    let st = format!("SELECT {MBOX_COLS} FROM mailboxes WHERE account_id = $1 AND name = $2");
+    Ok(c.query_opt(&st, &[&account, &name]).await?.as_ref().map(mailbox_of))
+}
+
+async fn mailbox_by_id(c: &impl GenericClient, id: MailboxId) -> Result<Option<MailboxInfo>> {
+    let st = format!("SELECT {MBOX_COLS} FROM mailboxes WHERE id = $1");
+    Ok(c.query_opt(&st, &[&id]).await?.as_ref().map(mailbox_of))
+}
+
+async fn messages_of(c: &impl GenericClient, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
+    let st = format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = $1 ORDER BY uid");
+    Ok(c.query(&st, &[&mailbox]).await?.iter().map(message_of).collect())
+}
+
+async fn inbox_id(tx: &Tx<'_>, account: AccountId) -> Result<MailboxId> {
+    if let Some(m) = mailbox_by_name(tx, account, "INBOX").await? {
+        return Ok(m.id);
+    }
+    let uv = i64::from(next_uidvalidity(tx).await?);
+    let row = tx
+        .query_one(
+            "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, 'INBOX', $2) RETURNING id",
+            &[&account, &uv],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+struct Inserted {
+    uid: u32,
+    modseq: i64,
+    usage_bytes: u64,
+}
+
+/// The SQLite store's `insert_message`: the mailbox row's UPDATE locks it until commit, so UIDs
+/// and modseqs of one mailbox are handed out in commit order across nodes.
+async fn insert_message(
+    tx: &Tx<'_>,
+    mailbox: MailboxId,
+    blob: &BlobId,
+    size: u64,
+    internal_date: i64,
+    flags: Flags,
+    keywords: &str,
+) -> Result<Inserted> {
+    let row = tx
+        .query_opt(
+            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 WHERE id = $1
+             RETURNING uidnext - 1, highestmodseq",
+            &[&mailbox],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let (uid, modseq): (i64, i64) = (row.get(0), row.get(1));
+    tx.execute(
+        "INSERT INTO messages(mailbox_id, uid, blob, size, internal_date, flags, keywords, modseq)
+         VALUES($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&mailbox, &uid, &blob.0, &(size as i64), &internal_date, &i64::from(flags.0), &keywords, &modseq],
+    )
+    .await?;
+    let usage: i64 = tx
+        .query_opt(
+            "UPDATE accounts SET usage_bytes = usage_bytes + $2
+             WHERE id = (SELECT account_id FROM mailboxes WHERE id = $1) RETURNING usage_bytes",
+            &[&mailbox, &(size as i64)],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?
+        .get(0);
+    Ok(Inserted { uid: uid as u32, modseq, usage_bytes: u64::try_from(usage).unwrap_or(0) })
+}
+
+/// Delete the `blob_data` rows among `ids` that nothing references any more.
+async fn drop_unreferenced(tx: &Tx<'_>, ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM blob_data d WHERE d.id = ANY($1)
+         AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob = d.id)
+         AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.blob = d.id)",
+        &[&ids],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Changed rows, expunged UIDs and the mailbox's highest modseq.
+type Changes = (Vec<MessageMeta>, Vec<u32>, i64);
+
+impl Pg {
+    /// Connect, migrate the schema and start listening for the other nodes' events. Runs the
+    /// migration on a thread of its own so it can be called from sync and async code alike.
+    pub(crate) fn open(url: &str, pool_size: usize, events: Events, blob_dir: PathBuf) -> Result<Arc<Self>> {
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| StoreError::Busy(format!("store.url: {e}")))?;
+        let mig_cfg = config.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async {
+                    let (mut client, conn) = mig_cfg.connect(NoTls).await?;
+                    let driver = tokio::spawn(conn);
+                    let out = schema::migrate(&mut client).await;
+                    drop(client);
+                    let _ = driver.await;
+                    out
+                })
+            })
+            .join()
+            .map_err(|_| StoreError::Closed)?
+        })?;
+        let mgr =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let size = if pool_size == 0 { DEFAULT_POOL } else { pool_size };
+        let pool = Pool::builder(mgr).max_size(size).build().map_err(|e| StoreError::Busy(e.to_string()))?;
+        let node = rand::random::<u64>();
+        let pg = Arc::new(Self { pool, node, events, blob_dir });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(listen::run(config, pg.clone()));
+        }
+        Ok(pg)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    fn publish(&self, pending: Pending) {
+        for ev in pending.0 {
+            self.events.publish(ev);
+        }
+    }
+
+    pub(crate) async fn health_check(&self) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO kv(key, value) VALUES('health', extract(epoch FROM now())::bigint::text)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            &[],
+        )
+        .await?;
+        Ok(())
+    }
+
+    // ---- accounts ----
+
+    pub(crate) async fn account_by_address(&self, address: &str) -> Result<Option<Account>> {
+        by_address(&self.client().await?, address).await
+    }
+
+    pub(crate) async fn account_by_id(&self, id: AccountId) -> Result<Option<Account>> {
+        by_id(&self.client().await?, id).await
+    }
+
+    pub(crate) async fn is_tombstoned(&self, hash: &[u8]) -> Result<bool> {
+        is_tombstoned(&self.client().await?, hash).await
+    }
+
+    /// ACC-12 across nodes: the UNIQUE address decides; the loser of a race reads the winner's
+    /// row (READ COMMITTED: the statement after the conflict sees the committed row).
+    pub(crate) async fn create_account(
+        &self,
+        address: &str,
+        password_hash: String,
+        tombstone: Vec<u8>,
+    ) -> Result<CreateOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if is_tombstoned(&tx, &tombstone).await? {
+            return Ok(CreateOutcome::Tombstoned);
+        }
+        let day = today();
+        let row = tx
+            .query_opt(
+                "INSERT INTO accounts(address, password_hash, created_day, last_login_day) VALUES($1, $2, $3, $3)
+                 ON CONFLICT(address) DO NOTHING RETURNING id",
+                &[&address, &password_hash, &day],
+            )
+            .await?;
+        let Some(row) = row else {
+            let existing = by_address(&tx, address).await?.ok_or(StoreError::NotFound)?;
+            return Ok(CreateOutcome::AlreadyExists(existing));
+        };
+        let id: i64 = row.get(0);
+        let uv = i64::from(next_uidvalidity(&tx).await?);
+        tx.execute("INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, 'INBOX', $2)", &[&id, &uv]).await?;
+        let acc = by_id(&tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(CreateOutcome::Created(acc))
+    }
+
+    pub(crate) async fn set_password_hash(&self, id: AccountId, hash: String) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("UPDATE accounts SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn touch_login(&self, id: AccountId, day: i64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("UPDATE accounts SET last_login_day = $2 WHERE id = $1 AND last_login_day < $2", &[&id, &day])
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_blocked(&self, id: AccountId, blocked: bool) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if tx.execute("UPDATE accounts SET blocked = $2 WHERE id = $1", &[&id, &(blocked as i64)]).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let mut p = Pending::default();
+        if blocked {
+            p.push(StoreEvent::Mailbox { account: id, event: MailboxEvent::AccountGone });
+        }
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        Ok(())
+    }
+
+    pub(crate) async fn set_cleartext(&self, id: AccountId, allowed: bool) -> Result<()> {
+        let c = self.client().await?;
+        if c.execute("UPDATE accounts SET cleartext = $2 WHERE id = $1", &[&id, &(allowed as i64)]).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn add_tombstone(&self, hash: Vec<u8>) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING", &[&hash]).await?;
+        Ok(())
+    }
+
+    /// ACC-26/27 in one transaction, as `accounts::delete_in_tx`.
+    pub(crate) async fn delete_account(&self, id: AccountId, tombstone: Vec<u8>) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let blobs: Vec<String> = tx
+            .query(
+                "SELECT DISTINCT m.blob FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1
+                 UNION SELECT blob FROM queue WHERE sender_account = $1",
+                &[&id],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.execute("DELETE FROM expunged WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)", &[&id])
+            .await?;
+        tx.execute("DELETE FROM queue WHERE sender_account = $1", &[&id]).await?;
+        tx.execute("DELETE FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)", &[&id])
+            .await?;
+        if tx.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await? == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING", &[&tombstone]).await?;
+        drop_unreferenced(&tx, &blobs).await?;
+        let mut p = Pending::default();
+        p.push(StoreEvent::Mailbox { account: id, event: MailboxEvent::AccountGone });
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        Ok(())
+    }
+
+    pub(crate) async fn list_accounts(&self) -> Result<Vec<(Account, u64)>> {
+        let c = self.client().await?;
+        let st = format!(
+            "SELECT {ACC_COLS}, (SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = a.id)
+             FROM accounts a ORDER BY address"
+        );
+        Ok(c.query(&st, &[]).await?.iter().map(|r| (account_of(r), r.get::<_, i64>(8).max(0) as u64)).collect())
+    }
+
+    pub(crate) async fn account_count(&self) -> Result<u64> {
+        let c = self.client().await?;
+        Ok(c.query_one("SELECT count(*) FROM accounts", &[]).await?.get::<_, i64>(0).max(0) as u64)
+    }
+
+    // ---- delivery ----
+
+    /// The bytes of a new blob: its inline copy, or the spill file (read once, then stored in
+    /// the database; the file is removed after the commit).
+    async fn body_of(&self, b: &NewBlob) -> Result<(BlobId, Bytes, bool)> {
+        match b.inline_data() {
+            Some(data) => Ok((b.id().clone(), data.clone(), false)),
+            None => {
+                let data = tokio::fs::read(super::blobs::path_of(&self.blob_dir, b.id())).await?;
+                Ok((BlobId::random_inline(), Bytes::from(data), true))
+            }
+        }
+    }
+
+    /// SMTP-48/49: every local recipient's row in one transaction; `Ok` after COMMIT.
+    pub(crate) async fn deliver(&self, d: &Delivery) -> Result<DeliveryReceipt> {
+        if d.remote_blob.is_some() && d.remote.iter().any(|b| !b.rcpts.is_empty()) {
+            // Refused (451) rather than queued where no node would send it yet.
+            return Err(StoreError::Invalid("remote recipients are not served by the postgres backend yet"));
+        }
+        let mut receipt = DeliveryReceipt::default();
+        let Some(new) = &d.local_blob else { return Ok(receipt) };
+        if d.local.is_empty() {
+            return Ok(receipt);
+        }
+        let (blob, data, spilled) = self.body_of(new).await?;
+        let size = new.size();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if let Some(id) = d.sender_account {
+            // FOR SHARE: a concurrent deletion waits for this commit, or this sees it.
+            let blocked = tx.query_opt("SELECT blocked FROM accounts WHERE id = $1 FOR SHARE", &[&id]).await?;
+            if blocked.is_none_or(|r| r.get::<_, i64>(0) != 0) {
+                return Err(StoreError::SenderGone);
+            }
+        }
+        tx.execute("INSERT INTO blob_data(id, data) VALUES($1, $2) ON CONFLICT DO NOTHING", &[&blob.0, &data.as_ref()])
+            .await?;
+        let (now, now_ms) = (now_secs(), now_millis());
+        let mut p = Pending::default();
+        let mut seen = Vec::with_capacity(d.local.len());
+        for &account in &d.local {
+            if seen.contains(&account) {
+                continue;
+            }
+            seen.push(account);
+            let mailbox = inbox_id(&tx, account).await?;
+            let ins = insert_message(&tx, mailbox, &blob, size, now, Flags::default(), "").await?;
+            let notify = d.sender_account != Some(account);
+            p.push(StoreEvent::Stored(MessageStored {
+                account,
+                mailbox,
+                uid: ins.uid,
+                modseq: ins.modseq,
+                size,
+                usage_bytes: ins.usage_bytes,
+                notify,
+                stored_at_ms: now_ms,
+            }));
+            receipt.stored.push((account, mailbox, ins.uid));
+        }
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        if spilled {
+            let _ = tokio::fs::remove_file(super::blobs::path_of(&self.blob_dir, new.id())).await;
+        }
+        Ok(receipt)
+    }
+
+    pub(crate) async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let c = self.client().await?;
+        let row = c.query_opt("SELECT data FROM blob_data WHERE id = $1", &[&id.0]).await?;
+        row.map(|r| r.get::<_, Vec<u8>>(0)).ok_or(StoreError::NotFound)
+    }
+
+    // ---- mailboxes ----
+
+    pub(crate) async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<MailboxInfo>> {
+        mailbox_by_name(&self.client().await?, account, name).await
+    }
+
+    pub(crate) async fn mailbox_by_id(&self, id: MailboxId) -> Result<Option<MailboxInfo>> {
+        mailbox_by_id(&self.client().await?, id).await
+    }
+
+    pub(crate) async fn list_mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>> {
+        let c = self.client().await?;
+        let st = format!("SELECT {MBOX_COLS} FROM mailboxes WHERE account_id = $1 ORDER BY name");
+        Ok(c.query(&st, &[&account]).await?.iter().map(mailbox_of).collect())
+    }
+
+    pub(crate) async fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
+        messages_of(&self.client().await?, mailbox).await
+    }
+
+    /// IMAP-28a: the mailbox row and its messages as of one snapshot (REPEATABLE READ).
+    pub(crate) async fn snapshot(
+        &self,
+        account: AccountId,
+        name: &str,
+    ) -> Result<Option<(MailboxInfo, Vec<MessageMeta>)>> {
+        let mut c = self.client().await?;
+        let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let Some(info) = mailbox_by_name(&tx, account, name).await? else { return Ok(None) };
+        let rows = messages_of(&tx, info.id).await?;
+        tx.commit().await?;
+        Ok(Some((info, rows)))
+    }
+
+    pub(crate) async fn changes_since(&self, mailbox: MailboxId, modseq: i64) -> Result<Changes> {
+        let mut c = self.client().await?;
+        let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let highest: i64 = tx
+            .query_opt("SELECT highestmodseq FROM mailboxes WHERE id = $1", &[&mailbox])
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .get(0);
+        let st = format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid");
+        let changed = tx.query(&st, &[&mailbox, &modseq]).await?.iter().map(message_of).collect();
+        let gone = tx
+            .query("SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid", &[&mailbox, &modseq])
+            .await?
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u32)
+            .collect();
+        tx.commit().await?;
+        Ok((changed, gone, highest))
+    }
+
+    pub(crate) async fn expunge(&self, account: AccountId, mailbox: MailboxId, uids: Vec<u32>) -> Result<Vec<u32>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let modseq: i64 = tx
+            .query_opt(
+                "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
+                 RETURNING highestmodseq",
+                &[&mailbox, &account],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .get(0);
+        let uids: Vec<i64> = uids.into_iter().map(i64::from).collect();
+        let rows = tx
+            .query(
+                "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING uid, blob, size",
+                &[&mailbox, &uids],
+            )
+            .await?;
+        let mut removed: Vec<u32> = Vec::with_capacity(rows.len());
+        let mut blobs = Vec::with_capacity(rows.len());
+        let mut freed: i64 = 0;
+        for r in &rows {
+            let uid: i64 = r.get(0);
+            tx.execute(
+                "INSERT INTO expunged(mailbox_id, uid, modseq) VALUES($1, $2, $3)
+                 ON CONFLICT(mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+                &[&mailbox, &uid, &modseq],
+            )
+            .await?;
+            removed.push(uid as u32);
+            blobs.push(r.get::<_, String>(1));
+            freed += r.get::<_, i64>(2);
+        }
+        tx.execute(
+            "UPDATE accounts SET usage_bytes = greatest(0, usage_bytes - $2) WHERE id = $1",
+            &[&account, &freed],
+        )
+        .await?;
+        drop_unreferenced(&tx, &blobs).await?;
+        let mut p = Pending::default();
+        if !removed.is_empty() {
+            p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
+        }
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        removed.sort_unstable();
+        Ok(removed)
+    }
+
+    pub(crate) async fn create_mailbox(&self, account: AccountId, name: String) -> Result<MailboxInfo> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Serialises mailbox creation per account (the count check below).
+        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&account]).await?;
+        if mailbox_by_name(&tx, account, &name).await?.is_some() {
+            return Err(StoreError::Exists);
+        }
+        let n: i64 = tx.query_one("SELECT count(*) FROM mailboxes WHERE account_id = $1", &[&account]).await?.get(0);
+        if n >= MAX_MAILBOXES {
+            return Err(StoreError::Limit("mailboxes"));
+        }
+        let uv = i64::from(next_uidvalidity(&tx).await?);
+        let st =
+            format!("INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, $2, $3) RETURNING {MBOX_COLS}");
+        let info = mailbox_of(&tx.query_one(&st, &[&account, &name, &uv]).await?);
+        let mut p = Pending::default();
+        p.push(StoreEvent::Mailbox { account, event: MailboxEvent::MailboxesChanged });
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        Ok(info)
+    }
+
+    pub(crate) async fn set_subscribed(&self, account: AccountId, name: String, on: bool) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE mailboxes SET subscribed = $3 WHERE account_id = $1 AND name = $2",
+                &[&account, &name, &(on as i64)],
+            )
+            .await?;
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    /// STORE with one modseq bump (the mailbox row lock orders concurrent STOREs across nodes).
+    pub(crate) async fn store_flags(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: Vec<u32>,
+        op: FlagOp,
+        flags: u32,
+        keywords: Vec<String>,
+    ) -> Result<Vec<MessageMeta>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let modseq: i64 = tx
+            .query_opt(
+                "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
+                 RETURNING highestmodseq",
+                &[&mailbox, &account],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .get(0);
+        if op != FlagOp::Remove && !keywords.is_empty() {
+            let mut all: Vec<String> = Vec::new();
+            let rows = tx
+                .query("SELECT DISTINCT keywords FROM messages WHERE mailbox_id = $1 AND keywords != ''", &[&mailbox])
+                .await?;
+            for k in rows
+                .iter()
+                .flat_map(|r| r.get::<_, String>(0).split(' ').map(str::to_string).collect::<Vec<_>>())
+                .chain(keywords.iter().cloned())
+            {
+                if !k.is_empty() && !all.iter().any(|x| x.eq_ignore_ascii_case(&k)) {
+                    all.push(k);
+                }
+            }
+            if all.len() > MAX_KEYWORDS {
+                return Err(StoreError::Limit("keywords"));
+            }
+        }
+        let uids: Vec<i64> = uids.into_iter().map(i64::from).collect();
+        let st =
+            format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid FOR UPDATE");
+        let mut changed = Vec::new();
+        for r in tx.query(&st, &[&mailbox, &uids]).await? {
+            let mut m = message_of(&r);
+            let nf = match op {
+                FlagOp::Replace => flags,
+                FlagOp::Add => m.flags.0 | flags,
+                FlagOp::Remove => m.flags.0 & !flags,
+            };
+            let nk = super::mailbox_ops::merge_keywords(&m.keywords, op, &keywords);
+            if nf == m.flags.0 && nk == m.keywords {
+                continue;
+            }
+            tx.execute(
+                "UPDATE messages SET flags = $3, keywords = $4, modseq = $5 WHERE mailbox_id = $1 AND uid = $2",
+                &[&mailbox, &i64::from(m.uid), &i64::from(nf), &nk, &modseq],
+            )
+            .await?;
+            m.flags = Flags(nf);
+            m.keywords = nk;
+            m.modseq = modseq;
+            changed.push(m);
+        }
+        let mut p = Pending::default();
+        if !changed.is_empty() {
+            p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
+        }
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        Ok(changed)
+    }
+
+    pub(crate) async fn messages_by_uids(&self, mailbox: MailboxId, uids: Vec<u32>) -> Result<Vec<MessageMeta>> {
+        let c = self.client().await?;
+        let want: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
+        let st = format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = $1 AND uid = ANY($2)");
+        let mut found: HashMap<u32, MessageMeta> =
+            c.query(&st, &[&mailbox, &want]).await?.iter().map(message_of).map(|m| (m.uid, m)).collect();
+        Ok(uids.iter().filter_map(|u| found.remove(u)).collect())
+    }
+
+    pub(crate) async fn usage(&self, account: AccountId) -> Result<u64> {
+        let c = self.client().await?;
+        let row = c.query_opt("SELECT usage_bytes FROM accounts WHERE id = $1", &[&account]).await?;
+        Ok(row.ok_or(StoreError::NotFound)?.get::<_, i64>(0).max(0) as u64)
+    }
+
+    // ---- push tokens (IMAP METADATA /private/devicetoken) ----
+
+    pub(crate) async fn add_push_token(&self, account: AccountId, token: String, max: usize) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO push_tokens(account_id, token, set_at) VALUES($1, $2, $3)
+             ON CONFLICT(account_id, token) DO UPDATE SET set_at = excluded.set_at",
+            &[&account, &token, &now_secs()],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM push_tokens WHERE account_id = $1 AND token NOT IN
+             (SELECT token FROM push_tokens WHERE account_id = $1 ORDER BY set_at DESC, token LIMIT $2)",
+            &[&account, &(max as i64)],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM push_jobs WHERE account_id = $1 AND token NOT IN (SELECT token FROM push_tokens WHERE account_id = $1)",
+            &[&account],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn clear_push_tokens(&self, account: AccountId) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM push_tokens WHERE account_id = $1", &[&account]).await?;
+        tx.execute("DELETE FROM push_jobs WHERE account_id = $1", &[&account]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn push_tokens(&self, account: AccountId, valid_after: i64, now: i64) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT token FROM push_tokens WHERE account_id = $1 AND set_at > $2 AND set_at <= $3 ORDER BY set_at, token",
+                &[&account, &valid_after, &(now + 60)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The mailboxes of `accounts`, for the catch-up after a LISTEN reconnect.
+    async fn mailboxes_of(&self, accounts: &[AccountId]) -> Result<Vec<(AccountId, MailboxId)>> {
+        let c = self.client().await?;
+        let rows = c.query("SELECT account_id, id FROM mailboxes WHERE account_id = ANY($1)", &[&accounts]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
