@@ -219,3 +219,41 @@ async fn scaleout_killed_node_loses_no_acknowledged_message() {
     let r = on3.imap("s", "SELECT INBOX").await;
     assert!(r.iter().any(|l| l == &format!("* {stored} EXISTS")), "node 3 serves all {stored}: {r:?}");
 }
+
+/// A lost notification only delays: node 3's LISTEN connection is cut by the database, a message
+/// is delivered through node 1 meanwhile, and node 3's IDLE session still hears of it (the
+/// catch-up from its modseq cursor after the listener reconnects).
+#[tokio::test]
+async fn scaleout_lost_listen_connection_catches_up() {
+    let Some(url) = fresh_database().await else { return };
+    let nodes = cluster(&url, 2);
+    let (alice, bob) = (nodes[0].new_address(), nodes[0].new_address());
+    create_account(&nodes[0], &alice).await;
+    create_account(&nodes[0], &bob).await;
+    let (mut on2, r) = imap_login(&nodes[1], &bob, PASSWORD).await;
+    assert_ok(&r);
+    assert_ok(&on2.imap("s", "SELECT INBOX").await);
+    on2.send("i IDLE").await;
+    assert_eq!(on2.line().await.as_deref(), Some("+ idling"));
+
+    // Cut every node's LISTEN connection; the message commits before they are back (retry 500 ms).
+    let db = pg_client(&url).await;
+    let cut: i64 = db
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE query LIKE 'LISTEN %' AND datname = current_database()) t",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert_eq!(cut, 2, "both nodes had a LISTEN connection");
+    let r = submit(&nodes[0], &alice, PASSWORD, &alice, &[&bob], &encrypted_eml(&alice, &bob)).await;
+    assert!(r.starts_with("250"), "{r}");
+    let t = Instant::now();
+    let (l, _) = wait_line(&mut on2, |l| l.ends_with(" EXISTS")).await;
+    assert_eq!(l, "* 1 EXISTS");
+    println!("EXISTS after a lost LISTEN connection: {:?} after the 250", t.elapsed());
+    on2.send("DONE").await;
+    assert_eq!(last(&on2.until_tag("i").await), "i OK IDLE terminated");
+}
