@@ -88,6 +88,9 @@ pub struct Listen {
     pub https: Vec<SocketAddr>,
     #[serde(deserialize_with = "addr_list")]
     pub metrics: Vec<SocketAddr>,
+    /// Every listener but metrics expects a PROXY protocol v2 header first (issue 27: behind a
+    /// TCP load balancer); connections without one are closed.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +304,7 @@ impl Default for Listen {
             http: addrs(&["[::]:80"]),
             https: addrs(&["[::]:443"]),
             metrics: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

@@ -61,5 +61,6 @@ mod robust_crash;
 mod robust_logs;
 mod robust_relay;
 mod scaleout_pg;
+mod scaleout_proxy;
 mod store_blobs;
 mod store_deliver;
