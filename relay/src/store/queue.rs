@@ -113,6 +113,9 @@ impl Store {
         skip_ids: Vec<String>,
         skip_domains: Vec<String>,
     ) -> Result<Vec<QueueEntry>> {
+        if let Some(pg) = self.pg() {
+            return pg.claim_queue(now, limit, skip_ids, skip_domains).await;
+        }
         let (ids, domains) = (json_list(&skip_ids), json_list(&skip_domains));
         self.read(move |c| {
             query_entries(
@@ -130,6 +133,9 @@ impl Store {
 
     /// The earliest `next_attempt` among entries not in `skip_ids` or `skip_domains`.
     pub async fn next_queue_due(&self, skip_ids: Vec<String>, skip_domains: Vec<String>) -> Result<Option<i64>> {
+        if let Some(pg) = self.pg() {
+            return pg.next_queue_due(skip_ids, skip_domains).await;
+        }
         let (ids, domains) = (json_list(&skip_ids), json_list(&skip_domains));
         self.read(move |c| {
             Ok(c.query_row(
@@ -144,6 +150,9 @@ impl Store {
 
     /// (entry count, creation time of the oldest entry) for the queue gauges.
     pub async fn queue_stats(&self) -> Result<(u64, Option<i64>)> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_stats().await;
+        }
         self.read(|c| {
             Ok(c.query_row("SELECT count(*), min(created_at) FROM queue", [], |r| {
                 Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, Option<i64>>(1)?))
@@ -153,6 +162,9 @@ impl Store {
     }
 
     pub async fn queue_entry(&self, id: &str) -> Result<Option<QueueEntry>> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_entry(id).await;
+        }
         let id = id.to_string();
         self.read(move |c| Ok(query_entries(c, &format!("SELECT {ENTRY_COLS} FROM queue WHERE id = ?1"), [id])?.pop()))
             .await
@@ -166,6 +178,9 @@ impl Store {
     /// Record an attempt: per-recipient states, attempt count, next attempt and last error. An
     /// entry without pending recipients is removed. Returns whether the entry is gone.
     pub async fn record_attempt(&self, id: &str, outcome: AttemptOutcome) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.record_attempt(id, outcome).await;
+        }
         let id = id.to_string();
         self.write(move |tx| {
             for (rcpt, state, reply) in &outcome.rcpts {

@@ -62,5 +62,6 @@ mod robust_logs;
 mod robust_relay;
 mod scaleout_pg;
 mod scaleout_proxy;
+mod scaleout_queue;
 mod store_blobs;
 mod store_deliver;

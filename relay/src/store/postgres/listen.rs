@@ -42,8 +42,8 @@ pub(super) async fn run(config: tokio_postgres::Config, pg: Arc<Pg>) {
                 } else {
                     catch_up(&pg).await;
                     while let Some(p) = rx.recv().await {
-                        if let Some((account, event)) = parse_payload(pg.node, &p) {
-                            pg.events.publish(StoreEvent::Mailbox { account, event });
+                        if let Some(ev) = parse_payload(pg.node, &p) {
+                            pg.events.publish(ev);
                         }
                     }
                 }
@@ -66,6 +66,8 @@ async fn catch_up(pg: &Pg) {
             for (account, mailbox) in list {
                 pg.events.publish(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
             }
+            // And the scheduler looks at the queue: new entries may have been missed too.
+            pg.events.publish(StoreEvent::QueueChanged);
         }
         Err(e) => tracing::warn!(error = %e, "store: catch-up after LISTEN reconnect failed"),
     }

@@ -29,6 +29,7 @@ use super::deliver::{Delivery, DeliveryReceipt};
 use super::events::{Events, MailboxEvent, MessageStored, StoreEvent};
 use super::mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
 use super::mailbox_ops::{FlagOp, MAX_KEYWORDS, MAX_MAILBOXES};
+use super::queue::{AttemptOutcome, QueueEntry, QueueRcpt};
 use super::{Result, StoreError, now_millis, now_secs, today};
 
 /// The NOTIFY channel every node listens on.
@@ -109,7 +110,7 @@ fn payload(node: u64, account: AccountId, ev: &MailboxEvent) -> String {
 }
 
 /// Parse a payload; `None` for one of this node's own or a malformed one.
-pub(crate) fn parse_payload(me: u64, p: &str) -> Option<(AccountId, MailboxEvent)> {
+pub(crate) fn parse_payload(me: u64, p: &str) -> Option<StoreEvent> {
     let mut it = p.split(' ');
     let node = u64::from_str_radix(it.next()?, 16).ok()?;
     if node == me {
@@ -117,6 +118,7 @@ pub(crate) fn parse_payload(me: u64, p: &str) -> Option<(AccountId, MailboxEvent
     }
     let account: AccountId = it.next()?.parse().ok()?;
     let ev = match it.next()? {
+        "Q" => return Some(StoreEvent::QueueChanged),
         "A" => MailboxEvent::Appended {
             mailbox: it.next()?.parse().ok()?,
             uid: it.next()?.parse().ok()?,
@@ -127,7 +129,7 @@ pub(crate) fn parse_payload(me: u64, p: &str) -> Option<(AccountId, MailboxEvent
         "G" => MailboxEvent::AccountGone,
         _ => return None,
     };
-    Some((account, ev))
+    Some(StoreEvent::Mailbox { account, event: ev })
 }
 
 /// The events of one transaction: NOTIFY'd inside it, published locally after its commit.
@@ -145,7 +147,11 @@ impl Pending {
                 StoreEvent::Stored(m) => {
                     (m.account, MailboxEvent::Appended { mailbox: m.mailbox, uid: m.uid, modseq: m.modseq })
                 }
-                StoreEvent::QueueChanged => continue,
+                StoreEvent::QueueChanged => {
+                    // Every node's scheduler may take the new entries.
+                    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("{node:x} 0 Q")]).await?;
+                    continue;
+                }
             };
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload(node, account, &mev)]).await?;
         }
@@ -268,6 +274,37 @@ async fn drop_unreferenced(tx: &Tx<'_>, ids: &[String]) -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// How long a claimed queue entry is left to its node before another may retake it: longer
+/// than one attempt can last (connect, TLS and DATA timeouts together).
+const QUEUE_LEASE_SECS: i64 = 900;
+/// The scheduler's concurrency limits (outbound::MAX_PER_DOMAIN, MAX_IN_FLIGHT).
+const MAX_PER_DOMAIN: i64 = 4;
+const MAX_IN_FLIGHT: usize = 100;
+const QUEUE_COLS: &str = "id, blob, sender, sender_account, domain, created_at, next_attempt, attempts, last_error";
+
+fn queue_entry_of(r: &Row) -> QueueEntry {
+    let blob: String = r.get(1);
+    QueueEntry {
+        id: r.get(0),
+        // A malformed blob name can only come from a corrupted row; it then fails to open.
+        blob: BlobId::parse(&blob).unwrap_or_else(|| BlobId(String::from("invalid"))),
+        sender: r.get(2),
+        sender_account: r.get(3),
+        domain: r.get(4),
+        created_at: r.get(5),
+        next_attempt: r.get(6),
+        attempts: r.get::<_, i64>(7).max(0) as u32,
+        last_error: r.get(8),
+        rcpts: Vec::new(),
+    }
+}
+
+async fn queue_rcpts(c: &impl GenericClient, id: &str) -> Result<Vec<QueueRcpt>> {
+    let rows =
+        c.query("SELECT rcpt, state, last_reply FROM queue_rcpts WHERE queue_id = $1 ORDER BY rcpt", &[&id]).await?;
+    Ok(rows.iter().map(|r| QueueRcpt { rcpt: r.get(0), state: r.get(1), last_reply: r.get(2) }).collect())
 }
 
 /// Changed rows, expunged UIDs and the mailbox's highest modseq.
@@ -480,17 +517,18 @@ impl Pg {
 
     /// SMTP-48/49: every local recipient's row in one transaction; `Ok` after COMMIT.
     pub(crate) async fn deliver(&self, d: &Delivery) -> Result<DeliveryReceipt> {
-        if d.remote_blob.is_some() && d.remote.iter().any(|b| !b.rcpts.is_empty()) {
-            // Refused (451) rather than queued where no node would send it yet.
-            return Err(StoreError::Invalid("remote recipients are not served by the postgres backend yet"));
-        }
         let mut receipt = DeliveryReceipt::default();
-        let Some(new) = &d.local_blob else { return Ok(receipt) };
-        if d.local.is_empty() {
+        let local = match &d.local_blob {
+            Some(new) if !d.local.is_empty() => Some((new, self.body_of(new).await?)),
+            _ => None,
+        };
+        let remote = match &d.remote_blob {
+            Some(new) if d.remote.iter().any(|b| !b.rcpts.is_empty()) => Some((new, self.body_of(new).await?)),
+            _ => None,
+        };
+        if local.is_none() && remote.is_none() {
             return Ok(receipt);
         }
-        let (blob, data, spilled) = self.body_of(new).await?;
-        let size = new.size();
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         if let Some(id) = d.sender_account {
@@ -500,12 +538,23 @@ impl Pg {
                 return Err(StoreError::SenderGone);
             }
         }
-        tx.execute("INSERT INTO blob_data(id, data) VALUES($1, $2) ON CONFLICT DO NOTHING", &[&blob.0, &data.as_ref()])
-            .await?;
         let (now, now_ms) = (now_secs(), now_millis());
         let mut p = Pending::default();
         let mut seen = Vec::with_capacity(d.local.len());
-        for &account in &d.local {
+        let no_body = (BlobId(String::new()), Bytes::new(), false);
+        let (new, (blob, data, _)) = match &local {
+            Some((new, body)) => (Some(*new), body),
+            None => (None, &no_body),
+        };
+        let size = new.map_or(0, NewBlob::size);
+        if new.is_some() {
+            tx.execute(
+                "INSERT INTO blob_data(id, data) VALUES($1, $2) ON CONFLICT DO NOTHING",
+                &[&blob.0, &data.as_ref()],
+            )
+            .await?;
+        }
+        for &account in d.local.iter().filter(|_| new.is_some()) {
             if seen.contains(&account) {
                 continue;
             }
@@ -525,13 +574,149 @@ impl Pg {
             }));
             receipt.stored.push((account, mailbox, ins.uid));
         }
+        if let Some((_, (rblob, rdata, _))) = &remote {
+            tx.execute(
+                "INSERT INTO blob_data(id, data) VALUES($1, $2) ON CONFLICT DO NOTHING",
+                &[&rblob.0, &rdata.as_ref()],
+            )
+            .await?;
+            for batch in d.remote.iter().filter(|b| !b.rcpts.is_empty()) {
+                let id = BlobId::random().0[..16].to_string();
+                tx.execute(
+                    "INSERT INTO queue(id, blob, sender, sender_account, domain, created_at, next_attempt)
+                     VALUES($1, $2, $3, $4, $5, $6, $6)",
+                    &[&id, &rblob.0, &d.sender, &d.sender_account, &batch.domain, &now],
+                )
+                .await?;
+                for r in &batch.rcpts {
+                    tx.execute(
+                        "INSERT INTO queue_rcpts(queue_id, rcpt) VALUES($1, $2) ON CONFLICT DO NOTHING",
+                        &[&id, r],
+                    )
+                    .await?;
+                }
+                receipt.queue_ids.push(id);
+            }
+            p.push(StoreEvent::QueueChanged);
+        }
         p.notify(&tx, self.node).await?;
         tx.commit().await?;
         self.publish(p);
-        if spilled {
-            let _ = tokio::fs::remove_file(super::blobs::path_of(&self.blob_dir, new.id())).await;
+        for (new, (_, _, spilled)) in local.iter().chain(remote.iter()) {
+            if *spilled {
+                let _ = tokio::fs::remove_file(super::blobs::path_of(&self.blob_dir, new.id())).await;
+            }
         }
         Ok(receipt)
+    }
+
+    // ---- outbound queue ----
+
+    /// Claim due entries for this node: `FOR UPDATE SKIP LOCKED` so two nodes never claim the
+    /// same row, and the claim is a lease (`next_attempt` moved `QUEUE_LEASE_SECS` ahead) that
+    /// `record_attempt` replaces. A node that dies mid-attempt leaves the lease to expire and
+    /// another node retakes the entry: at least once towards the remote, as on one node.
+    /// Only what the scheduler will start is claimed (a claimed entry it skipped would wait for
+    /// its lease): per domain up to `MAX_PER_DOMAIN` minus this node's attempts in flight there
+    /// (`skip_ids`), and at most `MAX_IN_FLIGHT` in flight in all.
+    pub(crate) async fn claim_queue(
+        &self,
+        now: i64,
+        limit: usize,
+        skip_ids: Vec<String>,
+        skip_domains: Vec<String>,
+    ) -> Result<Vec<QueueEntry>> {
+        let limit = limit.min(MAX_IN_FLIGHT.saturating_sub(skip_ids.len()));
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let st = format!(
+            "WITH due AS (
+                SELECT id, next_attempt, row_number() OVER (PARTITION BY domain ORDER BY next_attempt, created_at) AS n
+                FROM queue WHERE next_attempt <= $1 AND NOT (id = ANY($3)) AND NOT (domain = ANY($4))
+             ), picked AS (
+                SELECT q.id, d.next_attempt FROM queue q JOIN due d ON d.id = q.id
+                WHERE d.n <= $6 - (SELECT count(*) FROM queue f WHERE f.id = ANY($3) AND f.domain = q.domain)
+                ORDER BY d.next_attempt, q.created_at LIMIT $2 FOR UPDATE OF q SKIP LOCKED
+             )
+             UPDATE queue q SET next_attempt = $5 FROM picked WHERE q.id = picked.id
+             RETURNING q.id, q.blob, q.sender, q.sender_account, q.domain, q.created_at, picked.next_attempt,
+                       q.attempts, q.last_error"
+        );
+        let rows = tx
+            .query(&st, &[&now, &(limit as i64), &skip_ids, &skip_domains, &(now + QUEUE_LEASE_SECS), &MAX_PER_DOMAIN])
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut e = queue_entry_of(r);
+            e.rcpts = queue_rcpts(&tx, &e.id).await?;
+            out.push(e);
+        }
+        tx.commit().await?;
+        out.sort_by_key(|e| (e.next_attempt, e.created_at));
+        Ok(out)
+    }
+
+    pub(crate) async fn next_queue_due(&self, skip_ids: Vec<String>, skip_domains: Vec<String>) -> Result<Option<i64>> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT min(next_attempt) FROM queue WHERE NOT (id = ANY($1)) AND NOT (domain = ANY($2))",
+                &[&skip_ids, &skip_domains],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub(crate) async fn queue_stats(&self) -> Result<(u64, Option<i64>)> {
+        let c = self.client().await?;
+        let row = c.query_one("SELECT count(*), min(created_at) FROM queue", &[]).await?;
+        Ok((row.get::<_, i64>(0).max(0) as u64, row.get(1)))
+    }
+
+    pub(crate) async fn queue_entry(&self, id: &str) -> Result<Option<QueueEntry>> {
+        let c = self.client().await?;
+        let st = format!("SELECT {QUEUE_COLS} FROM queue WHERE id = $1");
+        let Some(r) = c.query_opt(&st, &[&id]).await? else { return Ok(None) };
+        let mut e = queue_entry_of(&r);
+        e.rcpts = queue_rcpts(&c, &e.id).await?;
+        Ok(Some(e))
+    }
+
+    /// As on SQLite: recipients' states, then the entry's next attempt (ending the lease) or
+    /// its removal with its body once nothing is pending.
+    pub(crate) async fn record_attempt(&self, id: &str, outcome: AttemptOutcome) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        for (rcpt, state, reply) in &outcome.rcpts {
+            tx.execute(
+                "UPDATE queue_rcpts SET state = $3, last_reply = $4 WHERE queue_id = $1 AND rcpt = $2",
+                &[&id, rcpt, state, reply],
+            )
+            .await?;
+        }
+        let pending: i64 = tx
+            .query_one("SELECT count(*) FROM queue_rcpts WHERE queue_id = $1 AND state = 'pending'", &[&id])
+            .await?
+            .get(0);
+        let gone = if pending == 0 {
+            let blob = tx.query_opt("DELETE FROM queue WHERE id = $1 RETURNING blob", &[&id]).await?;
+            if let Some(b) = &blob {
+                drop_unreferenced(&tx, &[b.get::<_, String>(0)]).await?;
+            }
+            blob.is_some()
+        } else {
+            tx.execute(
+                "UPDATE queue SET attempts = attempts + 1, next_attempt = $2, last_error = $3 WHERE id = $1",
+                &[&id, &outcome.next_attempt, &outcome.last_error],
+            )
+            .await?;
+            false
+        };
+        tx.commit().await?;
+        Ok(gone)
     }
 
     pub(crate) async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
