@@ -18,7 +18,7 @@ mod mailbox;
 mod mailbox_ops;
 mod metadata;
 mod mta_sts;
-mod postgres;
+pub mod postgres;
 mod push;
 mod queue;
 mod retention;

@@ -13,6 +13,7 @@
 //! notification lost while disconnected only delays a wake-up.
 
 mod listen;
+pub mod migrate;
 pub(crate) mod schema;
 
 use std::collections::HashMap;
