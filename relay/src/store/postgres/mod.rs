@@ -561,7 +561,7 @@ impl Pg {
             }
             seen.push(account);
             let mailbox = inbox_id(&tx, account).await?;
-            let ins = insert_message(&tx, mailbox, &blob, size, now, Flags::default(), "").await?;
+            let ins = insert_message(&tx, mailbox, blob, size, now, Flags::default(), "").await?;
             let notify = d.sender_account != Some(account);
             p.push(StoreEvent::Stored(MessageStored {
                 account,
@@ -633,8 +633,7 @@ impl Pg {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let st = format!(
-            "WITH due AS (
+        let st = "WITH due AS (
                 SELECT id, next_attempt, row_number() OVER (PARTITION BY domain ORDER BY next_attempt, created_at) AS n
                 FROM queue WHERE next_attempt <= $1 AND NOT (id = ANY($3)) AND NOT (domain = ANY($4))
              ), picked AS (
@@ -644,10 +643,9 @@ impl Pg {
              )
              UPDATE queue q SET next_attempt = $5 FROM picked WHERE q.id = picked.id
              RETURNING q.id, q.blob, q.sender, q.sender_account, q.domain, q.created_at, picked.next_attempt,
-                       q.attempts, q.last_error"
-        );
+                       q.attempts, q.last_error";
         let rows = tx
-            .query(&st, &[&now, &(limit as i64), &skip_ids, &skip_domains, &(now + QUEUE_LEASE_SECS), &MAX_PER_DOMAIN])
+            .query(st, &[&now, &(limit as i64), &skip_ids, &skip_domains, &(now + QUEUE_LEASE_SECS), &MAX_PER_DOMAIN])
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
