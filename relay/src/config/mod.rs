@@ -422,6 +422,9 @@ impl Config {
         if self.blobs.backend == BlobKind::S3 && (self.blobs.endpoint.is_empty() || self.blobs.bucket.is_empty()) {
             errs.push("blobs.backend = \"s3\" needs blobs.endpoint and blobs.bucket".into());
         }
+        if self.blobs.backend == BlobKind::S3 && self.store.backend != StoreKind::Postgres {
+            errs.push("blobs.backend = \"s3\" needs store.backend = \"postgres\"".into());
+        }
         errs
     }
 }

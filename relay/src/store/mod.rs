@@ -148,7 +148,7 @@ impl Store {
         }
         let Inner { db_path, blob_dir, writer, readers, events, .. } =
             Arc::try_unwrap(store.inner).map_err(|_| StoreError::Closed)?;
-        let pg = postgres::Pg::open(&cfg.store.url, cfg.store.pool_size, events.clone(), blob_dir.clone())?;
+        let pg = postgres::Pg::open(&cfg.store.url, cfg.store.pool_size, &cfg.blobs, events.clone(), blob_dir.clone())?;
         Ok(Self { inner: Arc::new(Inner { db_path, blob_dir, writer, readers, events, pg: Some(pg) }) })
     }
 

@@ -64,5 +64,6 @@ mod scaleout_migrate;
 mod scaleout_pg;
 mod scaleout_proxy;
 mod scaleout_queue;
+mod scaleout_s3;
 mod store_blobs;
 mod store_deliver;

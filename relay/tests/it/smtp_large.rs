@@ -12,7 +12,7 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 
 /// A PGP/MIME message of about `size` bytes whose payload is a structurally valid OpenPGP
 /// message (a v3 PKESK and a SEIPD packet with random contents), like real encrypted mail.
-fn big_encrypted_eml(from: &str, to: &str, size: usize) -> String {
+pub(crate) fn big_encrypted_eml(from: &str, to: &str, size: usize) -> String {
     use base64::Engine as _;
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     let mut rnd = |n: usize| -> Vec<u8> {

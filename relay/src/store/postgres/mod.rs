@@ -14,6 +14,7 @@
 
 mod listen;
 pub mod migrate;
+pub(crate) mod s3;
 pub(crate) mod schema;
 
 use std::collections::HashMap;
@@ -45,6 +46,19 @@ pub(crate) struct Pg {
     node: u64,
     events: Events,
     blob_dir: PathBuf,
+    /// `[blobs] backend = "s3"`: bodies over `INLINE_MAX` go there.
+    s3: Option<s3::S3>,
+}
+
+/// A message body ready for the delivering transaction.
+struct Body {
+    id: BlobId,
+    /// Empty when the body is in the object store.
+    data: Bytes,
+    /// Read from a spill file, which goes after the commit.
+    spilled: bool,
+    /// Already PUT to the object store.
+    external: bool,
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -262,19 +276,22 @@ async fn insert_message(
     Ok(Inserted { uid: uid as u32, modseq, usage_bytes: u64::try_from(usage).unwrap_or(0) })
 }
 
-/// Delete the `blob_data` rows among `ids` that nothing references any more.
-async fn drop_unreferenced(tx: &Tx<'_>, ids: &[String]) -> Result<()> {
+/// Delete the `blob_data` rows among `ids` that nothing references any more. Returns those
+/// whose bytes are in the object store, to be deleted there after the commit.
+async fn drop_unreferenced(tx: &Tx<'_>, ids: &[String]) -> Result<Vec<String>> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    tx.execute(
-        "DELETE FROM blob_data d WHERE d.id = ANY($1)
-         AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob = d.id)
-         AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.blob = d.id)",
-        &[&ids],
-    )
-    .await?;
-    Ok(())
+    let rows = tx
+        .query(
+            "DELETE FROM blob_data d WHERE d.id = ANY($1)
+             AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob = d.id)
+             AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.blob = d.id)
+             RETURNING d.id, d.external",
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().filter(|r| r.get::<_, i64>(1) != 0).map(|r| r.get(0)).collect())
 }
 
 /// How long a claimed queue entry is left to its node before another may retake it: longer
@@ -308,13 +325,32 @@ async fn queue_rcpts(c: &impl GenericClient, id: &str) -> Result<Vec<QueueRcpt>>
     Ok(rows.iter().map(|r| QueueRcpt { rcpt: r.get(0), state: r.get(1), last_reply: r.get(2) }).collect())
 }
 
+async fn insert_body(tx: &Tx<'_>, b: &Body) -> Result<()> {
+    tx.execute(
+        "INSERT INTO blob_data(id, data, external) VALUES($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&b.id.0, &b.data.as_ref(), &i64::from(b.external)],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Changed rows, expunged UIDs and the mailbox's highest modseq.
 type Changes = (Vec<MessageMeta>, Vec<u32>, i64);
 
 impl Pg {
     /// Connect, migrate the schema and start listening for the other nodes' events. Runs the
     /// migration on a thread of its own so it can be called from sync and async code alike.
-    pub(crate) fn open(url: &str, pool_size: usize, events: Events, blob_dir: PathBuf) -> Result<Arc<Self>> {
+    pub(crate) fn open(
+        url: &str,
+        pool_size: usize,
+        blobs: &crate::config::Blobs,
+        events: Events,
+        blob_dir: PathBuf,
+    ) -> Result<Arc<Self>> {
+        let s3 = match blobs.backend {
+            crate::config::BlobKind::S3 => Some(s3::S3::new(blobs)?),
+            crate::config::BlobKind::Local => None,
+        };
         let config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| StoreError::Busy(format!("store.url: {e}")))?;
         let mig_cfg = config.clone();
@@ -338,7 +374,7 @@ impl Pg {
         let size = if pool_size == 0 { DEFAULT_POOL } else { pool_size };
         let pool = Pool::builder(mgr).max_size(size).build().map_err(|e| StoreError::Busy(e.to_string()))?;
         let node = rand::random::<u64>();
-        let pg = Arc::new(Self { pool, node, events, blob_dir });
+        let pg = Arc::new(Self { pool, node, events, blob_dir, s3 });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(listen::run(config, pg.clone()));
         }
@@ -347,6 +383,17 @@ impl Pg {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Delete objects whose rows are gone (after the commit; one left behind by a crash here is
+    /// an orphan in the bucket, never a dangling reference).
+    async fn forget_objects(&self, ids: Vec<String>) {
+        let Some(s3) = &self.s3 else { return };
+        for id in ids {
+            if let Err(e) = s3.delete(&id).await {
+                tracing::warn!(error = %e, "object store: delete failed; object left behind");
+            }
+        }
     }
 
     fn publish(&self, pending: Pending) {
@@ -479,12 +526,13 @@ impl Pg {
             return Err(StoreError::NotFound);
         }
         tx.execute("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING", &[&tombstone]).await?;
-        drop_unreferenced(&tx, &blobs).await?;
+        let objects = drop_unreferenced(&tx, &blobs).await?;
         let mut p = Pending::default();
         p.push(StoreEvent::Mailbox { account: id, event: MailboxEvent::AccountGone });
         p.notify(&tx, self.node).await?;
         tx.commit().await?;
         self.publish(p);
+        self.forget_objects(objects).await;
         Ok(())
     }
 
@@ -506,18 +554,37 @@ impl Pg {
 
     /// The bytes of a new blob: its inline copy, or the spill file (read once, then stored in
     /// the database; the file is removed after the commit).
-    async fn body_of(&self, b: &NewBlob) -> Result<(BlobId, Bytes, bool)> {
-        match b.inline_data() {
-            Some(data) => Ok((b.id().clone(), data.clone(), false)),
+    /// With an object store, a large body is PUT there now, before the transaction that
+    /// references it: the `250` then follows both the PUT and the COMMIT.
+    async fn body_of(&self, b: &NewBlob) -> Result<Body> {
+        let (id, data, spilled) = match b.inline_data() {
+            Some(data) => (b.id().clone(), data.clone(), false),
             None => {
                 let data = tokio::fs::read(super::blobs::path_of(&self.blob_dir, b.id())).await?;
-                Ok((BlobId::random_inline(), Bytes::from(data), true))
+                (BlobId::random_inline(), Bytes::from(data), true)
             }
+        };
+        match &self.s3 {
+            Some(s3) if data.len() > super::blobs::INLINE_MAX => {
+                s3.put(id.as_str(), data).await?;
+                Ok(Body { id, data: Bytes::new(), spilled, external: true })
+            }
+            _ => Ok(Body { id, data, spilled, external: false }),
         }
     }
 
-    /// SMTP-48/49: every local recipient's row in one transaction; `Ok` after COMMIT.
+    /// SMTP-48/49: every local recipient's row in one transaction; `Ok` after COMMIT (and after
+    /// the object store took a large body). On failure an object already PUT is deleted again.
     pub(crate) async fn deliver(&self, d: &Delivery) -> Result<DeliveryReceipt> {
+        let mut put = Vec::new();
+        let res = self.deliver_in(d, &mut put).await;
+        if res.is_err() {
+            self.forget_objects(put).await;
+        }
+        res
+    }
+
+    async fn deliver_in(&self, d: &Delivery, put: &mut Vec<String>) -> Result<DeliveryReceipt> {
         let mut receipt = DeliveryReceipt::default();
         let local = match &d.local_blob {
             Some(new) if !d.local.is_empty() => Some((new, self.body_of(new).await?)),
@@ -527,6 +594,7 @@ impl Pg {
             Some(new) if d.remote.iter().any(|b| !b.rcpts.is_empty()) => Some((new, self.body_of(new).await?)),
             _ => None,
         };
+        put.extend(local.iter().chain(remote.iter()).filter(|(_, b)| b.external).map(|(_, b)| b.id.0.clone()));
         if local.is_none() && remote.is_none() {
             return Ok(receipt);
         }
@@ -542,18 +610,15 @@ impl Pg {
         let (now, now_ms) = (now_secs(), now_millis());
         let mut p = Pending::default();
         let mut seen = Vec::with_capacity(d.local.len());
-        let no_body = (BlobId(String::new()), Bytes::new(), false);
-        let (new, (blob, data, _)) = match &local {
+        let no_body = Body { id: BlobId(String::new()), data: Bytes::new(), spilled: false, external: false };
+        let (new, body) = match &local {
             Some((new, body)) => (Some(*new), body),
             None => (None, &no_body),
         };
+        let blob = &body.id;
         let size = new.map_or(0, NewBlob::size);
         if new.is_some() {
-            tx.execute(
-                "INSERT INTO blob_data(id, data) VALUES($1, $2) ON CONFLICT DO NOTHING",
-                &[&blob.0, &data.as_ref()],
-            )
-            .await?;
+            insert_body(&tx, body).await?;
         }
         for &account in d.local.iter().filter(|_| new.is_some()) {
             if seen.contains(&account) {
@@ -575,12 +640,9 @@ impl Pg {
             }));
             receipt.stored.push((account, mailbox, ins.uid));
         }
-        if let Some((_, (rblob, rdata, _))) = &remote {
-            tx.execute(
-                "INSERT INTO blob_data(id, data) VALUES($1, $2) ON CONFLICT DO NOTHING",
-                &[&rblob.0, &rdata.as_ref()],
-            )
-            .await?;
+        if let Some((_, rbody)) = &remote {
+            insert_body(&tx, rbody).await?;
+            let rblob = &rbody.id;
             for batch in d.remote.iter().filter(|b| !b.rcpts.is_empty()) {
                 let id = BlobId::random().0[..16].to_string();
                 tx.execute(
@@ -603,8 +665,9 @@ impl Pg {
         p.notify(&tx, self.node).await?;
         tx.commit().await?;
         self.publish(p);
-        for (new, (_, _, spilled)) in local.iter().chain(remote.iter()) {
-            if *spilled {
+        put.clear();
+        for (new, body) in local.iter().chain(remote.iter()) {
+            if body.spilled {
                 let _ = tokio::fs::remove_file(super::blobs::path_of(&self.blob_dir, new.id())).await;
             }
         }
@@ -700,10 +763,11 @@ impl Pg {
             .query_one("SELECT count(*) FROM queue_rcpts WHERE queue_id = $1 AND state = 'pending'", &[&id])
             .await?
             .get(0);
+        let mut objects = Vec::new();
         let gone = if pending == 0 {
             let blob = tx.query_opt("DELETE FROM queue WHERE id = $1 RETURNING blob", &[&id]).await?;
             if let Some(b) = &blob {
-                drop_unreferenced(&tx, &[b.get::<_, String>(0)]).await?;
+                objects = drop_unreferenced(&tx, &[b.get::<_, String>(0)]).await?;
             }
             blob.is_some()
         } else {
@@ -715,13 +779,20 @@ impl Pg {
             false
         };
         tx.commit().await?;
+        self.forget_objects(objects).await;
         Ok(gone)
     }
 
     pub(crate) async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let c = self.client().await?;
-        let row = c.query_opt("SELECT data FROM blob_data WHERE id = $1", &[&id.0]).await?;
-        row.map(|r| r.get::<_, Vec<u8>>(0)).ok_or(StoreError::NotFound)
+        let row = c.query_opt("SELECT data, external FROM blob_data WHERE id = $1", &[&id.0]).await?;
+        let row = row.ok_or(StoreError::NotFound)?;
+        drop(c);
+        match (row.get::<_, i64>(1), &self.s3) {
+            (0, _) => Ok(row.get::<_, Vec<u8>>(0)),
+            (_, Some(s3)) => s3.get(id.as_str()).await,
+            (_, None) => Err(StoreError::Invalid("body is in the object store, but [blobs] backend is not s3")),
+        }
     }
 
     // ---- mailboxes ----
@@ -820,7 +891,7 @@ impl Pg {
             &[&account, &freed],
         )
         .await?;
-        drop_unreferenced(&tx, &blobs).await?;
+        let objects = drop_unreferenced(&tx, &blobs).await?;
         let mut p = Pending::default();
         if !removed.is_empty() {
             p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
@@ -828,6 +899,7 @@ impl Pg {
         p.notify(&tx, self.node).await?;
         tx.commit().await?;
         self.publish(p);
+        self.forget_objects(objects).await;
         removed.sort_unstable();
         Ok(removed)
     }

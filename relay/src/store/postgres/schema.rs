@@ -119,6 +119,10 @@ const MIGRATIONS: &[&str] = &[
         data            BYTEA NOT NULL
     );
     "#,
+    // 2: bodies in the object store (issue 27): the row stays, as a reference, with no data.
+    r#"
+    ALTER TABLE blob_data ADD COLUMN external BIGINT NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
