@@ -32,3 +32,10 @@ else
 fi
 cd "$root"
 cargo test -p relay --locked --test it -- scaleout --test-threads=2 --nocapture
+# The Delta Chat suite with the clients on two nodes of one cluster (conftest.py reads
+# RELAYTEST_PG_URL); skipped with the reason where its venv cannot be installed.
+if "$root/tests/interop/setup.sh" >/dev/null; then
+    "$root/tests/interop/run.sh" test_chat.py
+else
+    echo "SKIPPED: the Delta Chat suite on two nodes: its venv could not be installed"
+fi
