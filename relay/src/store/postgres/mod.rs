@@ -32,6 +32,9 @@ use super::events::{Events, MailboxEvent, MessageStored, StoreEvent};
 use super::mailbox::{Flags, MailboxId, MailboxInfo, MessageMeta};
 use super::mailbox_ops::{FlagOp, MAX_KEYWORDS, MAX_MAILBOXES};
 use super::queue::{AttemptOutcome, QueueEntry, QueueRcpt};
+use super::retention::{
+    BATCH, Cleanup, EXPUNGED_KEEP_SECS, ExpireRule, PUSH_JOB_MAX_AGE_MS, Removed, RetentionPolicy, TRIM_MIN_AGE_SECS,
+};
 use super::{Result, StoreError, now_millis, now_secs, today};
 
 /// The NOTIFY channel every node listens on.
@@ -230,6 +233,57 @@ async fn inbox_id(tx: &Tx<'_>, account: AccountId) -> Result<MailboxId> {
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// The SQLite store's `remove_messages` in `tx`: rows deleted, expunge records written at one
+/// new modseq, usage reduced, unreferenced bodies dropped (their objects into `objects`), the
+/// change into `p`. Returns the UIDs removed and the bytes freed.
+async fn remove_messages(
+    tx: &Tx<'_>,
+    account: AccountId,
+    mailbox: MailboxId,
+    uids: &[u32],
+    p: &mut Pending,
+    objects: &mut Vec<String>,
+) -> Result<(Vec<u32>, i64)> {
+    let modseq: i64 = tx
+        .query_opt(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
+             RETURNING highestmodseq",
+            &[&mailbox, &account],
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?
+        .get(0);
+    let uids: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
+    let rows = tx
+        .query(
+            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING uid, blob, size",
+            &[&mailbox, &uids],
+        )
+        .await?;
+    let mut removed: Vec<u32> = Vec::with_capacity(rows.len());
+    let mut blobs = Vec::with_capacity(rows.len());
+    let mut freed: i64 = 0;
+    for r in &rows {
+        let uid: i64 = r.get(0);
+        tx.execute(
+            "INSERT INTO expunged(mailbox_id, uid, modseq) VALUES($1, $2, $3)
+             ON CONFLICT(mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+            &[&mailbox, &uid, &modseq],
+        )
+        .await?;
+        removed.push(uid as u32);
+        blobs.push(r.get::<_, String>(1));
+        freed += r.get::<_, i64>(2);
+    }
+    tx.execute("UPDATE accounts SET usage_bytes = greatest(0, usage_bytes - $2) WHERE id = $1", &[&account, &freed])
+        .await?;
+    objects.extend(drop_unreferenced(tx, &blobs).await?);
+    if !removed.is_empty() {
+        p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
+    }
+    Ok((removed, freed))
 }
 
 struct Inserted {
@@ -855,53 +909,179 @@ impl Pg {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let modseq: i64 = tx
-            .query_opt(
-                "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
-                 RETURNING highestmodseq",
-                &[&mailbox, &account],
-            )
-            .await?
-            .ok_or(StoreError::NotFound)?
-            .get(0);
-        let uids: Vec<i64> = uids.into_iter().map(i64::from).collect();
-        let rows = tx
-            .query(
-                "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING uid, blob, size",
-                &[&mailbox, &uids],
-            )
-            .await?;
-        let mut removed: Vec<u32> = Vec::with_capacity(rows.len());
-        let mut blobs = Vec::with_capacity(rows.len());
-        let mut freed: i64 = 0;
-        for r in &rows {
-            let uid: i64 = r.get(0);
-            tx.execute(
-                "INSERT INTO expunged(mailbox_id, uid, modseq) VALUES($1, $2, $3)
-                 ON CONFLICT(mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
-                &[&mailbox, &uid, &modseq],
-            )
-            .await?;
-            removed.push(uid as u32);
-            blobs.push(r.get::<_, String>(1));
-            freed += r.get::<_, i64>(2);
-        }
-        tx.execute(
-            "UPDATE accounts SET usage_bytes = greatest(0, usage_bytes - $2) WHERE id = $1",
-            &[&account, &freed],
-        )
-        .await?;
-        let objects = drop_unreferenced(&tx, &blobs).await?;
         let mut p = Pending::default();
-        if !removed.is_empty() {
-            p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
-        }
+        let mut objects = Vec::new();
+        let (mut removed, _) = remove_messages(&tx, account, mailbox, &uids, &mut p, &mut objects).await?;
         p.notify(&tx, self.node).await?;
         tx.commit().await?;
         self.publish(p);
         self.forget_objects(objects).await;
         removed.sort_unstable();
         Ok(removed)
+    }
+
+    // ---- retention (RET-2, RET-3) ----
+    // Each batch is one transaction that first takes `pg_try_advisory_xact_lock`: one node
+    // expires at a time and another node's pass finds the batch taken and skips it (rows are
+    // locked by their DELETE anyway, so two passes could never remove a message twice).
+
+    async fn expiry_turn(tx: &Tx<'_>) -> Result<bool> {
+        Ok(tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&schema::LOCK_EXPIRY]).await?.get(0))
+    }
+
+    pub(crate) async fn inactive_accounts(&self, before_day: i64) -> Result<Vec<Account>> {
+        let c = self.client().await?;
+        let st = format!("SELECT {ACC_COLS} FROM accounts WHERE last_login_day < $1 ORDER BY id");
+        Ok(c.query(&st, &[&before_day]).await?.iter().map(account_of).collect())
+    }
+
+    pub(crate) async fn accounts_over(&self, threshold: u64) -> Result<Vec<AccountId>> {
+        let c = self.client().await?;
+        let rows =
+            c.query("SELECT id FROM accounts WHERE usage_bytes > $1 ORDER BY id", &[&(threshold as i64)]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Remove `victims` (account, mailbox, uid, size) in `tx`; returns (count, bytes).
+    async fn remove_victims(
+        tx: &Tx<'_>,
+        victims: Vec<(AccountId, MailboxId, u32, u64)>,
+        p: &mut Pending,
+        objects: &mut Vec<String>,
+    ) -> Result<(u64, u64)> {
+        let mut by_box: std::collections::BTreeMap<(AccountId, MailboxId), Vec<u32>> = Default::default();
+        for (a, m, uid, _) in &victims {
+            by_box.entry((*a, *m)).or_default().push(*uid);
+        }
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for ((account, mailbox), uids) in by_box {
+            let (removed, freed) = remove_messages(tx, account, mailbox, &uids, p, objects).await?;
+            count += removed.len() as u64;
+            bytes += freed.max(0) as u64;
+        }
+        Ok((count, bytes))
+    }
+
+    pub(crate) async fn expire_messages(&self, rule: ExpireRule, pol: RetentionPolicy, now: i64) -> Result<Removed> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if !Self::expiry_turn(&tx).await? {
+            return Ok(Removed::default());
+        }
+        const COLS: &str =
+            "SELECT b.account_id, m.mailbox_id, m.uid, m.size FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id";
+        let batch = BATCH as i64;
+        let rows = match rule {
+            ExpireRule::Age => {
+                let st = format!("{COLS} WHERE m.internal_date < $1 ORDER BY m.internal_date LIMIT $2");
+                tx.query(&st, &[&(now - pol.delete_mails_after_secs), &batch]).await?
+            }
+            ExpireRule::Large => {
+                let st = format!(
+                    "{COLS} WHERE m.internal_date < $1 AND m.size > $2 AND (m.flags & $3) != 0 ORDER BY m.internal_date LIMIT $4"
+                );
+                let seen = i64::from(Flags::SEEN);
+                tx.query(&st, &[&(now - pol.delete_large_after_secs), &(pol.large_message_size as i64), &seen, &batch])
+                    .await?
+            }
+        };
+        let full = rows.len() >= BATCH;
+        let victims = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u32, r.get::<_, i64>(3).max(0) as u64))
+            .collect();
+        let (mut p, mut objects) = (Pending::default(), Vec::new());
+        let (count, bytes) = Self::remove_victims(&tx, victims, &mut p, &mut objects).await?;
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        self.forget_objects(objects).await;
+        Ok(Removed { count, bytes, more: full })
+    }
+
+    pub(crate) async fn trim_account(&self, account: AccountId, pol: RetentionPolicy, now: i64) -> Result<Removed> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if !Self::expiry_turn(&tx).await? {
+            return Ok(Removed::default());
+        }
+        let Some(acc) = by_id(&tx, account).await? else { return Ok(Removed::default()) };
+        let target = pol.trim_target();
+        let mut usage = acc.usage_bytes;
+        if usage <= target {
+            return Ok(Removed::default());
+        }
+        let rows = tx
+            .query(
+                "SELECT b.account_id, m.mailbox_id, m.uid, m.size, m.internal_date FROM messages m
+                 JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1 ORDER BY m.internal_date, m.uid LIMIT $2",
+                &[&account, &(BATCH as i64)],
+            )
+            .await?;
+        let full = rows.len() >= BATCH;
+        let (mut victims, mut stopped) = (Vec::new(), false);
+        for r in &rows {
+            let size = r.get::<_, i64>(3).max(0) as u64;
+            if usage <= target || r.get::<_, i64>(4) > now - TRIM_MIN_AGE_SECS {
+                stopped = true;
+                break;
+            }
+            usage = usage.saturating_sub(size);
+            victims.push((r.get(0), r.get(1), r.get::<_, i64>(2) as u32, size));
+        }
+        let (mut p, mut objects) = (Pending::default(), Vec::new());
+        let (count, bytes) = Self::remove_victims(&tx, victims, &mut p, &mut objects).await?;
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        self.forget_objects(objects).await;
+        Ok(Removed { count, bytes, more: full && !stopped && usage > target })
+    }
+
+    pub(crate) async fn cleanup(&self, now: i64) -> Result<Cleanup> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if !Self::expiry_turn(&tx).await? {
+            return Ok(Cleanup::default());
+        }
+        let lim = BATCH as i64;
+        let tokens = tx
+            .execute(
+                "DELETE FROM push_tokens WHERE (account_id, token) IN
+                   (SELECT account_id, token FROM push_tokens WHERE set_at <= $1 LIMIT $2)",
+                &[&(now - super::push::TOKEN_LIFETIME_SECS), &lim],
+            )
+            .await?;
+        let push_jobs = tx
+            .execute(
+                "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs j WHERE created_at < $1
+                   OR NOT EXISTS (SELECT 1 FROM push_tokens t WHERE t.account_id = j.account_id AND t.token = j.token)
+                   LIMIT $2)",
+                &[&(now * 1000 - PUSH_JOB_MAX_AGE_MS), &lim],
+            )
+            .await?;
+        let expunged = tx
+            .execute(
+                "DELETE FROM expunged WHERE (mailbox_id, uid) IN
+                   (SELECT mailbox_id, uid FROM expunged WHERE expunged_at < $1 LIMIT $2)",
+                &[&(now - EXPUNGED_KEEP_SECS), &lim],
+            )
+            .await?;
+        let mta_sts = tx
+            .execute(
+                "DELETE FROM mta_sts WHERE domain IN (SELECT domain FROM mta_sts WHERE fetched_at + max_age < $1 LIMIT $2)",
+                &[&now, &lim],
+            )
+            .await?;
+        tx.commit().await?;
+        let b = BATCH as u64;
+        Ok(Cleanup {
+            tokens,
+            push_jobs,
+            expunged,
+            mta_sts,
+            more: [tokens, push_jobs, expunged, mta_sts].iter().any(|n| *n >= b),
+        })
     }
 
     pub(crate) async fn create_mailbox(&self, account: AccountId, name: String) -> Result<MailboxInfo> {

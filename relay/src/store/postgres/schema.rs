@@ -8,6 +8,8 @@ use super::super::StoreError;
 
 /// Advisory lock keys (one 64-bit namespace for the whole relay).
 pub(super) const LOCK_MIGRATE: i64 = 0x6368_6174_0001;
+/// One node's expiry batch at a time.
+pub(super) const LOCK_EXPIRY: i64 = 0x6368_6174_0002;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the SQLite schema at its version 2 (accounts .. blob_data).
