@@ -35,10 +35,15 @@ pub fn pg_extra(url: &str) -> String {
 /// `n` nodes of one relay domain on one database, sharing the keyed-hash secret as a deployment
 /// must (docs/scale-out.md).
 pub fn cluster(url: &str, n: usize) -> Vec<Relay> {
+    cluster_with(url, n, "")
+}
+
+/// `cluster` with `extra` TOML tables after `[store]`.
+pub fn cluster_with(url: &str, n: usize, extra: &str) -> Vec<Relay> {
     let secret: [u8; 32] = std::array::from_fn(|i| (rand_u64() as u8).wrapping_add(i as u8));
     (0..n)
         .map(|_| {
-            let mut r = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &pg_extra(url));
+            let mut r = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &format!("{}{extra}", pg_extra(url)));
             std::fs::create_dir_all(r.data_dir()).expect("data dir");
             std::fs::write(r.data_dir().join("secret.key"), secret).expect("secret");
             r.spawn();
