@@ -128,8 +128,8 @@ impl Store {
 
     /// DELETE: messages removed (files released, usage reduced), then the mailbox row.
     pub async fn delete_mailbox(&self, account: AccountId, name: String) -> Result<()> {
-        if self.pg().is_some() {
-            return Err(StoreError::Invalid("not served by the postgres backend yet"));
+        if let Some(pg) = self.pg() {
+            return pg.delete_mailbox(account, name).await;
         }
         self.write(move |tx| {
             let m = mailbox_by_name(tx, account, &name)?.ok_or(StoreError::NotFound)?;
@@ -149,8 +149,8 @@ impl Store {
     /// RENAME. Renaming INBOX moves its messages into a new mailbox (RFC 3501 6.3.5); children
     /// `from/...` follow their parent.
     pub async fn rename_mailbox(&self, account: AccountId, from: String, to: String) -> Result<()> {
-        if self.pg().is_some() {
-            return Err(StoreError::Invalid("not served by the postgres backend yet"));
+        if let Some(pg) = self.pg() {
+            return pg.rename_mailbox(account, from, to).await;
         }
         self.write(move |tx| {
             let src = mailbox_by_name(tx, account, &from)?.ok_or(StoreError::NotFound)?;
@@ -271,8 +271,8 @@ impl Store {
         keywords: Vec<String>,
         max_usage: u64,
     ) -> Result<(u32, u32)> {
-        if self.pg().is_some() {
-            return Err(StoreError::Invalid("not served by the postgres backend yet"));
+        if let Some(pg) = self.pg() {
+            return pg.append(account, mailbox, &blob, internal_date, flags, keywords, max_usage).await;
         }
         self.write(move |tx| {
             let m = owned_mailbox(tx, account, mailbox)?;
@@ -301,8 +301,8 @@ impl Store {
         remove: bool,
         max_usage: u64,
     ) -> Result<(u32, Vec<(u32, u32)>)> {
-        if self.pg().is_some() {
-            return Err(StoreError::Invalid("not served by the postgres backend yet"));
+        if let Some(pg) = self.pg() {
+            return pg.copy_messages(account, src, uids, dst, remove, max_usage).await;
         }
         self.write(move |tx| {
             owned_mailbox(tx, account, src)?;

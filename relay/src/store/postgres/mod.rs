@@ -306,6 +306,24 @@ async fn enqueue_push(tx: &Tx<'_>, account: AccountId, now_ms: i64) -> Result<()
 /// holding it hands it on after this.
 const PUSH_LEASE_MS: i64 = 30_000;
 
+/// IMAP-19: at most `MAX_KEYWORDS` distinct keywords in a mailbox with `new` added.
+async fn keyword_limit(tx: &Tx<'_>, mailbox: MailboxId, new: &[String]) -> Result<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let rows = tx
+        .query("SELECT DISTINCT keywords FROM messages WHERE mailbox_id = $1 AND keywords != ''", &[&mailbox])
+        .await?;
+    let mut all: Vec<String> = Vec::new();
+    let stored = rows.iter().flat_map(|r| r.get::<_, String>(0).split(' ').map(str::to_string).collect::<Vec<_>>());
+    for k in stored.chain(new.iter().cloned()) {
+        if !k.is_empty() && !all.iter().any(|x| x.eq_ignore_ascii_case(&k)) {
+            all.push(k);
+        }
+    }
+    if all.len() > MAX_KEYWORDS { Err(StoreError::Limit("keywords")) } else { Ok(()) }
+}
+
 struct Inserted {
     uid: u32,
     modseq: i64,
@@ -1131,6 +1149,169 @@ impl Pg {
         Ok(info)
     }
 
+    /// A mailbox of `account` by id, or NotFound.
+    async fn owned(tx: &Tx<'_>, account: AccountId, mailbox: MailboxId) -> Result<MailboxInfo> {
+        mailbox_by_id(tx, mailbox).await?.filter(|m| m.account == account).ok_or(StoreError::NotFound)
+    }
+
+    async fn usage_in(tx: &Tx<'_>, account: AccountId) -> Result<u64> {
+        let row = tx.query_opt("SELECT usage_bytes FROM accounts WHERE id = $1 FOR UPDATE", &[&account]).await?;
+        Ok(row.ok_or(StoreError::NotFound)?.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// APPEND (IMAP-21, IMAP-23): the quota read locks the account row, so two nodes' APPENDs
+    /// cannot both pass it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn append(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        blob: &NewBlob,
+        internal_date: i64,
+        flags: u32,
+        keywords: Vec<String>,
+        max_usage: u64,
+    ) -> Result<(u32, u32)> {
+        let body = self.body_of(blob).await?;
+        let put: Vec<String> = if body.external { vec![body.id.0.clone()] } else { Vec::new() };
+        let res = async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            let m = Self::owned(&tx, account, mailbox).await?;
+            if Self::usage_in(&tx, account).await? + blob.size() > max_usage {
+                return Err(StoreError::OverQuota);
+            }
+            keyword_limit(&tx, mailbox, &keywords).await?;
+            let kw = super::mailbox_ops::merge_keywords("", FlagOp::Add, &keywords);
+            insert_body(&tx, &body).await?;
+            let uid = insert_message(&tx, mailbox, &body.id, blob.size(), internal_date, Flags(flags), &kw).await?.uid;
+            let mut p = Pending::default();
+            p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
+            p.notify(&tx, self.node).await?;
+            tx.commit().await?;
+            self.publish(p);
+            Ok((m.uidvalidity, uid))
+        }
+        .await;
+        if res.is_err() {
+            self.forget_objects(put).await;
+        }
+        if body.spilled {
+            let _ = tokio::fs::remove_file(super::blobs::path_of(&self.blob_dir, blob.id())).await;
+        }
+        res
+    }
+
+    /// COPY / MOVE. The source rows are read `FOR SHARE`, so an expunge of them on another node
+    /// waits for this commit and then sees the copies still using the body.
+    pub(crate) async fn copy_messages(
+        &self,
+        account: AccountId,
+        src: MailboxId,
+        uids: Vec<u32>,
+        dst: MailboxId,
+        remove: bool,
+        max_usage: u64,
+    ) -> Result<(u32, Vec<(u32, u32)>)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        Self::owned(&tx, account, src).await?;
+        let d = Self::owned(&tx, account, dst).await?;
+        let want: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
+        let st =
+            format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid FOR SHARE");
+        let rows: Vec<MessageMeta> = tx.query(&st, &[&src, &want]).await?.iter().map(message_of).collect();
+        if !remove {
+            let add: u64 = rows.iter().map(|m| m.size).sum();
+            if add > 0 && Self::usage_in(&tx, account).await? + add > max_usage {
+                return Err(StoreError::OverQuota);
+            }
+        }
+        let mut pairs = Vec::with_capacity(rows.len());
+        for m in &rows {
+            let new = insert_message(&tx, dst, &m.blob, m.size, m.internal_date, m.flags, &m.keywords).await?.uid;
+            pairs.push((m.uid, new));
+        }
+        let (mut p, mut objects) = (Pending::default(), Vec::new());
+        if remove && !pairs.is_empty() {
+            let moved: Vec<u32> = pairs.iter().map(|x| x.0).collect();
+            remove_messages(&tx, account, src, &moved, &mut p, &mut objects).await?;
+        }
+        if !pairs.is_empty() {
+            p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox: dst } });
+        }
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        self.forget_objects(objects).await;
+        Ok((d.uidvalidity, pairs))
+    }
+
+    pub(crate) async fn delete_mailbox(&self, account: AccountId, name: String) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let m = mailbox_by_name(&tx, account, &name).await?.ok_or(StoreError::NotFound)?;
+        let uids: Vec<u32> = tx
+            .query("SELECT uid FROM messages WHERE mailbox_id = $1", &[&m.id])
+            .await?
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u32)
+            .collect();
+        let (mut p, mut objects) = (Pending::default(), Vec::new());
+        remove_messages(&tx, account, m.id, &uids, &mut p, &mut objects).await?;
+        tx.execute("DELETE FROM expunged WHERE mailbox_id = $1", &[&m.id]).await?;
+        tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&m.id]).await?;
+        p.push(StoreEvent::Mailbox { account, event: MailboxEvent::MailboxesChanged });
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        self.forget_objects(objects).await;
+        Ok(())
+    }
+
+    /// RENAME as on SQLite: INBOX's messages move to a new mailbox; children follow a parent.
+    pub(crate) async fn rename_mailbox(&self, account: AccountId, from: String, to: String) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let src = mailbox_by_name(&tx, account, &from).await?.ok_or(StoreError::NotFound)?;
+        if mailbox_by_name(&tx, account, &to).await?.is_some() {
+            return Err(StoreError::Exists);
+        }
+        let (mut p, mut objects) = (Pending::default(), Vec::new());
+        if from == "INBOX" {
+            let uv = i64::from(next_uidvalidity(&tx).await?);
+            let dst: i64 = tx
+                .query_one(
+                    "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, $2, $3) RETURNING id",
+                    &[&account, &to, &uv],
+                )
+                .await?
+                .get(0);
+            let st = format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = $1 ORDER BY uid FOR SHARE");
+            let rows: Vec<MessageMeta> = tx.query(&st, &[&src.id]).await?.iter().map(message_of).collect();
+            for m in &rows {
+                insert_message(&tx, dst, &m.blob, m.size, m.internal_date, m.flags, &m.keywords).await?;
+            }
+            let uids: Vec<u32> = rows.iter().map(|m| m.uid).collect();
+            remove_messages(&tx, account, src.id, &uids, &mut p, &mut objects).await?;
+        } else {
+            tx.execute("UPDATE mailboxes SET name = $3 WHERE account_id = $1 AND name = $2", &[&account, &from, &to])
+                .await?;
+            tx.execute(
+                "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)
+                 WHERE account_id = $1 AND substr(name, 1, length($2) + 1) = $2 || '/'",
+                &[&account, &from, &to],
+            )
+            .await?;
+        }
+        p.push(StoreEvent::Mailbox { account, event: MailboxEvent::MailboxesChanged });
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        self.forget_objects(objects).await;
+        Ok(())
+    }
+
     pub(crate) async fn set_subscribed(&self, account: AccountId, name: String, on: bool) -> Result<()> {
         let c = self.client().await?;
         let n = c
@@ -1163,23 +1344,8 @@ impl Pg {
             .await?
             .ok_or(StoreError::NotFound)?
             .get(0);
-        if op != FlagOp::Remove && !keywords.is_empty() {
-            let mut all: Vec<String> = Vec::new();
-            let rows = tx
-                .query("SELECT DISTINCT keywords FROM messages WHERE mailbox_id = $1 AND keywords != ''", &[&mailbox])
-                .await?;
-            for k in rows
-                .iter()
-                .flat_map(|r| r.get::<_, String>(0).split(' ').map(str::to_string).collect::<Vec<_>>())
-                .chain(keywords.iter().cloned())
-            {
-                if !k.is_empty() && !all.iter().any(|x| x.eq_ignore_ascii_case(&k)) {
-                    all.push(k);
-                }
-            }
-            if all.len() > MAX_KEYWORDS {
-                return Err(StoreError::Limit("keywords"));
-            }
+        if op != FlagOp::Remove {
+            keyword_limit(&tx, mailbox, &keywords).await?;
         }
         let uids: Vec<i64> = uids.into_iter().map(i64::from).collect();
         let st =
