@@ -1,7 +1,6 @@
 //! Issue 27: the IMAP mailbox operations on the shared database, seen across nodes: CREATE,
 //! APPEND, COPY, MOVE, RENAME, DELETE.
 
-use crate::harness::*;
 use crate::imap_helpers::{append, assert_ok, login, read_literal, sample_message};
 use crate::scaleout_pg::{cluster, fresh_database};
 
