@@ -46,9 +46,12 @@ async fn scaleout_migrate_single_node_into_the_cluster() {
 
     // A cluster node on the database serves the moved data.
     let mut node = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &pg_extra(&url));
-    std::fs::create_dir_all(node.data_dir()).expect("dir");
-    std::fs::copy(single.data_dir().join("secret.key"), node.data_dir().join("secret.key")).expect("secret");
+    // No secret.key copied: the node adopts the one `migrate` put in the database.
     node.spawn();
+    assert_eq!(
+        std::fs::read(node.data_dir().join("secret.key")).expect("adopted secret"),
+        std::fs::read(single.data_dir().join("secret.key")).expect("secret"),
+    );
     let mut b = login(&node, &bob).await; // the moved password hash
     let sel = b.imap("s", "SELECT INBOX").await;
     assert!(sel.iter().any(|l| l == "* 4 EXISTS"), "{sel:?}");

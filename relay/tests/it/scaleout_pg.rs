@@ -262,3 +262,41 @@ async fn scaleout_lost_listen_connection_catches_up() {
     on2.send("DONE").await;
     assert_eq!(last(&on2.until_tag("i").await), "i OK IDLE terminated");
 }
+
+/// A node whose keyed-hash secret differs from the cluster's refuses to start (tombstones and
+/// the login cache would split); a node without one adopts the cluster's.
+#[tokio::test]
+async fn scaleout_nodes_share_one_secret() {
+    let Some(url) = fresh_database().await else { return };
+    let first = cluster(&url, 1);
+    let mut fresh = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &pg_extra(&url));
+    fresh.spawn();
+    let want = std::fs::read(first[0].data_dir().join("secret.key")).expect("secret");
+    assert_eq!(std::fs::read(fresh.data_dir().join("secret.key")).expect("adopted"), want);
+
+    let other = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &pg_extra(&url));
+    std::fs::create_dir_all(other.data_dir()).expect("dir");
+    std::fs::write(other.data_dir().join("secret.key"), [1u8; 32]).expect("secret");
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&other.config_path)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a node with a different secret.key kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read");
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("secret.key differs"), "{err}");
+}

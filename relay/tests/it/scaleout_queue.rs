@@ -23,15 +23,14 @@ async fn leased(db: &tokio_postgres::Client) -> HashSet<String> {
     db.query(q, &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)).collect()
 }
 
-fn node(url: &str, dns: &TestDns, sink_port: u16, secret: &[u8; 32]) -> Relay {
+fn node(url: &str, dns: &TestDns, sink_port: u16) -> Relay {
     let extra = format!(
         "{}[delivery]\nresolver = \"{}\"\nsmtp_port = {sink_port}\ntry_https = false\n",
         pg_extra(url),
         dns.resolver()
     );
     let mut r = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &extra);
-    std::fs::create_dir_all(r.data_dir()).unwrap();
-    std::fs::write(r.data_dir().join("secret.key"), secret).unwrap();
+    // No secret.key: each node adopts the cluster's (written by the first to start).
     r.spawn();
     r
 }
@@ -47,14 +46,13 @@ async fn scaleout_queue_drains_once_with_a_node_killed() {
         dns.mx(d, 10, "mx.q.test");
     }
     dns.a("mx.q.test", "127.0.0.5".parse().unwrap());
-    let secret = [7u8; 32];
 
     // Enqueue through an in-process node on the same database (it runs no scheduler).
     let dir = tempfile::tempdir().unwrap();
     let (ctx, _lock) = context("chat.test", dir.path(), &dns, &format!("\n{}", pg_extra(&url)));
     let sender = "sender123@chat.test";
     let acc = account(&ctx, sender).await;
-    let node1 = node(&url, &dns, sink.addr.port(), &secret);
+    let node1 = node(&url, &dns, sink.addr.port());
     let mut node1 = node1;
     let mut all = Vec::new();
     for i in 0..8 {
@@ -91,8 +89,8 @@ async fn scaleout_queue_drains_once_with_a_node_killed() {
         .unwrap();
 
     // Two nodes race for what is left.
-    let _node2 = node(&url, &dns, sink.addr.port(), &secret);
-    let _node3 = node(&url, &dns, sink.addr.port(), &secret);
+    let _node2 = node(&url, &dns, sink.addr.port());
+    let _node3 = node(&url, &dns, sink.addr.port());
     let started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -231,6 +231,13 @@ pub async fn migrate(data_dir: &Path, url: &str) -> Result<MigrateReport> {
         report.tables.insert(*table, (0, 0, inserted));
     }
     report.files = copy_bodies(&mut pg, &db, &data_dir.join("blobs")).await?;
+    // The keyed-hash secret, so the cluster's nodes adopt this node's tombstones and logins.
+    if let Ok(secret) = std::fs::read(data_dir.join(crate::accounts::Secret::FILE))
+        && secret.len() == 32
+    {
+        let hex: String = secret.iter().map(|x| format!("{x:02x}")).collect();
+        pg.execute("INSERT INTO kv(key, value) VALUES('secret_key', $1) ON CONFLICT(key) DO NOTHING", &[&hex]).await?;
+    }
     for seq in ["accounts", "mailboxes", "push_jobs"] {
         pg.execute(
             &format!("SELECT setval(pg_get_serial_sequence('{seq}', 'id'), greatest((SELECT max(id) FROM {seq}), 1))"),

@@ -426,6 +426,40 @@ async fn insert_body(tx: &Tx<'_>, b: &Body) -> Result<()> {
     Ok(())
 }
 
+/// The keyed-hash secret (`data_dir/secret.key`: tombstones, the login cache) must be the same
+/// on every node, or an address deleted through one node could be registered again through
+/// another. The first node (or `migrate`) stores it in `kv`; a node without the file adopts the
+/// cluster's; a node whose file differs refuses to start rather than split the tombstones.
+async fn share_secret(c: &tokio_postgres::Client, data_dir: &std::path::Path) -> Result<()> {
+    let path = data_dir.join(crate::accounts::Secret::FILE);
+    let local = std::fs::read(&path).ok().filter(|b| b.len() == 32);
+    let mine = local.clone().unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+    let hex_of = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    c.execute("INSERT INTO kv(key, value) VALUES('secret_key', $1) ON CONFLICT(key) DO NOTHING", &[&hex_of(&mine)])
+        .await?;
+    let cluster: String = c.query_one("SELECT value FROM kv WHERE key = 'secret_key'", &[]).await?.get(0);
+    match local {
+        Some(l) if hex_of(&l) == cluster => Ok(()),
+        Some(_) => Err(StoreError::Invalid(
+            "data_dir/secret.key differs from the cluster's (kv secret_key); remove the file to adopt the cluster's",
+        )),
+        None => {
+            let bytes: Vec<u8> = (0..cluster.len() / 2)
+                .filter_map(|i| cluster.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                .collect();
+            if bytes.len() != 32 {
+                return Err(StoreError::Invalid("the cluster's secret_key is malformed"));
+            }
+            std::fs::create_dir_all(data_dir)?;
+            let mut opts = std::fs::File::options();
+            opts.write(true).create_new(true);
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            std::io::Write::write_all(&mut opts.open(&path)?, &bytes)?;
+            Ok(())
+        }
+    }
+}
+
 /// Changed rows, expunged UIDs and the mailbox's highest modseq.
 type Changes = (Vec<MessageMeta>, Vec<u32>, i64);
 
@@ -446,13 +480,17 @@ impl Pg {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| StoreError::Busy(format!("store.url: {e}")))?;
         let mig_cfg = config.clone();
+        let data_dir = blob_dir.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         std::thread::scope(|s| {
             s.spawn(|| -> Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 rt.block_on(async {
                     let (mut client, conn) = mig_cfg.connect(NoTls).await?;
                     let driver = tokio::spawn(conn);
-                    let out = schema::migrate(&mut client).await;
+                    let mut out = schema::migrate(&mut client).await;
+                    if out.is_ok() {
+                        out = share_secret(&client, &data_dir).await;
+                    }
                     drop(client);
                     let _ = driver.await;
                     out
