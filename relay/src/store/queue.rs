@@ -172,6 +172,9 @@ impl Store {
 
     /// Every entry, oldest first (`chatrelay queue list`, OPS-20).
     pub async fn list_queue(&self) -> Result<Vec<QueueEntry>> {
+        if let Some(pg) = self.pg() {
+            return pg.list_queue().await;
+        }
         self.read(|c| query_entries(c, &format!("SELECT {ENTRY_COLS} FROM queue ORDER BY created_at, id"), [])).await
     }
 
@@ -208,6 +211,9 @@ impl Store {
 
     /// `queue retry ID`: make the entry due now. Returns false if there is no such entry.
     pub async fn queue_retry_now(&self, id: &str) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_retry_now(id).await;
+        }
         let id = id.to_string();
         self.write(move |tx| {
             let n = tx.execute("UPDATE queue SET next_attempt = 0 WHERE id = ?1", [&id])?;
@@ -221,6 +227,9 @@ impl Store {
 
     /// `queue drop ID`: remove the entry without a bounce.
     pub async fn queue_drop(&self, id: &str) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_drop(id).await;
+        }
         let id = id.to_string();
         self.write(move |tx| delete_in_tx(tx, &id)).await
     }

@@ -880,6 +880,48 @@ impl Pg {
         Ok(Some(e))
     }
 
+    /// Every entry, oldest first (`chatrelay queue list`).
+    pub(crate) async fn list_queue(&self) -> Result<Vec<QueueEntry>> {
+        let c = self.client().await?;
+        let st = format!("SELECT {QUEUE_COLS} FROM queue ORDER BY created_at, id");
+        let mut out = Vec::new();
+        for r in c.query(&st, &[]).await? {
+            let mut e = queue_entry_of(&r);
+            e.rcpts = queue_rcpts(&c, &e.id).await?;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// `queue retry ID`: due now, and every scheduler told.
+    pub(crate) async fn queue_retry_now(&self, id: &str) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let n = tx.execute("UPDATE queue SET next_attempt = 0 WHERE id = $1", &[&id]).await?;
+        let mut p = Pending::default();
+        if n > 0 {
+            p.push(StoreEvent::QueueChanged);
+        }
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        Ok(n > 0)
+    }
+
+    /// `queue drop ID`: the entry and, if nothing else uses it, its body.
+    pub(crate) async fn queue_drop(&self, id: &str) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let blob = tx.query_opt("DELETE FROM queue WHERE id = $1 RETURNING blob", &[&id]).await?;
+        let objects = match &blob {
+            Some(b) => drop_unreferenced(&tx, &[b.get::<_, String>(0)]).await?,
+            None => Vec::new(),
+        };
+        tx.commit().await?;
+        self.forget_objects(objects).await;
+        Ok(blob.is_some())
+    }
+
     /// As on SQLite: recipients' states, then the entry's next attempt (ending the lease) or
     /// its removal with its body once nothing is pending.
     pub(crate) async fn record_attempt(&self, id: &str, outcome: AttemptOutcome) -> Result<bool> {
