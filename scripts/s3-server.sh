@@ -24,7 +24,8 @@ start)
     fi
     mkdir -p "$dir"
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-    setsid "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/server.log" 2>&1 < /dev/null &
+    # No setsid: it forks when it is a group leader, and $! would then not be the server.
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/server.log" 2>&1 < /dev/null &
     echo $! > "$dir/pid"
     for _ in $(seq 1 100); do
         if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then
