@@ -23,6 +23,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod outbound;
+pub mod proxy;
 pub mod push;
 pub mod server;
 pub mod smtp;

@@ -71,7 +71,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(30);
 pub fn build_context(cfg: Config) -> Result<(Ctx, std::fs::File), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let lock = lock_data_dir(&cfg)?;
-    let store = Store::open(&cfg.data_dir)?;
+    let store = Store::open_config(&cfg)?;
     let secret = Secret::load_or_create(&cfg.data_dir)?;
     let tls = Tls::new(&cfg)?;
     let metrics = Metrics::new();
@@ -280,15 +280,33 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let conn = ConnInfo { id: ids.fetch_add(1, Ordering::Relaxed), peer: peer.ip(), local };
-        // Per-client caps count the client's prefix (IPv6 /64 by default), never one address.
-        let client = crate::limits::client_of(peer.ip(), &ctx.config.get());
-        let guard = limiter.try_acquire(client);
-        if guard.is_none() {
-            ctx.metrics.limit_hit("connections");
-        }
+        let id = ids.fetch_add(1, Ordering::Relaxed);
         let ctx2 = ctx.clone();
+        let limiter = limiter.clone();
+        let proxied = service != Service::Metrics && ctx.config.get().listen.proxy_protocol;
         ctx.tasks.spawn(async move {
+            let mut tcp = tcp;
+            let mut peer = peer.ip();
+            // Issue 27: behind a load balancer the header names the client; read in the task so
+            // a slow header never holds up the accept loop.
+            if proxied {
+                match crate::proxy::read_header(&mut tcp).await {
+                    Ok(Some(client)) => peer = client.ip(),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(conn = id, listener = service.name(), error = %e, "PROXY header refused");
+                        crate::memory::connection_closed();
+                        return;
+                    }
+                }
+            }
+            let conn = ConnInfo { id, peer, local };
+            // Per-client caps count the client's prefix (IPv6 /64 by default), never one address.
+            let client = crate::limits::client_of(peer, &ctx2.config.get());
+            let guard = limiter.try_acquire(client);
+            if guard.is_none() {
+                ctx2.metrics.limit_hit("connections");
+            }
             match guard {
                 Some(_guard) => handle(ctx2, service, tcp, conn).await,
                 None => reject(service, tcp).await,

@@ -120,17 +120,44 @@ class Relay:
         self.log.close()
 
 
+RELAY_EXTRA = '[push]\nnotify_url = "http://127.0.0.1:9/notify"\n[delivery]\nresolver = "127.0.0.1:9"\n'
+
+
+def cluster_database():
+    """Issue 27: with RELAYTEST_PG_URL set (tests/scaleout/run.sh), a fresh database on that
+    PostgreSQL; the suite then runs on two relay nodes and clients alternate between them."""
+    base = os.environ.get("RELAYTEST_PG_URL")
+    if not base:
+        return None
+    name = "i_" + os.urandom(6).hex()
+    subprocess.run(["psql", base, "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
 @pytest.fixture
 def relay(tmp_path):
     # A notify_url makes the relay advertise XDELTAPUSH, so clients register device tokens; the
     # URL points at a closed local port (no proxy is needed for these tests).
     # The resolver points at a closed local port: no test ever sends a DNS query off the machine.
-    r = Relay(
-        tmp_path / "relay",
-        extra='[push]\nnotify_url = "http://127.0.0.1:9/notify"\n[delivery]\nresolver = "127.0.0.1:9"\n',
-    )
+    url = cluster_database()
+    if url is None:
+        r = Relay(tmp_path / "relay", extra=RELAY_EXTRA)
+        yield r
+        r.stop()
+        return
+    extra = RELAY_EXTRA + f'[store]\nbackend = "postgres"\nurl = "{url}"\npool_size = 4\n'
+    secret = os.urandom(32)
+    nodes = []
+    for i in range(2):
+        data = tmp_path / f"node{i}" / "data"
+        data.mkdir(parents=True)
+        (data / "secret.key").write_bytes(secret)
+        nodes.append(Relay(tmp_path / f"node{i}", extra=extra))
+    r = nodes[0]
+    r.nodes = nodes
     yield r
-    r.stop()
+    for n in nodes:
+        n.stop()
 
 
 @pytest.fixture
@@ -154,7 +181,11 @@ class Factory:
         ac.set_config("autorelay", "0")
         ac.set_config("displayname", "tester")
         addr, pw = creds or self.relay.new_credentials()
-        ac.add_or_update_transport(self.relay.transport(addr, pw))
+        # On a cluster (issue 27) each new account's client talks to the next node.
+        nodes = getattr(self.relay, "nodes", [self.relay])
+        self.made = getattr(self, "made", 0) + 1
+        node = nodes[(self.made - 1) % len(nodes)]
+        ac.add_or_update_transport(node.transport(addr, pw))
         assert ac.is_configured()
         ac.bring_online()
         return ac

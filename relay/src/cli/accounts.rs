@@ -84,7 +84,7 @@ pub fn run(config: &Path, cmd: AccountsCmd) -> Result<(), Failure> {
         )));
     }
     runtime()?.block_on(async move {
-        let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
+        let store = Store::open_config(&cfg).map_err(Failure::runtime)?;
         let secret = Secret::load_or_create(&cfg.data_dir).map_err(Failure::runtime)?;
         let accounts = Accounts::new(store.clone(), ConfigHandle::new(cfg), secret, Metrics::new());
         exec(&store, &accounts, cmd).await

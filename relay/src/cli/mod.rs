@@ -10,6 +10,7 @@ mod health;
 mod init;
 mod invites;
 mod malloc;
+mod migrate;
 pub(crate) mod queue;
 
 use std::path::{Path, PathBuf};
@@ -89,6 +90,14 @@ pub enum Command {
     Healthcheck {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Copy this node's store into the shared PostgreSQL of `[store] url` and verify it (issue 27).
+    Migrate {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The backend to move to: "postgres".
+        #[arg(long)]
+        to: String,
     },
     /// Inspect and steer the outbound queue (OPS-20).
     Queue {
@@ -218,6 +227,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Init { domain, config, from_chatmail_ini } => init::run(domain, &config, from_chatmail_ini.as_deref()),
         Command::Expire { config, dry_run } => expire::run(&config, dry_run),
+        Command::Migrate { config, to } => migrate::run(&config, &to),
         Command::Queue { config, action } => queue::run(load_config(&config)?, action),
         Command::Accounts { config, cmd } => accounts::run(&config, cmd),
         Command::Invites { config, cmd } => invites::run(&config, cmd),

@@ -67,7 +67,7 @@ pub fn run(cfg: Config, action: QueueAction) -> Result<(), Failure> {
     }
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
+        let store = Store::open_config(&cfg).map_err(Failure::runtime)?;
         match action {
             QueueAction::List => {
                 let now = now_secs();

@@ -62,6 +62,10 @@ pub struct Config {
     pub turn: realtime::Turn,
     /// Embedded iroh relay (issue 28).
     pub iroh_relay: realtime::IrohRelay,
+    /// Where state lives (issue 27): the embedded SQLite or a shared PostgreSQL.
+    pub store: StoreBackend,
+    /// Where large message bodies live (issue 27).
+    pub blobs: Blobs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +97,9 @@ pub struct Listen {
     pub https: Vec<SocketAddr>,
     #[serde(deserialize_with = "addr_list")]
     pub metrics: Vec<SocketAddr>,
+    /// Every listener but metrics expects a PROXY protocol v2 header first (issue 27: behind a
+    /// TCP load balancer); connections without one are closed.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +174,45 @@ pub struct Privacy {
     pub mail: String,
     pub pdo: String,
     pub supervisor: String,
+}
+
+/// `[store]` (issue 27): `backend = "sqlite"` (the default, in `data_dir`) or `"postgres"` with
+/// `url = "postgres://..."` shared by every node. The URL may carry a password: set it through
+/// `CHATRELAY_STORE__URL` rather than in the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreBackend {
+    pub backend: StoreKind,
+    pub url: String,
+    /// Connections per node in the PostgreSQL pool.
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+/// `[blobs]` (issue 27): `backend = "local"` (files in `data_dir/blobs`) or `"s3"` (an
+/// S3-compatible bucket; credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Blobs {
+    pub backend: BlobKind,
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    #[default]
+    Local,
+    S3,
 }
 
 /// Per-client work bounds (issue 26): command budgets, slot timeouts, auth throttling. Every hit
@@ -266,6 +312,8 @@ impl Default for Config {
             limits: Limits::default(),
             turn: realtime::Turn::default(),
             iroh_relay: realtime::IrohRelay::default(),
+            store: StoreBackend::default(),
+            blobs: Blobs::default(),
         }
     }
 }
@@ -281,6 +329,7 @@ impl Default for Listen {
             http: addrs(&["[::]:80"]),
             https: addrs(&["[::]:443"]),
             metrics: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -402,6 +451,15 @@ impl Config {
             errs.push("limits.new_accounts_burst must be at least 1 and new_accounts_per_second not negative".into());
         }
         self.turn.validate(&mut errs);
+        if self.store.backend == StoreKind::Postgres && !self.store.url.starts_with("postgres") {
+            errs.push("store.backend = \"postgres\" needs store.url = \"postgres://...\"".into());
+        }
+        if self.blobs.backend == BlobKind::S3 && (self.blobs.endpoint.is_empty() || self.blobs.bucket.is_empty()) {
+            errs.push("blobs.backend = \"s3\" needs blobs.endpoint and blobs.bucket".into());
+        }
+        if self.blobs.backend == BlobKind::S3 && self.store.backend != StoreKind::Postgres {
+            errs.push("blobs.backend = \"s3\" needs store.backend = \"postgres\"".into());
+        }
         errs
     }
 }

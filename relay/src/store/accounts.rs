@@ -122,15 +122,24 @@ pub(crate) fn delete_in_tx(tx: &mut Tx<'_>, id: AccountId, tombstone: &[u8]) -> 
 
 impl Store {
     pub async fn account_by_address(&self, address: &str) -> Result<Option<Account>> {
+        if let Some(pg) = self.pg() {
+            return pg.account_by_address(address).await;
+        }
         let a = address.to_string();
         self.read_point(move |c| by_address(c, &a)).await
     }
 
     pub async fn account_by_id(&self, id: AccountId) -> Result<Option<Account>> {
+        if let Some(pg) = self.pg() {
+            return pg.account_by_id(id).await;
+        }
         self.read_point(move |c| by_id(c, id)).await
     }
 
     pub async fn is_tombstoned(&self, hash: Vec<u8>) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.is_tombstoned(&hash).await;
+        }
         self.read(move |c| is_tombstoned(c, &hash)).await
     }
 
@@ -141,6 +150,9 @@ impl Store {
         password_hash: String,
         tombstone: Vec<u8>,
     ) -> Result<CreateOutcome> {
+        if let Some(pg) = self.pg() {
+            return pg.create_account(address, password_hash, tombstone).await;
+        }
         let address = address.to_string();
         self.write(move |tx| {
             if is_tombstoned(tx, &tombstone)? {
@@ -168,6 +180,9 @@ impl Store {
 
     /// Replace a password hash (imported SHA512-CRYPT upgraded to argon2id, ACC-20).
     pub async fn set_password_hash(&self, id: AccountId, hash: String) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.set_password_hash(id, hash).await;
+        }
         self.write(move |tx| {
             tx.execute("UPDATE accounts SET password_hash = ?2 WHERE id = ?1", params![id, hash])?;
             Ok(())
@@ -182,6 +197,9 @@ impl Store {
             return Ok(());
         }
         let id = account.id;
+        if let Some(pg) = self.pg() {
+            return pg.touch_login(id, day).await;
+        }
         self.write(move |tx| {
             tx.execute(
                 "UPDATE accounts SET last_login_day = ?2 WHERE id = ?1 AND last_login_day < ?2",
@@ -193,6 +211,9 @@ impl Store {
     }
 
     pub async fn set_blocked(&self, id: AccountId, blocked: bool) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.set_blocked(id, blocked).await;
+        }
         self.write(move |tx| {
             if tx.execute("UPDATE accounts SET blocked = ?2 WHERE id = ?1", params![id, blocked as i64])? == 0 {
                 return Err(StoreError::NotFound);
@@ -206,6 +227,9 @@ impl Store {
     }
 
     pub async fn set_cleartext(&self, id: AccountId, allowed: bool) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.set_cleartext(id, allowed).await;
+        }
         self.write(move |tx| {
             if tx.execute("UPDATE accounts SET cleartext = ?2 WHERE id = ?1", params![id, allowed as i64])? == 0 {
                 return Err(StoreError::NotFound);
@@ -217,6 +241,9 @@ impl Store {
 
     /// Add a tombstone without an account (blocking an address that never existed).
     pub async fn add_tombstone(&self, hash: Vec<u8>) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.add_tombstone(hash).await;
+        }
         self.write(move |tx| {
             tx.execute("INSERT OR IGNORE INTO tombstones(hash) VALUES(?1)", [hash])?;
             Ok(())
@@ -237,10 +264,16 @@ impl Store {
     /// `delete_account` without the scrub, for the expiry pass: it deletes many accounts and
     /// scrubs once at its end (one WAL truncation per pass, not one per account).
     pub async fn delete_account_unscrubbed(&self, id: AccountId, tombstone: Vec<u8>) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.delete_account(id, tombstone).await;
+        }
         self.write(move |tx| delete_in_tx(tx, id, &tombstone)).await
     }
 
     pub async fn list_accounts(&self) -> Result<Vec<(Account, u64)>> {
+        if let Some(pg) = self.pg() {
+            return pg.list_accounts().await;
+        }
         self.read(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {COLS}, (SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = a.id)
@@ -253,6 +286,9 @@ impl Store {
     }
 
     pub async fn account_count(&self) -> Result<u64> {
+        if let Some(pg) = self.pg() {
+            return pg.account_count().await;
+        }
         self.read(|c| Ok(c.query_row("SELECT count(*) FROM accounts", [], |r| r.get::<_, i64>(0))?.max(0) as u64)).await
     }
 }

@@ -36,7 +36,7 @@ impl BlobId {
     pub fn random() -> Self {
         Self(random_hex(32))
     }
-    fn random_inline() -> Self {
+    pub(crate) fn random_inline() -> Self {
         Self(format!("i{}", random_hex(31)))
     }
     pub fn as_str(&self) -> &str {
@@ -72,6 +72,10 @@ impl NewBlob {
     }
     pub fn size(&self) -> u64 {
         self.size
+    }
+    /// The bytes of a small blob (none: they are in the spill file).
+    pub(crate) fn inline_data(&self) -> Option<&Bytes> {
+        self.inline.as_ref()
     }
 }
 
@@ -299,6 +303,9 @@ impl super::Store {
 
     /// Read a whole message (large FETCHes stream from `blob_path` instead; see `is_inline`).
     pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        if let Some(pg) = self.pg() {
+            return pg.read_blob(id).await;
+        }
         if id.is_inline() {
             let key = id.0.clone();
             // Inline bodies are at most INLINE_MAX bytes: a point lookup.

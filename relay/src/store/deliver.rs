@@ -40,6 +40,13 @@ pub struct DeliveryReceipt {
 impl Store {
     /// Store and enqueue in one durable transaction. On error nothing is kept, blobs included.
     pub async fn deliver(&self, d: Delivery) -> Result<DeliveryReceipt> {
+        if let Some(pg) = self.pg() {
+            let res = pg.deliver(&d).await;
+            if res.is_err() {
+                d.local_blob.iter().chain(d.remote_blob.iter()).for_each(|b| self.discard_blob(b));
+            }
+            return res;
+        }
         let cleanup: Vec<NewBlob> = d.local_blob.iter().chain(d.remote_blob.iter()).cloned().collect();
         let res = self.write(move |tx| deliver_in_tx(tx, &d)).await;
         if res.is_err() {

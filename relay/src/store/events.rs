@@ -112,6 +112,11 @@ impl Events {
         Subscription { rx, account, events: self.clone() }
     }
 
+    /// Accounts with a live subscription (the catch-up after a lost cross-node event stream).
+    pub(crate) fn subscribed_accounts(&self) -> Vec<AccountId> {
+        self.inner.accounts.lock().map(|m| m.keys().copied().collect()).unwrap_or_default()
+    }
+
     /// All stored messages, for push, metrics and benchmarks.
     pub fn subscribe_stored(&self) -> broadcast::Receiver<MessageStored> {
         self.inner.stored.subscribe()

@@ -187,15 +187,24 @@ pub(crate) fn remove_messages(
 
 impl Store {
     pub async fn mailbox(&self, account: AccountId, name: &str) -> Result<Option<MailboxInfo>> {
+        if let Some(pg) = self.pg() {
+            return pg.mailbox(account, name).await;
+        }
         let name = name.to_string();
         self.read_point(move |c| mailbox_by_name(c, account, &name)).await
     }
 
     pub async fn mailbox_by_id(&self, id: MailboxId) -> Result<Option<MailboxInfo>> {
+        if let Some(pg) = self.pg() {
+            return pg.mailbox_by_id(id).await;
+        }
         self.read_point(move |c| mailbox_by_id(c, id)).await
     }
 
     pub async fn list_mailboxes(&self, account: AccountId) -> Result<Vec<MailboxInfo>> {
+        if let Some(pg) = self.pg() {
+            return pg.list_mailboxes(account).await;
+        }
         self.read(move |c| {
             let mut st =
                 c.prepare_cached(&format!("SELECT {MBOX_COLS} FROM mailboxes WHERE account_id = ?1 ORDER BY name"))?;
@@ -207,6 +216,9 @@ impl Store {
 
     /// All messages of a mailbox in UID order (the session's view on SELECT).
     pub async fn messages(&self, mailbox: MailboxId) -> Result<Vec<MessageMeta>> {
+        if let Some(pg) = self.pg() {
+            return pg.messages(mailbox).await;
+        }
         self.read(move |c| messages_of(c, mailbox)).await
     }
 
@@ -215,6 +227,9 @@ impl Store {
     /// listed and HIGHESTMODSEQ covers exactly these rows. SELECT, EXAMINE and STATUS use it;
     /// reading them apart let a delivery land in between (counted in EXISTS, not in UIDNEXT).
     pub async fn snapshot(&self, account: AccountId, name: &str) -> Result<Option<(MailboxInfo, Vec<MessageMeta>)>> {
+        if let Some(pg) = self.pg() {
+            return pg.snapshot(account, name).await;
+        }
         let name = name.to_string();
         self.read(move |c| {
             let tx = c.unchecked_transaction()?;
@@ -231,6 +246,9 @@ impl Store {
     /// (`read_point`); a larger one is read again off the async threads.
     pub async fn changes_since(&self, mailbox: MailboxId, modseq: i64) -> Result<Changes> {
         const QUICK_ROWS: i64 = 32;
+        if let Some(pg) = self.pg() {
+            return pg.changes_since(mailbox, modseq).await;
+        }
         if let Some(small) = self.read_point(move |c| changes(c, mailbox, modseq, QUICK_ROWS)).await? {
             return Ok(small);
         }
@@ -239,6 +257,9 @@ impl Store {
 
     /// Expunge the given UIDs of a mailbox (IMAP EXPUNGE/CLOSE/MOVE, retention).
     pub async fn expunge(&self, account: AccountId, mailbox: MailboxId, uids: Vec<u32>) -> Result<Vec<u32>> {
+        if let Some(pg) = self.pg() {
+            return pg.expunge(account, mailbox, uids).await;
+        }
         self.write(move |tx| remove_messages(tx, account, mailbox, &uids)).await
     }
 }

@@ -26,7 +26,7 @@ pub enum FlagOp {
 pub const MAX_MAILBOXES: i64 = 100;
 pub const MAX_KEYWORDS: usize = 50;
 
-fn merge_keywords(old: &str, op: FlagOp, kws: &[String]) -> String {
+pub(super) fn merge_keywords(old: &str, op: FlagOp, kws: &[String]) -> String {
     let mut set: Vec<&str> = match op {
         FlagOp::Replace => Vec::new(),
         _ => old.split(' ').filter(|k| !k.is_empty()).collect(),
@@ -102,6 +102,9 @@ fn copy_rows(tx: &Tx<'_>, src: MailboxId, uids: &[u32], dst: MailboxId) -> Resul
 impl Store {
     /// CREATE (IMAP-15, IMAP-16): a fresh UIDVALIDITY larger than any before.
     pub async fn create_mailbox(&self, account: AccountId, name: String) -> Result<MailboxInfo> {
+        if let Some(pg) = self.pg() {
+            return pg.create_mailbox(account, name).await;
+        }
         self.write(move |tx| {
             if mailbox_by_name(tx, account, &name)?.is_some() {
                 return Err(StoreError::Exists);
@@ -125,6 +128,9 @@ impl Store {
 
     /// DELETE: messages removed (files released, usage reduced), then the mailbox row.
     pub async fn delete_mailbox(&self, account: AccountId, name: String) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.delete_mailbox(account, name).await;
+        }
         self.write(move |tx| {
             let m = mailbox_by_name(tx, account, &name)?.ok_or(StoreError::NotFound)?;
             let uids: Vec<u32> = {
@@ -143,6 +149,9 @@ impl Store {
     /// RENAME. Renaming INBOX moves its messages into a new mailbox (RFC 3501 6.3.5); children
     /// `from/...` follow their parent.
     pub async fn rename_mailbox(&self, account: AccountId, from: String, to: String) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.rename_mailbox(account, from, to).await;
+        }
         self.write(move |tx| {
             let src = mailbox_by_name(tx, account, &from)?.ok_or(StoreError::NotFound)?;
             if mailbox_by_name(tx, account, &to)?.is_some() {
@@ -180,6 +189,9 @@ impl Store {
     }
 
     pub async fn set_subscribed(&self, account: AccountId, name: String, on: bool) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.set_subscribed(account, name, on).await;
+        }
         self.write(move |tx| {
             let n = tx.execute(
                 "UPDATE mailboxes SET subscribed = ?3 WHERE account_id = ?1 AND name = ?2",
@@ -200,6 +212,9 @@ impl Store {
         flags: u32,
         keywords: Vec<String>,
     ) -> Result<Vec<MessageMeta>> {
+        if let Some(pg) = self.pg() {
+            return pg.store_flags(account, mailbox, uids, op, flags, keywords).await;
+        }
         self.write(move |tx| {
             owned_mailbox(tx, account, mailbox)?;
             if op != FlagOp::Remove {
@@ -256,6 +271,9 @@ impl Store {
         keywords: Vec<String>,
         max_usage: u64,
     ) -> Result<(u32, u32)> {
+        if let Some(pg) = self.pg() {
+            return pg.append(account, mailbox, &blob, internal_date, flags, keywords, max_usage).await;
+        }
         self.write(move |tx| {
             let m = owned_mailbox(tx, account, mailbox)?;
             let size = blob.size();
@@ -283,6 +301,9 @@ impl Store {
         remove: bool,
         max_usage: u64,
     ) -> Result<(u32, Vec<(u32, u32)>)> {
+        if let Some(pg) = self.pg() {
+            return pg.copy_messages(account, src, uids, dst, remove, max_usage).await;
+        }
         self.write(move |tx| {
             owned_mailbox(tx, account, src)?;
             let d = owned_mailbox(tx, account, dst)?;
@@ -311,6 +332,9 @@ impl Store {
 
     /// Rows for the given UIDs (FETCH/SEARCH); UIDs no longer present are skipped (IMAP-27).
     pub async fn messages_by_uids(&self, mailbox: MailboxId, uids: Vec<u32>) -> Result<Vec<MessageMeta>> {
+        if let Some(pg) = self.pg() {
+            return pg.messages_by_uids(mailbox, uids).await;
+        }
         // A FETCH of a few new messages (the IDLE wake-up) is read in place; long sets are not.
         let small = uids.len() <= 32;
         let lookup = move |c: &Connection| {
@@ -329,6 +353,9 @@ impl Store {
 
     /// Bytes stored by an account over all mailboxes (QUOTA, IMAP-39).
     pub async fn usage(&self, account: AccountId) -> Result<u64> {
+        if let Some(pg) = self.pg() {
+            return pg.usage(account).await;
+        }
         self.read(move |c| usage_of(c, account)).await
     }
 }

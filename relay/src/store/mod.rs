@@ -19,6 +19,7 @@ mod mailbox;
 mod mailbox_ops;
 mod metadata;
 mod mta_sts;
+pub mod postgres;
 mod push;
 mod queue;
 mod retention;
@@ -85,6 +86,8 @@ struct Inner {
     writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
     events: Events,
+    /// `[store] backend = "postgres"` (issue 27): the calls it serves go there instead.
+    pg: Option<Arc<postgres::Pg>>,
 }
 
 /// Cheap to clone; all clones share one writer thread and one reader pool.
@@ -132,7 +135,32 @@ impl Store {
         let events = Events::new();
         let checkpointer = checkpoint::Checkpointer::spawn(&db_path)?;
         let writer = writer::Writer::spawn(conn, events.clone(), checkpointer)?;
-        Ok(Self { inner: Arc::new(Inner { db_path, blob_dir, writer, readers: Mutex::new(Vec::new()), events }) })
+        Ok(Self {
+            inner: Arc::new(Inner { db_path, blob_dir, writer, readers: Mutex::new(Vec::new()), events, pg: None }),
+        })
+    }
+
+    /// Open the store the config names (issue 27): SQLite in `data_dir`, or the shared
+    /// PostgreSQL (its schema migrated, its event listener started) beside the node's local
+    /// SQLite, which then holds only what the PostgreSQL backend does not serve yet.
+    pub fn open_config(cfg: &crate::config::Config) -> Result<Self> {
+        let store = Self::open(&cfg.data_dir)?;
+        if cfg.store.backend != crate::config::StoreKind::Postgres {
+            return Ok(store);
+        }
+        let Inner { db_path, blob_dir, writer, readers, events, .. } =
+            Arc::try_unwrap(store.inner).map_err(|_| StoreError::Closed)?;
+        let pg = postgres::Pg::open(&cfg.store.url, cfg.store.pool_size, &cfg.blobs, events.clone(), blob_dir.clone())?;
+        Ok(Self { inner: Arc::new(Inner { db_path, blob_dir, writer, readers, events, pg: Some(pg) }) })
+    }
+
+    pub(crate) fn pg(&self) -> Option<&postgres::Pg> {
+        self.inner.pg.as_deref()
+    }
+
+    /// Which backend serves this store ("sqlite" or "postgres").
+    pub fn backend_name(&self) -> &'static str {
+        if self.inner.pg.is_some() { "postgres" } else { "sqlite" }
     }
 
     pub fn events(&self) -> &Events {
@@ -220,6 +248,9 @@ impl Store {
 
     /// A cheap read plus write round trip, for `/healthz`.
     pub async fn health_check(&self) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.health_check().await;
+        }
         self.read(|c| Ok(c.query_row("SELECT count(*) FROM kv", [], |r| r.get::<_, i64>(0))?)).await?;
         self.write(|tx| {
             tx.execute(

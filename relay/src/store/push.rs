@@ -50,6 +50,9 @@ pub enum JobDone {
 impl Store {
     /// Jobs due at `now_ms`, first attempts before retries (PUSH-12).
     pub async fn due_push_jobs(&self, now_ms: i64, limit: usize) -> Result<Vec<PushJob>> {
+        if let Some(pg) = self.pg() {
+            return pg.claim_push_jobs(now_ms, limit).await;
+        }
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT id, account_id, token, created_at, first_attempt, next_attempt, attempts, messages FROM push_jobs
@@ -74,6 +77,9 @@ impl Store {
 
     /// The earliest `next_attempt` after `now_ms`, and the number of pending jobs.
     pub async fn push_schedule(&self, now_ms: i64) -> Result<(Option<i64>, u64)> {
+        if let Some(pg) = self.pg() {
+            return pg.push_schedule(now_ms).await;
+        }
         self.read(move |c| {
             let next: Option<i64> = c
                 .prepare_cached("SELECT min(next_attempt) FROM push_jobs WHERE next_attempt > ?1")?
@@ -87,6 +93,9 @@ impl Store {
     /// The proxy answered 200 for a request that covered `seen_messages` messages. Deletes the job,
     /// or, if more messages were merged meanwhile, re-arms it for `rearm_at_ms` (PUSH-14, PUSH-15).
     pub async fn push_job_done(&self, id: i64, seen_messages: u32, rearm_at_ms: i64) -> Result<JobDone> {
+        if let Some(pg) = self.pg() {
+            return pg.push_job_done(id, seen_messages, rearm_at_ms).await;
+        }
         self.write(move |tx| {
             let n = tx.execute("DELETE FROM push_jobs WHERE id = ?1 AND messages <= ?2", params![id, seen_messages])?;
             if n > 0 {
@@ -110,6 +119,10 @@ impl Store {
         first_attempt_ms: i64,
         next_attempt_ms: i64,
     ) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            let sql = "UPDATE push_jobs SET attempts = $2, first_attempt = $3, next_attempt = $4 WHERE id = $1";
+            return pg.push_job_set(sql, &[&id, &i64::from(attempts), &first_attempt_ms, &next_attempt_ms]).await;
+        }
         self.write(move |tx| {
             tx.execute(
                 "UPDATE push_jobs SET attempts = ?2, first_attempt = ?3, next_attempt = ?4 WHERE id = ?1",
@@ -122,6 +135,10 @@ impl Store {
 
     /// Move a job that is not to be sent yet (coalescing window, PUSH-14).
     pub async fn push_job_defer(&self, id: i64, next_attempt_ms: i64) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            let sql = "UPDATE push_jobs SET next_attempt = $2 WHERE id = $1";
+            return pg.push_job_set(sql, &[&id, &next_attempt_ms]).await;
+        }
         self.write(move |tx| {
             tx.execute("UPDATE push_jobs SET next_attempt = ?2 WHERE id = ?1", params![id, next_attempt_ms])?;
             Ok(())
@@ -131,6 +148,9 @@ impl Store {
 
     /// Give up on a job (retries exhausted, PUSH-10/11).
     pub async fn push_job_drop(&self, id: i64) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.push_job_set("DELETE FROM push_jobs WHERE id = $1", &[&id]).await;
+        }
         self.write(move |tx| {
             tx.execute("DELETE FROM push_jobs WHERE id = ?1", [id])?;
             Ok(())
@@ -147,6 +167,9 @@ impl Store {
     /// beyond `MAX_TOKENS` (IMAP-36), with their pending jobs.
     pub async fn add_push_token(&self, account: AccountId, token: String) -> Result<()> {
         let now = super::now_secs();
+        if let Some(pg) = self.pg() {
+            return pg.add_push_token(account, token, MAX_TOKENS).await;
+        }
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO push_tokens(account_id, token, set_at) VALUES(?1, ?2, ?3)
@@ -172,6 +195,9 @@ impl Store {
 
     /// SETMETADATA ... NIL: remove every token of the account and their pending jobs.
     pub async fn clear_push_tokens(&self, account: AccountId) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.clear_push_tokens(account).await;
+        }
         self.write(move |tx| {
             tx.execute("DELETE FROM push_tokens WHERE account_id = ?1", [account])?;
             tx.execute("DELETE FROM push_jobs WHERE account_id = ?1", [account])?;
@@ -183,6 +209,9 @@ impl Store {
     /// The valid tokens of an account, oldest first (IMAP-37: not expired, not > 60 s ahead).
     pub async fn push_tokens(&self, account: AccountId) -> Result<Vec<String>> {
         let now = super::now_secs();
+        if let Some(pg) = self.pg() {
+            return pg.push_tokens(account, now - TOKEN_LIFETIME_SECS, now).await;
+        }
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT token FROM push_tokens WHERE account_id = ?1 AND set_at > ?2 AND set_at <= ?3 ORDER BY set_at, rowid",
@@ -195,6 +224,11 @@ impl Store {
 
     /// A token the proxy reported dead (410): delete it and its job (PUSH-9).
     pub async fn remove_push_token(&self, account: AccountId, token: String) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            let sql = "WITH t AS (DELETE FROM push_tokens WHERE account_id = $1 AND token = $2)
+                       DELETE FROM push_jobs WHERE account_id = $1 AND token = $2";
+            return pg.push_job_set(sql, &[&account, &token]).await;
+        }
         self.write(move |tx| {
             tx.execute("DELETE FROM push_tokens WHERE account_id = ?1 AND token = ?2", params![account, token])?;
             tx.execute("DELETE FROM push_jobs WHERE account_id = ?1 AND token = ?2", params![account, token])?;

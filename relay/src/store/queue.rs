@@ -113,6 +113,9 @@ impl Store {
         skip_ids: Vec<String>,
         skip_domains: Vec<String>,
     ) -> Result<Vec<QueueEntry>> {
+        if let Some(pg) = self.pg() {
+            return pg.claim_queue(now, limit, skip_ids, skip_domains).await;
+        }
         let (ids, domains) = (json_list(&skip_ids), json_list(&skip_domains));
         self.read(move |c| {
             query_entries(
@@ -130,6 +133,9 @@ impl Store {
 
     /// The earliest `next_attempt` among entries not in `skip_ids` or `skip_domains`.
     pub async fn next_queue_due(&self, skip_ids: Vec<String>, skip_domains: Vec<String>) -> Result<Option<i64>> {
+        if let Some(pg) = self.pg() {
+            return pg.next_queue_due(skip_ids, skip_domains).await;
+        }
         let (ids, domains) = (json_list(&skip_ids), json_list(&skip_domains));
         self.read(move |c| {
             Ok(c.query_row(
@@ -144,6 +150,9 @@ impl Store {
 
     /// (entry count, creation time of the oldest entry) for the queue gauges.
     pub async fn queue_stats(&self) -> Result<(u64, Option<i64>)> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_stats().await;
+        }
         self.read(|c| {
             Ok(c.query_row("SELECT count(*), min(created_at) FROM queue", [], |r| {
                 Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, Option<i64>>(1)?))
@@ -153,6 +162,9 @@ impl Store {
     }
 
     pub async fn queue_entry(&self, id: &str) -> Result<Option<QueueEntry>> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_entry(id).await;
+        }
         let id = id.to_string();
         self.read(move |c| Ok(query_entries(c, &format!("SELECT {ENTRY_COLS} FROM queue WHERE id = ?1"), [id])?.pop()))
             .await
@@ -160,12 +172,18 @@ impl Store {
 
     /// Every entry, oldest first (`chatrelay queue list`, OPS-20).
     pub async fn list_queue(&self) -> Result<Vec<QueueEntry>> {
+        if let Some(pg) = self.pg() {
+            return pg.list_queue().await;
+        }
         self.read(|c| query_entries(c, &format!("SELECT {ENTRY_COLS} FROM queue ORDER BY created_at, id"), [])).await
     }
 
     /// Record an attempt: per-recipient states, attempt count, next attempt and last error. An
     /// entry without pending recipients is removed. Returns whether the entry is gone.
     pub async fn record_attempt(&self, id: &str, outcome: AttemptOutcome) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.record_attempt(id, outcome).await;
+        }
         let id = id.to_string();
         self.write(move |tx| {
             for (rcpt, state, reply) in &outcome.rcpts {
@@ -193,6 +211,9 @@ impl Store {
 
     /// `queue retry ID`: make the entry due now. Returns false if there is no such entry.
     pub async fn queue_retry_now(&self, id: &str) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_retry_now(id).await;
+        }
         let id = id.to_string();
         self.write(move |tx| {
             let n = tx.execute("UPDATE queue SET next_attempt = 0 WHERE id = ?1", [&id])?;
@@ -206,6 +227,9 @@ impl Store {
 
     /// `queue drop ID`: remove the entry without a bounce.
     pub async fn queue_drop(&self, id: &str) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_drop(id).await;
+        }
         let id = id.to_string();
         self.write(move |tx| delete_in_tx(tx, &id)).await
     }

@@ -234,26 +234,41 @@ fn over(c: &rusqlite::Connection, threshold: u64) -> Result<Vec<AccountId>> {
 impl Store {
     /// Accounts inactive under the policy (ACC-37).
     pub async fn inactive_accounts(&self, p: RetentionPolicy, now: i64) -> Result<Vec<Account>> {
+        if let Some(pg) = self.pg() {
+            return pg.inactive_accounts(p.inactive_before_day(now)).await;
+        }
         self.read(move |c| inactive(c, p.inactive_before_day(now))).await
     }
 
     /// Accounts whose usage is above the trim threshold (RET-2 step 4).
     pub async fn accounts_over(&self, threshold: u64) -> Result<Vec<AccountId>> {
+        if let Some(pg) = self.pg() {
+            return pg.accounts_over(threshold).await;
+        }
         self.read(move |c| over(c, threshold)).await
     }
 
     /// One batch of the age or large rule.
     pub async fn expire_messages(&self, rule: ExpireRule, p: RetentionPolicy, now: i64) -> Result<Removed> {
+        if let Some(pg) = self.pg() {
+            return pg.expire_messages(rule, p, now).await;
+        }
         self.write(move |tx| expire_batch(tx, rule, &p, now)).await
     }
 
     /// One batch of the quota trim of an account.
     pub async fn trim_account(&self, account: AccountId, p: RetentionPolicy, now: i64) -> Result<Removed> {
+        if let Some(pg) = self.pg() {
+            return pg.trim_account(account, p, now).await;
+        }
         self.write(move |tx| trim_batch(tx, account, &p, now)).await
     }
 
     /// One batch of the RET-3 cleanup in the database.
     pub async fn cleanup(&self, now: i64) -> Result<Cleanup> {
+        if let Some(pg) = self.pg() {
+            return pg.cleanup(now).await;
+        }
         self.write(move |tx| cleanup_batch(tx, now)).await
     }
 
@@ -302,6 +317,9 @@ impl Store {
     /// are exactly those a real pass would produce and nothing changes. `orphans_removed` is left
     /// to the caller (files are not in the transaction).
     pub async fn expiry_dry_run(&self, p: RetentionPolicy, now: i64) -> Result<ExpiryReport> {
+        if self.pg().is_some() {
+            return Err(StoreError::Invalid("expire --dry-run is not served by the postgres backend yet"));
+        }
         let out: Arc<Mutex<Option<Result<ExpiryReport>>>> = Arc::new(Mutex::new(None));
         let slot = out.clone();
         let res = self
