@@ -168,6 +168,17 @@ mod tests {
     }
 
     #[test]
+    fn invites_need_the_embedded_store() {
+        let e = load_str(
+            "mail_domain = \"x.test\"\nregistration = \"invite\"\n[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/db\"\n",
+            "t.toml",
+        )
+        .expect_err("invites on a cluster");
+        assert!(e.to_string().contains("registration = \"invite\" is not supported"), "{e}");
+        load_str("mail_domain = \"x.test\"\nregistration = \"invite\"\n", "t.toml").expect("invites on SQLite");
+    }
+
+    #[test]
     fn missing_domain() {
         let e = load_str("", "t.toml").expect_err("domain required");
         assert!(e.to_string().contains("mail_domain is required"));
