@@ -10,8 +10,8 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 
-/// Build a resolver. `cache` false disables hickory's own cache (DKIM keeps its own, SMTP-43).
-pub fn build(spec: &str, timeout: Duration, cache: bool) -> Result<TokioResolver, String> {
+/// The servers of `delivery.resolver` ("system" or IP:PORT) and the options both resolvers share.
+fn servers(spec: &str, timeout: Duration) -> Result<(ResolverConfig, ResolverOpts), String> {
     let (config, mut opts) = if spec == "system" {
         hickory_resolver::system_conf::read_system_conf().map_err(|e| format!("system resolver configuration: {e}"))?
     } else {
@@ -26,6 +26,12 @@ pub fn build(spec: &str, timeout: Duration, cache: bool) -> Result<TokioResolver
     opts.timeout = timeout;
     opts.attempts = 2;
     opts.ndots = 0;
+    Ok((config, opts))
+}
+
+/// Build a resolver. `cache` false disables hickory's own cache (DKIM keeps its own, SMTP-43).
+pub fn build(spec: &str, timeout: Duration, cache: bool) -> Result<TokioResolver, String> {
+    let (config, mut opts) = servers(spec, timeout)?;
     if !cache {
         opts.cache_size = 0;
     }
@@ -40,20 +46,7 @@ pub fn build(spec: &str, timeout: Duration, cache: bool) -> Result<TokioResolver
 /// file; tests use it for their own signed zone).
 pub fn build_validating(spec: &str, timeout: Duration, trust_anchor: &str) -> Result<TokioResolver, String> {
     use hickory_resolver::proto::dnssec::TrustAnchors;
-    let (config, mut opts) = if spec == "system" {
-        hickory_resolver::system_conf::read_system_conf().map_err(|e| format!("system resolver configuration: {e}"))?
-    } else {
-        let addr: SocketAddr = spec.parse().map_err(|_| format!("delivery.resolver {spec:?} is not IP:PORT"))?;
-        let mut udp = ConnectionConfig::udp();
-        udp.port = addr.port();
-        let mut tcp = ConnectionConfig::tcp();
-        tcp.port = addr.port();
-        let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-        (ResolverConfig::from_name_servers(vec![ns]), ResolverOpts::default())
-    };
-    opts.timeout = timeout;
-    opts.attempts = 2;
-    opts.ndots = 0;
+    let (config, mut opts) = servers(spec, timeout)?;
     opts.validate = true;
     let mut b = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(opts);
     if !trust_anchor.trim().is_empty() {

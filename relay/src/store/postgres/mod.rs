@@ -526,6 +526,16 @@ impl Pg {
         }
     }
 
+    /// The end of a write that other sessions must hear of: NOTIFY inside the transaction, COMMIT,
+    /// then the events for this node's sessions and the removal of objects no row names any more.
+    async fn commit_publish(&self, tx: Tx<'_>, p: Pending, objects: Vec<String>) -> Result<()> {
+        p.notify(&tx, self.node).await?;
+        tx.commit().await?;
+        self.publish(p);
+        self.forget_objects(objects).await;
+        Ok(())
+    }
+
     fn publish(&self, pending: Pending) {
         for ev in pending.0 {
             self.events.publish(ev);
@@ -659,10 +669,7 @@ impl Pg {
         let objects = drop_unreferenced(&tx, &blobs).await?;
         let mut p = Pending::default();
         p.push(StoreEvent::Mailbox { account: id, event: MailboxEvent::AccountGone });
-        p.notify(&tx, self.node).await?;
-        tx.commit().await?;
-        self.publish(p);
-        self.forget_objects(objects).await;
+        self.commit_publish(tx, p, objects).await?;
         Ok(())
     }
 
@@ -1033,10 +1040,7 @@ impl Pg {
         let mut p = Pending::default();
         let mut objects = Vec::new();
         let (mut removed, _) = remove_messages(&tx, account, mailbox, &uids, &mut p, &mut objects).await?;
-        p.notify(&tx, self.node).await?;
-        tx.commit().await?;
-        self.publish(p);
-        self.forget_objects(objects).await;
+        self.commit_publish(tx, p, objects).await?;
         removed.sort_unstable();
         Ok(removed)
     }
@@ -1113,10 +1117,7 @@ impl Pg {
             .collect();
         let (mut p, mut objects) = (Pending::default(), Vec::new());
         let (count, bytes) = Self::remove_victims(&tx, victims, &mut p, &mut objects).await?;
-        p.notify(&tx, self.node).await?;
-        tx.commit().await?;
-        self.publish(p);
-        self.forget_objects(objects).await;
+        self.commit_publish(tx, p, objects).await?;
         Ok(Removed { count, bytes, more: full })
     }
 
@@ -1152,10 +1153,7 @@ impl Pg {
         }
         let (mut p, mut objects) = (Pending::default(), Vec::new());
         let (count, bytes) = Self::remove_victims(&tx, victims, &mut p, &mut objects).await?;
-        p.notify(&tx, self.node).await?;
-        tx.commit().await?;
-        self.publish(p);
-        self.forget_objects(objects).await;
+        self.commit_publish(tx, p, objects).await?;
         Ok(Removed { count, bytes, more: full && !stopped && usage > target })
     }
 
@@ -1320,10 +1318,7 @@ impl Pg {
         if !pairs.is_empty() {
             p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox: dst } });
         }
-        p.notify(&tx, self.node).await?;
-        tx.commit().await?;
-        self.publish(p);
-        self.forget_objects(objects).await;
+        self.commit_publish(tx, p, objects).await?;
         Ok((d.uidvalidity, pairs))
     }
 
@@ -1342,10 +1337,7 @@ impl Pg {
         tx.execute("DELETE FROM expunged WHERE mailbox_id = $1", &[&m.id]).await?;
         tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&m.id]).await?;
         p.push(StoreEvent::Mailbox { account, event: MailboxEvent::MailboxesChanged });
-        p.notify(&tx, self.node).await?;
-        tx.commit().await?;
-        self.publish(p);
-        self.forget_objects(objects).await;
+        self.commit_publish(tx, p, objects).await?;
         Ok(())
     }
 
@@ -1385,10 +1377,7 @@ impl Pg {
             .await?;
         }
         p.push(StoreEvent::Mailbox { account, event: MailboxEvent::MailboxesChanged });
-        p.notify(&tx, self.node).await?;
-        tx.commit().await?;
-        self.publish(p);
-        self.forget_objects(objects).await;
+        self.commit_publish(tx, p, objects).await?;
         Ok(())
     }
 
