@@ -249,7 +249,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn serve(cfg: Config) -> Result<(), Failure> {
-    if cfg.dkim.key.is_none() {
+    // On PostgreSQL the store adopts the cluster's key or offers this node's (share_dkim).
+    if cfg.dkim.key.is_none() && cfg.store.backend != crate::config::StoreKind::Postgres {
         crate::outbound::dkim_key::ensure(&crate::outbound::dkim_key::default_path(&cfg.data_dir))
             .map_err(Failure::runtime)?;
     }

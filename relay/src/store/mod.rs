@@ -150,7 +150,16 @@ impl Store {
         }
         let Inner { db_path, blob_dir, writer, readers, events, .. } =
             Arc::try_unwrap(store.inner).map_err(|_| StoreError::Closed)?;
-        let pg = postgres::Pg::open(&cfg.store.url, cfg.store.pool_size, &cfg.blobs, events.clone(), blob_dir.clone())?;
+        // The DKIM key is shared through the database unless the operator names a file of their own.
+        let dkim = cfg.dkim.key.is_none().then(|| crate::outbound::dkim_key::default_path(&cfg.data_dir));
+        let pg = postgres::Pg::open(
+            &cfg.store.url,
+            cfg.store.pool_size,
+            &cfg.blobs,
+            events.clone(),
+            blob_dir.clone(),
+            dkim,
+        )?;
         Ok(Self { inner: Arc::new(Inner { db_path, blob_dir, writer, readers, events, pg: Some(pg) }) })
     }
 

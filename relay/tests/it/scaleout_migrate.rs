@@ -52,6 +52,11 @@ async fn scaleout_migrate_single_node_into_the_cluster() {
         std::fs::read(node.data_dir().join("secret.key")).expect("adopted secret"),
         std::fs::read(single.data_dir().join("secret.key")).expect("secret"),
     );
+    assert_eq!(
+        std::fs::read(node.data_dir().join("dkim.pem")).expect("adopted dkim key"),
+        std::fs::read(single.data_dir().join("dkim.pem")).expect("dkim key"),
+        "the cluster signs with the key the migrated relay published"
+    );
     let mut b = login(&node, &bob).await; // the moved password hash
     let sel = b.imap("s", "SELECT INBOX").await;
     assert!(sel.iter().any(|l| l == "* 4 EXISTS"), "{sel:?}");

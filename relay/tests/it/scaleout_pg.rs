@@ -277,13 +277,29 @@ async fn scaleout_nodes_share_one_secret() {
     fresh.spawn();
     let want = std::fs::read(first[0].data_dir().join("secret.key")).expect("secret");
     assert_eq!(std::fs::read(fresh.data_dir().join("secret.key")).expect("adopted"), want);
+    let dkim = std::fs::read(first[0].data_dir().join("dkim.pem")).expect("dkim key");
+    assert_eq!(std::fs::read(fresh.data_dir().join("dkim.pem")).expect("adopted dkim key"), dkim);
+
+    // The right secret but a DKIM key of its own: refused, the cluster's key stays the one in DNS.
+    let odd = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &pg_extra(&url));
+    std::fs::create_dir_all(odd.data_dir()).expect("dir");
+    std::fs::write(odd.data_dir().join("secret.key"), &want).expect("secret");
+    relay::outbound::dkim_key::ensure(&odd.data_dir().join("dkim.pem")).expect("own dkim key");
+    let err = refused(&odd).await;
+    assert!(err.contains("dkim.pem differs"), "{err}");
 
     let other = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &pg_extra(&url));
     std::fs::create_dir_all(other.data_dir()).expect("dir");
     std::fs::write(other.data_dir().join("secret.key"), [1u8; 32]).expect("secret");
+    let err = refused(&other).await;
+    assert!(err.contains("secret.key differs"), "{err}");
+}
+
+/// Start `node` and expect it to exit with an error; its stderr.
+async fn refused(node: &Relay) -> String {
     let mut child = std::process::Command::new(BIN)
         .args(["serve", "--config"])
-        .arg(&other.config_path)
+        .arg(&node.config_path)
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -295,12 +311,12 @@ async fn scaleout_nodes_share_one_secret() {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("a node with a different secret.key kept running");
+            panic!("a node with a different key kept running");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read");
     assert!(!status.success(), "{err}");
-    assert!(err.contains("secret.key differs"), "{err}");
+    err
 }

@@ -238,6 +238,10 @@ pub async fn migrate(data_dir: &Path, url: &str) -> Result<MigrateReport> {
         let hex: String = secret.iter().map(|x| format!("{x:02x}")).collect();
         pg.execute("INSERT INTO kv(key, value) VALUES('secret_key', $1) ON CONFLICT(key) DO NOTHING", &[&hex]).await?;
     }
+    // The DKIM key in DNS, so the cluster's nodes sign with it (they adopt it at start).
+    if let Ok(pem) = std::fs::read_to_string(crate::outbound::dkim_key::default_path(&data_dir)) {
+        pg.execute("INSERT INTO kv(key, value) VALUES('dkim_pem', $1) ON CONFLICT(key) DO NOTHING", &[&pem]).await?;
+    }
     for seq in ["accounts", "mailboxes", "push_jobs"] {
         pg.execute(
             &format!("SELECT setval(pg_get_serial_sequence('{seq}', 'id'), greatest((SELECT max(id) FROM {seq}), 1))"),
