@@ -239,7 +239,7 @@ pub async fn migrate(data_dir: &Path, url: &str) -> Result<MigrateReport> {
         pg.execute("INSERT INTO kv(key, value) VALUES('secret_key', $1) ON CONFLICT(key) DO NOTHING", &[&hex]).await?;
     }
     // The DKIM key in DNS, so the cluster's nodes sign with it (they adopt it at start).
-    if let Ok(pem) = std::fs::read_to_string(crate::outbound::dkim_key::default_path(&data_dir)) {
+    if let Ok(pem) = std::fs::read_to_string(crate::outbound::dkim_key::default_path(data_dir)) {
         pg.execute("INSERT INTO kv(key, value) VALUES('dkim_pem', $1) ON CONFLICT(key) DO NOTHING", &[&pem]).await?;
     }
     for seq in ["accounts", "mailboxes", "push_jobs"] {
