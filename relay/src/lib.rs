@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod address;
+pub mod civil;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -33,16 +33,7 @@ pub enum AccountsCmd {
 
 /// A day number (days since 1970-01-01) as YYYY-MM-DD.
 pub(super) fn day(d: i64) -> String {
-    // Civil-from-days (Howard Hinnant), valid for the whole i64 day range we store.
-    let z = d + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let dd = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, dd) = crate::civil::from_days(d);
     format!("{y:04}-{m:02}-{dd:02}")
 }
 
