@@ -10,6 +10,7 @@ echo "== cargo build"
 cargo build --workspace --all-targets --locked
 # The TURN test's real client (coturn's turnutils, issue 28); the test skips with a message without it.
 tests/lib/coturn.sh || echo "== coturn's turnutils could not be installed; the TURN client test will skip"
+tests/lib/haproxy.sh || echo "== haproxy could not be installed; the PROXY v2 test against HAProxy will skip"
 echo "== cargo test"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
 
