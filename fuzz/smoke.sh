@@ -10,7 +10,7 @@ set -euo pipefail
 SECS="${1:-20}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
-TARGETS="${TARGETS:-smtp_input filter filter_differential config http_forms imap_input}"
+TARGETS="${TARGETS:-smtp_input filter filter_differential config http_forms imap_input stun}"
 JOBS="${JOBS:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/target-fuzz}"
 TOOLCHAIN=""
@@ -44,6 +44,10 @@ seed() {
     config)
       for f in "$ROOT"/config/*.toml; do [ -f "$f" ] && cp "$f" "$dir/"; done
       printf 'mail_domain = "chat.test"\nmax_message_size = "30M"\ndelete_mails_after = "20d"\n[listen]\nsmtp = ["[::]:25"]\n' > "$dir/min.toml" ;;
+    stun)
+      # A Binding request, and an Allocate with USERNAME, REQUESTED-TRANSPORT and MESSAGE-INTEGRITY.
+      printf '\x00\x01\x00\x00\x21\x12\xa4\x42fuzzfuzzfuzz' > "$dir/binding"
+      printf '\x00\x03\x00\x2c\x21\x12\xa4\x42fuzzfuzzfuzz\x00\x06\x00\x05alice\x00\x00\x00\x00\x19\x00\x04\x11\x00\x00\x00\x00\x08\x00\x14aaaaaaaaaaaaaaaaaaaa' > "$dir/allocate" ;;
     http_forms)
       printf '\0email=a%%40b.c&password=x+y' > "$dir/form"
       printf '\1{"email":"a@b.c","password":"p"}' > "$dir/json"

@@ -144,6 +144,12 @@ impl<'a> Message<'a> {
         Ok(Self { method, class, txid, raw, attrs })
     }
 
+    /// Every attribute as (type, value), in order of appearance.
+    pub fn attributes(&self) -> impl Iterator<Item = (u16, &'a [u8])> + '_ {
+        let raw = self.raw;
+        self.attrs.iter().filter_map(move |&(t, off, len)| raw.get(off..off + len).map(|v| (t, v)))
+    }
+
     pub fn get(&self, t: u16) -> Option<&'a [u8]> {
         // Attributes after MESSAGE-INTEGRITY (other than FINGERPRINT) must be ignored.
         let mut after_mi = false;
