@@ -74,6 +74,7 @@ mod robust_relay;
 mod scaleout_expiry;
 mod scaleout_mailboxes;
 mod scaleout_migrate;
+mod scaleout_outage;
 mod scaleout_pg;
 mod scaleout_proxy;
 mod scaleout_push;
