@@ -1,0 +1,150 @@
+//! Push tokens (IMAP METADATA /private/devicetoken) and push jobs (push.md).
+
+use super::*;
+
+/// PUSH-13 as on SQLite: one pending job per valid token, later messages merged into it.
+pub(super) async fn enqueue_push(tx: &Tx<'_>, account: AccountId, now_ms: i64) -> Result<()> {
+    let now = now_ms / 1000;
+    tx.execute(
+        "INSERT INTO push_jobs(account_id, token, created_at, next_attempt, last_message_at)
+         SELECT account_id, token, $2, $2, $2 FROM push_tokens
+         WHERE account_id = $1 AND set_at > $3 AND set_at <= $4
+         ON CONFLICT(account_id, token) DO UPDATE SET
+           messages = push_jobs.messages + 1, last_message_at = excluded.last_message_at",
+        &[&account, &now_ms, &(now - crate::store::push::TOKEN_LIFETIME_SECS), &(now + 60)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// How long a claimed push job is left to its node: a request takes seconds; a node that died
+/// holding it hands it on after this.
+pub(super) const PUSH_LEASE_MS: i64 = 30_000;
+
+impl Pg {
+    // ---- push tokens (IMAP METADATA /private/devicetoken) ----
+
+    pub(crate) async fn add_push_token(&self, account: AccountId, token: String, max: usize) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO push_tokens(account_id, token, set_at) VALUES($1, $2, $3)
+             ON CONFLICT(account_id, token) DO UPDATE SET set_at = excluded.set_at",
+            &[&account, &token, &now_secs()],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM push_tokens WHERE account_id = $1 AND token NOT IN
+             (SELECT token FROM push_tokens WHERE account_id = $1 ORDER BY set_at DESC, token LIMIT $2)",
+            &[&account, &(max as i64)],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM push_jobs WHERE account_id = $1 AND token NOT IN (SELECT token FROM push_tokens WHERE account_id = $1)",
+            &[&account],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn clear_push_tokens(&self, account: AccountId) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM push_tokens WHERE account_id = $1", &[&account]).await?;
+        tx.execute("DELETE FROM push_jobs WHERE account_id = $1", &[&account]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn push_tokens(&self, account: AccountId, valid_after: i64, now: i64) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT token FROM push_tokens WHERE account_id = $1 AND set_at > $2 AND set_at <= $3 ORDER BY set_at, token",
+                &[&account, &valid_after, &(now + 60)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    // ---- push jobs (push.md) ----
+
+    /// Due jobs, claimed for this node with `FOR UPDATE SKIP LOCKED` as a lease (`next_attempt`
+    /// moved `PUSH_LEASE_MS` ahead) that done/retry/defer/drop replace: each job is sent by one
+    /// node. The job returned carries its `next_attempt` from before the claim.
+    pub(crate) async fn claim_push_jobs(&self, now_ms: i64, limit: usize) -> Result<Vec<PushJob>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let rows = tx
+            .query(
+                "WITH picked AS (
+                    SELECT id, next_attempt FROM push_jobs WHERE next_attempt <= $1
+                    ORDER BY attempts > 0, next_attempt LIMIT $2 FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE push_jobs j SET next_attempt = $3 FROM picked WHERE j.id = picked.id
+                 RETURNING j.id, j.account_id, j.token, j.created_at, j.first_attempt, picked.next_attempt,
+                           j.attempts, j.messages",
+                &[&now_ms, &(limit as i64), &(now_ms + PUSH_LEASE_MS)],
+            )
+            .await?;
+        tx.commit().await?;
+        let mut jobs: Vec<PushJob> = rows
+            .iter()
+            .map(|r| PushJob {
+                id: r.get(0),
+                account: r.get(1),
+                token: r.get(2),
+                created_at_ms: r.get(3),
+                first_attempt_ms: r.get(4),
+                next_attempt_ms: r.get(5),
+                attempts: r.get::<_, i64>(6).max(0) as u32,
+                messages: r.get::<_, i64>(7).max(0) as u32,
+            })
+            .collect();
+        jobs.sort_by_key(|j| (j.attempts > 0, j.next_attempt_ms));
+        Ok(jobs)
+    }
+
+    pub(crate) async fn push_schedule(&self, now_ms: i64) -> Result<(Option<i64>, u64)> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT (SELECT min(next_attempt) FROM push_jobs WHERE next_attempt > $1), (SELECT count(*) FROM push_jobs)",
+                &[&now_ms],
+            )
+            .await?;
+        Ok((r.get(0), r.get::<_, i64>(1).max(0) as u64))
+    }
+
+    pub(crate) async fn push_job_done(&self, id: i64, seen: u32, rearm_at_ms: i64) -> Result<JobDone> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let seen = i64::from(seen);
+        let n = tx.execute("DELETE FROM push_jobs WHERE id = $1 AND messages <= $2", &[&id, &seen]).await?;
+        let out = if n > 0 {
+            JobDone::Deleted
+        } else {
+            let n = tx
+                .execute(
+                    "UPDATE push_jobs SET messages = greatest(1, messages - $2), created_at = last_message_at,
+                       first_attempt = NULL, attempts = 0, next_attempt = $3 WHERE id = $1",
+                    &[&id, &seen, &rearm_at_ms],
+                )
+                .await?;
+            if n > 0 { JobDone::Rearmed } else { JobDone::Deleted }
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// One statement on the push tables (retry, defer, drop, token removal).
+    pub(crate) async fn push_job_set(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<()> {
+        self.client().await?.execute(sql, params).await?;
+        Ok(())
+    }
+}
