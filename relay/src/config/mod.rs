@@ -186,6 +186,8 @@ pub struct StoreBackend {
     pub url: String,
     /// Connections per node in the PostgreSQL pool.
     pub pool_size: usize,
+    /// How long PostgreSQL may take to answer before a call fails (default 30 s).
+    pub timeout: Option<ConfDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

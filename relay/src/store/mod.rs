@@ -155,6 +155,7 @@ impl Store {
         let pg = postgres::Pg::open(
             &cfg.store.url,
             cfg.store.pool_size,
+            cfg.store.timeout.map_or(postgres::DEFAULT_TIMEOUT, crate::config::ConfDuration::get),
             &cfg.blobs,
             events.clone(),
             blob_dir.clone(),

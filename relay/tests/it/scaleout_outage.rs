@@ -14,11 +14,13 @@ use tokio::sync::watch;
 use crate::harness::*;
 use crate::scaleout_pg::{fresh_database, pg_client, pg_extra};
 
-/// A TCP forwarder to `target` that can be cut (open connections reset, new ones closed at once)
-/// and restored.
+/// A TCP forwarder to `target` that can be cut (open connections reset, new ones closed at once),
+/// stalled (open connections freeze, new ones are accepted and never answered: a frozen host or a
+/// partition without resets) and restored.
 struct Link {
     port: u16,
     up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     cut_tx: watch::Sender<u64>,
 }
 
@@ -27,14 +29,23 @@ impl Link {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind forwarder");
         let port = listener.local_addr().expect("addr").port();
         let up = Arc::new(AtomicBool::new(true));
+        let stalled = Arc::new(AtomicBool::new(false));
         let (cut_tx, cut_rx) = watch::channel(0u64);
-        let up2 = up.clone();
+        let (up2, stalled2) = (up.clone(), stalled.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if stalled2.load(Ordering::SeqCst) {
+                    tokio::spawn(async move {
+                        let _held = inbound;
+                        std::future::pending::<()>().await;
+                    });
+                    continue;
+                }
                 if !up2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
+                let stalled3 = stalled2.clone();
                 let mut cut = cut_rx.clone();
                 // Only a cut after this connection opened ends it.
                 cut.borrow_and_update();
@@ -44,14 +55,26 @@ impl Link {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut.changed() => {
-                            // Reset rather than close: what a crashed engine looks like.
+                            if stalled3.load(Ordering::SeqCst) {
+                                // Frozen: both sockets stay open, nothing moves, ever.
+                                let _held = (inbound, outbound);
+                                match std::future::pending::<std::convert::Infallible>().await {}
+                            }
+                            // Reset rather than close: what a crashed engine looks like. (Linger 0
+                            // sends a reset at once; it cannot block the thread.)
+                            #[allow(deprecated)]
                             let _ = inbound.set_linger(Some(Duration::ZERO));
                         }
                     }
                 });
             }
         });
-        Self { port, up, cut_tx }
+        Self { port, up, stalled, cut_tx }
+    }
+
+    fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+        self.cut_tx.send_modify(|n| *n += 1);
     }
 
     fn cut(&self) {
@@ -60,6 +83,7 @@ impl Link {
     }
 
     fn restore(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
         self.up.store(true, Ordering::SeqCst);
     }
 }
@@ -106,7 +130,8 @@ async fn stored_count(url: &str) -> i64 {
 async fn scaleout_database_outage_refuses_and_recovers() {
     let Some(url) = fresh_database().await else { return };
     let link = Link::start(host_port(&url)).await;
-    let mut node = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &format!("{RATE}{}", pg_extra(&via(&url, link.port))));
+    let mut node =
+        Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &format!("{RATE}{}", pg_extra(&via(&url, link.port))));
     node.spawn();
     let (alice, bob) = (node.new_address(), node.new_address());
     create_account(&node, &alice).await;
@@ -169,4 +194,51 @@ async fn scaleout_object_store_outage_refuses_large_bodies_only() {
     let r = submit_until(&node, &alice, &bob, &big, '2', "object store back").await;
     assert!(r.starts_with("250"), "{r}");
     assert_eq!(stored_count(&url).await, 2);
+}
+
+/// A database that stops answering without closing anything: store calls fail within
+/// `[store] timeout` (4xx, not a hang), and once it answers again the node serves, and its LISTEN
+/// connection, frozen with the rest, was replaced: a delivery on node 1 still wakes an IDLE
+/// session on node 2 (without the pings, that connection would wait forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaleout_stalled_database_fails_fast_and_wakeups_resume() {
+    let Some(url) = fresh_database().await else { return };
+    let link = Link::start(host_port(&url)).await;
+    let secret = [5u8; 32];
+    let extra = format!("{RATE}{}timeout = \"2s\"\n", pg_extra(&via(&url, link.port)));
+    let nodes: Vec<Relay> = (0..2)
+        .map(|_| {
+            let mut r = Relay::prepare("chat.test", "127.0.0.1", Ports::new(), &extra);
+            std::fs::create_dir_all(r.data_dir()).expect("dir");
+            std::fs::write(r.data_dir().join("secret.key"), secret).expect("secret");
+            r.spawn();
+            r
+        })
+        .collect();
+    let (alice, bob) = (nodes[0].new_address(), nodes[0].new_address());
+    create_account(&nodes[0], &alice).await;
+    create_account(&nodes[0], &bob).await;
+    let eml = encrypted_eml(&alice, &bob);
+    let mut idle = crate::imap_helpers::login(&nodes[1], &bob).await;
+    let sel = idle.imap("s", "SELECT INBOX").await;
+    assert!(sel.iter().any(|l| l == "* 0 EXISTS"), "{sel:?}");
+    idle.send("i IDLE").await;
+    assert!(idle.line().await.unwrap_or_default().starts_with("+ "), "idling");
+
+    link.stall();
+    let started = Instant::now();
+    let r = submit(&nodes[0], &alice, PASSWORD, &alice, &[&bob], &eml).await;
+    let took = started.elapsed();
+    assert!(r.starts_with('4'), "a submission while the database is frozen: {r}");
+    assert!(took < Duration::from_secs(12), "refused after {took:?}, not within a few timeouts");
+    // Longer than the timeout: node 2's frozen LISTEN connection misses a ping meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    link.restore();
+    let r = submit_until(&nodes[0], &alice, &bob, &eml, '2', "database answering again").await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(stored_count(&url).await, 1, "only the acknowledged message is stored");
+    // (wait_line fails when no line comes within 15 s: the IDLE session was never woken.)
+    let (line, _) = crate::imap_helpers::wait_line(&mut idle, |l| l.ends_with(" EXISTS")).await;
+    assert_eq!(line, "* 1 EXISTS", "the IDLE session on node 2 was woken after the outage");
 }

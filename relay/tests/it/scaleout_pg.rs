@@ -250,7 +250,7 @@ async fn scaleout_lost_listen_connection_catches_up() {
     let cut: i64 = db
         .query_one(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE query LIKE 'LISTEN %' AND datname = current_database()) t",
+             WHERE application_name = 'chatrelay-listen' AND datname = current_database()) t",
             &[],
         )
         .await

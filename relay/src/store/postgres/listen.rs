@@ -8,16 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::{CHANNEL, Pg, parse_payload};
 use crate::store::events::{MailboxEvent, StoreEvent};
 
 const RETRY: Duration = Duration::from_millis(500);
 
-pub(super) async fn run(config: tokio_postgres::Config, pg: Arc<Pg>) {
+pub(super) async fn run(config: tokio_postgres::Config, pg: Arc<Pg>, timeout: Duration) {
+    // A LISTEN connection only receives, so a database that stops answering would leave it
+    // waiting forever (and every cross-node wake-up lost): it pings, and the watchdog on its
+    // socket ends it when a ping goes unanswered.
+    let ping_every = (timeout / 3).max(Duration::from_millis(500));
+    // Named, so an operator can tell it apart in pg_stat_activity.
+    let mut config = config;
+    config.application_name("chatrelay-listen");
     loop {
-        match config.connect(NoTls).await {
+        match super::watchdog::connect(&config, timeout).await {
             Ok((client, mut conn)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
                 let driver = tokio::spawn(async move {
@@ -41,9 +48,22 @@ pub(super) async fn run(config: tokio_postgres::Config, pg: Arc<Pg>) {
                     tracing::warn!(error = %e, "store: LISTEN failed");
                 } else {
                     catch_up(&pg).await;
-                    while let Some(p) = rx.recv().await {
-                        if let Some(ev) = parse_payload(pg.node, &p) {
-                            pg.events.publish(ev);
+                    let mut ping = tokio::time::interval(ping_every);
+                    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            p = rx.recv() => {
+                                let Some(p) = p else { break };
+                                if let Some(ev) = parse_payload(pg.node, &p) {
+                                    pg.events.publish(ev);
+                                }
+                            }
+                            _ = ping.tick() => {
+                                if let Err(e) = client.simple_query("").await {
+                                    tracing::warn!(error = %e, "store: LISTEN connection stopped answering");
+                                    break;
+                                }
+                            }
                         }
                     }
                 }

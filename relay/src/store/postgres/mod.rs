@@ -30,6 +30,7 @@ mod queue;
 mod retention;
 pub(crate) mod s3;
 pub(crate) mod schema;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ use keys::{share_dkim, share_secret};
 pub(crate) const CHANNEL: &str = "chatrelay";
 
 const DEFAULT_POOL: usize = 16;
+/// How long the database may take to answer a request, to accept a connection, or to hand out a
+/// pooled one, before the call fails (451/NO) instead of hanging (`[store] timeout`).
+pub(crate) const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
@@ -145,6 +149,7 @@ impl Pg {
     pub(crate) fn open(
         url: &str,
         pool_size: usize,
+        timeout: std::time::Duration,
         blobs: &crate::config::Blobs,
         events: Events,
         blob_dir: PathBuf,
@@ -181,14 +186,25 @@ impl Pg {
             .join()
             .map_err(|_| StoreError::Closed)?
         })?;
-        let mgr =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mgr = Manager::from_connect(
+            config.clone(),
+            watchdog::WatchedConnect { timeout },
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let size = if pool_size == 0 { DEFAULT_POOL } else { pool_size };
-        let pool = Pool::builder(mgr).max_size(size).build().map_err(|e| StoreError::Busy(e.to_string()))?;
+        // Waiting for a free connection, opening one and checking one are bounded like a query.
+        let pool = Pool::builder(mgr)
+            .max_size(size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|e| StoreError::Busy(e.to_string()))?;
         let node = rand::random::<u64>();
         let pg = Arc::new(Self { pool, node, events, blob_dir, s3 });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(listen::run(config, pg.clone()));
+            rt.spawn(listen::run(config, pg.clone(), timeout));
         }
         Ok(pg)
     }
