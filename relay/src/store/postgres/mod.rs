@@ -16,6 +16,7 @@ mod listen;
 pub mod migrate;
 pub(crate) mod s3;
 pub(crate) mod schema;
+pub(crate) mod tls_material;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
