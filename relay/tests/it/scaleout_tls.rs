@@ -137,7 +137,7 @@ async fn scaleout_tls_acme_once_answered_by_any_node_renewal_adopted() {
     *target.lock().expect("lock") = Some(nodes[other].ports.http);
     wait_for(
         "no certificate issued",
-        60,
+        40,
         || plain_log(&nodes[orderer]).contains("acme certificate installed"),
         || logs(&nodes, &pebble),
     );
@@ -176,7 +176,7 @@ async fn scaleout_tls_acme_once_answered_by_any_node_renewal_adopted() {
     let renewed = Instant::now();
     wait_for(
         "not renewed",
-        60,
+        40,
         || plain_log(&nodes[orderer]).contains("acme certificate installed"),
         || logs(&nodes, &pebble),
     );
