@@ -30,6 +30,7 @@ pub fn run(config: &Path, to: &str) -> Result<(), Failure> {
         println!("checksum {table}: {}", if *ok { "equal" } else { "DIFFERENT" });
     }
     println!("body bytes: sqlite {} postgres {}", report.body_bytes.0, report.body_bytes.1);
+    println!("acme accounts copied: {}, tls certificates copied: {}", report.acme.0, report.acme.1);
     if report.ok() {
         println!("verified");
         Ok(())

@@ -78,8 +78,24 @@ pub(crate) fn http(ctx: Ctx) -> Router {
         .with_state(ctx)
 }
 
-async fn acme_challenge(Path(token): Path<String>) -> Response {
-    match super::challenges().get(&token) {
+async fn acme_challenge(State(ctx): State<Ctx>, Path(token): Path<String>) -> Response {
+    let mut answer = super::challenges().get(&token);
+    // Several nodes (issue 27): the order may run on another node; its answers are in the
+    // database. Tokens are base64url (RFC 8555 8.3); anything else is not looked up.
+    if answer.is_none()
+        && let Some(pg) = ctx.store.pg()
+        && (1..=256).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        match pg.challenge(&token).await {
+            Ok(a) => answer = a,
+            Err(e) => {
+                tracing::warn!(error = %e, "acme: shared challenge lookup failed");
+                return (StatusCode::SERVICE_UNAVAILABLE, "try again\n").into_response();
+            }
+        }
+    }
+    match answer {
         Some(key_auth) => ([(header::CONTENT_TYPE, "text/plain")], key_auth).into_response(),
         None => (StatusCode::NOT_FOUND, "no such challenge\n").into_response(),
     }

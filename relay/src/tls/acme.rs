@@ -7,7 +7,10 @@
 //! failures are logged at `warn` and retried after 1 h, doubling up to 12 h. A new certificate is
 //! installed in the live `CertStore` (new connections use it at once, OPS-6).
 //! The ACME client trusts the built-in web PKI roots plus `delivery.extra_root_certs` (tests).
+//! With `[store] backend = "postgres"` the same state lives in the database instead, shared by
+//! the nodes (`shared.rs`, issue 27).
 
+mod shared;
 mod validity;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +55,8 @@ pub enum AcmeError {
     Cert(String),
     #[error("no answer from the CA within 10 minutes")]
     Timeout,
+    #[error("shared acme state: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// `data_dir/acme/`: account key, certificate and key.
@@ -62,6 +67,10 @@ pub fn dir(data_dir: &Path) -> PathBuf {
 /// The ACME account URI, written once the account exists (used for the CAA record, OPS-9).
 pub fn account_uri_path(data_dir: &Path) -> PathBuf {
     dir(data_dir).join("account-uri")
+}
+
+fn account_uri_path_in(dir: &Path) -> PathBuf {
+    dir.join("account-uri")
 }
 
 /// What one relay asks the CA for.
@@ -99,7 +108,11 @@ pub fn spawn(ctx: &Ctx) {
     let cfg = ctx.config.get();
     update_gauge(ctx, current_expiry(ctx));
     if cfg.tls.mode == TlsMode::Acme {
-        ctx.tasks.spawn(run(ctx.clone(), Settings::from_config(&cfg)));
+        if ctx.store.pg().is_some() {
+            ctx.tasks.spawn(shared::run(ctx.clone(), Settings::from_config(&cfg)));
+        } else {
+            ctx.tasks.spawn(run(ctx.clone(), Settings::from_config(&cfg)));
+        }
     }
 }
 
@@ -176,21 +189,54 @@ fn install_stored(ctx: &Ctx, s: &Settings) -> Option<SystemTime> {
     }
 }
 
-/// Removes the challenge tokens however the order ends.
-struct Tokens(Vec<String>);
+/// Removes the challenge tokens however the order ends (from the database too, when shared).
+struct Tokens(Vec<String>, Option<crate::store::Store>);
 impl Drop for Tokens {
     fn drop(&mut self) {
         for t in &self.0 {
             crate::http::challenges().remove(t);
         }
+        if let Some(store) = self.1.take()
+            && !self.0.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let tokens = std::mem::take(&mut self.0);
+            rt.spawn(async move {
+                if let Some(pg) = store.pg()
+                    && let Err(e) = pg.remove_challenges(&tokens).await
+                {
+                    tracing::warn!(error = %e, "acme: shared challenges left behind (removed within the hour)");
+                }
+            });
+        }
     }
 }
 
+/// A certificate just issued: the PEM to store and the pair to serve.
+struct Issued {
+    chain_pem: String,
+    key_pem: String,
+    ck: std::sync::Arc<rustls::sign::CertifiedKey>,
+    expiry: SystemTime,
+}
+
+/// Single node: issue, store in `data_dir/acme/`, serve.
 async fn obtain(ctx: &Ctx, s: &Settings) -> Result<SystemTime, AcmeError> {
-    let account = account(s).await?;
+    let issued = issue(ctx, s).await?;
+    write_private(&s.key(), issued.key_pem.as_bytes())?;
+    write_private(&s.cert(), issued.chain_pem.as_bytes())?;
+    write_private(&s.dir.join("names"), s.names.join("\n").as_bytes())?;
+    ctx.tls.certs().set(issued.ck);
+    Ok(issued.expiry)
+}
+
+/// Order, prove with HTTP-01, download. Stores nothing but the account and installs nothing.
+async fn issue(ctx: &Ctx, s: &Settings) -> Result<Issued, AcmeError> {
+    let shared = ctx.store.pg().is_some().then(|| ctx.store.clone());
+    let account = account(s, shared.as_ref().and_then(|st| st.pg())).await?;
     let ids: Vec<Identifier> = s.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let mut order = account.new_order(&NewOrder::new(&ids)).await?;
-    let mut tokens = Tokens(Vec::new());
+    let mut tokens = Tokens(Vec::new(), shared.clone());
     let mut auths = order.authorizations();
     while let Some(a) = auths.next().await {
         let mut a = a?;
@@ -201,8 +247,13 @@ async fn obtain(ctx: &Ctx, s: &Settings) -> Result<SystemTime, AcmeError> {
             other => return Err(AcmeError::Authorization(name, format!("{other:?}"))),
         }
         let mut ch = a.challenge(ChallengeType::Http01).ok_or_else(|| AcmeError::NoHttp01(name.clone()))?;
-        crate::http::challenges().insert(ch.token.clone(), ch.key_authorization().as_str().to_string());
+        let key_auth = ch.key_authorization().as_str().to_string();
+        crate::http::challenges().insert(ch.token.clone(), key_auth.clone());
         tokens.0.push(ch.token.clone());
+        // Shared: the CA may ask any node's port 80.
+        if let Some(pg) = shared.as_ref().and_then(|st| st.pg()) {
+            pg.put_challenge(&ch.token, &key_auth).await?;
+        }
         ch.set_ready().await?;
     }
     let poll = RetryPolicy::new().timeout(Duration::from_secs(120));
@@ -213,24 +264,31 @@ async fn obtain(ctx: &Ctx, s: &Settings) -> Result<SystemTime, AcmeError> {
     }
     let key_pem = order.finalize().await?;
     let chain_pem = order.poll_certificate(&poll).await?;
-    write_private(&s.key(), key_pem.as_bytes())?;
-    write_private(&s.cert(), chain_pem.as_bytes())?;
-    write_private(&s.dir.join("names"), s.names.join("\n").as_bytes())?;
-    let ck = super::load_pem_pair(&s.cert(), &s.key()).map_err(|e| AcmeError::Cert(e.to_string()))?;
+    let ck = super::pem_pair(chain_pem.as_bytes(), key_pem.as_bytes(), "issued chain", "issued key")
+        .map_err(|e| AcmeError::Cert(e.to_string()))?;
     let expiry =
         ck.cert.first().and_then(|c| not_after(c.as_ref())).ok_or_else(|| AcmeError::Cert("no validity".into()))?;
-    ctx.tls.certs().set(ck);
-    Ok(expiry)
+    Ok(Issued { chain_pem, key_pem, ck, expiry })
 }
 
-/// The stored account for this directory, or a new one (then stored).
-async fn account(s: &Settings) -> Result<Account, AcmeError> {
+/// The stored account for this directory, or a new one (then stored): in `data_dir/acme/`, or in
+/// the database when shared (the node writes `account-uri` locally either way, for `dns`).
+async fn account(s: &Settings, shared: Option<&crate::store::postgres::Pg>) -> Result<Account, AcmeError> {
     let path = s.dir.join("account.json");
     let builder = || Ok::<_, AcmeError>(Account::builder_with_http(Box::new(http_client(&s.extra_roots)?)));
-    if let Ok(text) = std::fs::read_to_string(&path)
+    let text = match shared {
+        Some(pg) => pg.acme_account(&s.directory).await?,
+        None => std::fs::read_to_string(&path).ok(),
+    };
+    if let Some(text) = text
         && let Ok(stored) = serde_json::from_str::<StoredAccount>(&text)
         && stored.directory == s.directory
     {
+        if let Some(pg) = shared
+            && let Some(uri) = pg.acme_account_uri(&s.directory).await?
+        {
+            write_private(&account_uri_path_in(&s.dir), uri.as_bytes())?;
+        }
         return Ok(builder()?.from_credentials(stored.credentials).await?);
     }
     let contact = (!s.email.is_empty()).then(|| format!("mailto:{}", s.email));
@@ -239,8 +297,11 @@ async fn account(s: &Settings) -> Result<Account, AcmeError> {
     let (account, credentials) = builder()?.create(&new, s.directory.clone(), None).await?;
     let stored = StoredAccount { directory: s.directory.clone(), credentials };
     let json = serde_json::to_vec_pretty(&stored).map_err(|e| AcmeError::Io(path.clone(), std::io::Error::other(e)))?;
-    write_private(&path, &json)?;
-    write_private(&s.dir.join("account-uri"), account.id().as_bytes())?;
+    match shared {
+        Some(pg) => pg.put_acme_account(&s.directory, &String::from_utf8_lossy(&json), account.id()).await?,
+        None => write_private(&path, &json)?,
+    }
+    write_private(&account_uri_path_in(&s.dir), account.id().as_bytes())?;
     tracing::info!("acme account created");
     Ok(account)
 }

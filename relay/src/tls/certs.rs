@@ -63,19 +63,37 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 pub fn load_pem_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_pem = std::fs::read(cert)?;
     let key_pem = std::fs::read(key)?;
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    pem_pair(&cert_pem, &key_pem, &cert.display().to_string(), &key.display().to_string())
+}
+
+/// `load_pem_pair` for PEM held in memory (the shared certificate, issue 27); `cert_name` and
+/// `key_name` say where it came from in errors.
+pub fn pem_pair(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_name: &str,
+    key_name: &str,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Cert(format!("{}: {e}", cert.display())))?;
+        .map_err(|e| TlsError::Cert(format!("{cert_name}: {e}")))?;
     if chain.is_empty() {
-        return Err(TlsError::Cert(format!("{}: no certificate found", cert.display())));
+        return Err(TlsError::Cert(format!("{cert_name}: no certificate found")));
     }
-    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| TlsError::Cert(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| TlsError::Cert(format!("{}: no private key found", key.display())))?;
-    let signer = any_supported_type(&key_der).map_err(|e| TlsError::Cert(format!("{}: {e}", key.display())))?;
+    let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| TlsError::Cert(format!("{key_name}: {e}")))?
+        .ok_or_else(|| TlsError::Cert(format!("{key_name}: no private key found")))?;
+    let signer = any_supported_type(&key_der).map_err(|e| TlsError::Cert(format!("{key_name}: {e}")))?;
     let ck = CertifiedKey::new(chain, signer);
     ck.keys_match().map_err(|e| TlsError::Cert(format!("certificate and key do not match: {e}")))?;
     Ok(Arc::new(ck))
+}
+
+/// The `notAfter` (Unix seconds) of the first certificate of a PEM chain.
+pub fn pem_not_after(cert_pem: &[u8]) -> Option<i64> {
+    let first = rustls_pemfile::certs(&mut &cert_pem[..]).next()?.ok()?;
+    let t = super::acme::not_after(first.as_ref())?;
+    i64::try_from(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs()).ok()
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {

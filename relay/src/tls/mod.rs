@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, TlsMode};
 
-pub use certs::{CertStore, load_pem_pair, self_signed_paths};
+pub use certs::{CertStore, load_pem_pair, pem_not_after, pem_pair, self_signed_paths};
 pub use stream::MaybeTls;
 
 #[derive(Debug, thiserror::Error)]

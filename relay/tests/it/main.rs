@@ -80,5 +80,6 @@ mod scaleout_proxy;
 mod scaleout_push;
 mod scaleout_queue;
 mod scaleout_s3;
+mod scaleout_tls;
 mod store_blobs;
 mod store_deliver;

@@ -19,7 +19,7 @@ use crate::harness::*;
 use crate::ops_control::plain_log;
 
 /// `pebble` on PATH, installing the Debian package when missing. `None`: skip (with a message).
-fn pebble_binary() -> Option<PathBuf> {
+pub(crate) fn pebble_binary() -> Option<PathBuf> {
     let found = || ["/usr/bin/pebble", "/usr/local/bin/pebble"].iter().map(PathBuf::from).find(|p| p.exists());
     if let Some(p) = found() {
         return Some(p);
@@ -42,11 +42,11 @@ fn pebble_binary() -> Option<PathBuf> {
     found()
 }
 
-struct Pebble {
+pub(crate) struct Pebble {
     child: Child,
     pub dir_url: String,
     pub mgmt: SocketAddr,
-    log: PathBuf,
+    pub log: PathBuf,
 }
 
 impl Drop for Pebble {
@@ -58,7 +58,7 @@ impl Drop for Pebble {
 
 /// A CA and a `localhost`/127.0.0.1 certificate it signed, for pebble's API listener.
 /// Returns the CA's PEM path.
-fn api_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn api_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -76,7 +76,7 @@ fn api_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (ca_pem, cert, key)
 }
 
-fn start_pebble(
+pub(crate) fn start_pebble(
     bin: &Path,
     dir: &Path,
     http_port: u16,
@@ -129,7 +129,7 @@ fn start_pebble(
 }
 
 /// TLS handshake with the relay's HTTPS port for `sni`, trusting only `root`.
-async fn verifies(addr: &str, sni: &str, root: &CertificateDer<'static>) -> Result<(), String> {
+pub(crate) async fn verifies(addr: &str, sni: &str, root: &CertificateDer<'static>) -> Result<(), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).map_err(|e| e.to_string())?;
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

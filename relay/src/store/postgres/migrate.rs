@@ -56,6 +56,8 @@ pub struct MigrateReport {
     pub checksums: BTreeMap<&'static str, bool>,
     /// Body bytes in SQLite (rows + files) and in PostgreSQL, of every referenced blob.
     pub body_bytes: (u64, u64),
+    /// ACME accounts and TLS certificates inserted by this run.
+    pub acme: (u64, u64),
 }
 
 impl MigrateReport {
@@ -242,6 +244,8 @@ pub async fn migrate(data_dir: &Path, url: &str) -> Result<MigrateReport> {
     if let Ok(pem) = std::fs::read_to_string(crate::outbound::dkim_key::default_path(data_dir)) {
         pg.execute("INSERT INTO kv(key, value) VALUES('dkim_pem', $1) ON CONFLICT(key) DO NOTHING", &[&pem]).await?;
     }
+    // The ACME account and certificate, so the cluster's nodes serve this node's certificate.
+    report.acme = super::tls_material::migrate_files(&pg, data_dir).await?;
     for seq in ["accounts", "mailboxes", "push_jobs"] {
         pg.execute(
             &format!("SELECT setval(pg_get_serial_sequence('{seq}', 'id'), greatest((SELECT max(id) FROM {seq}), 1))"),

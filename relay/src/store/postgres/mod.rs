@@ -30,6 +30,7 @@ mod queue;
 mod retention;
 pub(crate) mod s3;
 pub(crate) mod schema;
+pub(crate) mod tls_material;
 mod watchdog;
 
 use std::collections::HashMap;

@@ -10,6 +10,8 @@ use super::super::StoreError;
 pub(super) const LOCK_MIGRATE: i64 = 0x6368_6174_0001;
 /// One node's expiry batch at a time.
 pub(super) const LOCK_EXPIRY: i64 = 0x6368_6174_0002;
+/// One node orders or renews the TLS certificate at a time (held for the whole ACME order).
+pub(super) const LOCK_ACME: i64 = 0x6368_6174_0003;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the SQLite schema at its version 2 (accounts .. blob_data).
@@ -124,6 +126,29 @@ const MIGRATIONS: &[&str] = &[
     // 2: bodies in the object store (issue 27): the row stays, as a reference, with no data.
     r#"
     ALTER TABLE blob_data ADD COLUMN external BIGINT NOT NULL DEFAULT 0;
+    "#,
+    // 3: TLS and ACME shared by the nodes (issue 27): the ACME account per directory, the issued
+    // certificate per name set (`generation` grows on every renewal; nodes poll it and adopt),
+    // and the pending HTTP-01 answers any node's port 80 gives.
+    r#"
+    CREATE TABLE acme_accounts (
+        directory       TEXT PRIMARY KEY,
+        account_json    TEXT NOT NULL,
+        uri             TEXT NOT NULL
+    );
+    CREATE TABLE tls_certificates (
+        names           TEXT PRIMARY KEY,
+        chain_pem       TEXT NOT NULL,
+        key_pem         TEXT NOT NULL,
+        not_after       BIGINT NOT NULL,
+        issued_at       BIGINT NOT NULL,
+        generation      BIGINT NOT NULL
+    );
+    CREATE TABLE acme_challenges (
+        token           TEXT PRIMARY KEY,
+        key_authorization TEXT NOT NULL,
+        created_at      BIGINT NOT NULL
+    );
     "#,
 ];
 
