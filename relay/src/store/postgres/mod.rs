@@ -287,6 +287,16 @@ async fn remove_messages(
     Ok((removed, freed))
 }
 
+/// The lock order of every write transaction, so two of them never wait for each other in a
+/// circle (PostgreSQL would abort one as a deadlock: a 451 or NO): an account's row before any of
+/// its mailbox or message rows, and accounts in ascending id order, all in this one statement.
+/// `FOR NO KEY UPDATE` is what the usage `UPDATE` takes anyway; it lets the sender check of a
+/// delivery (`FOR KEY SHARE`) through, so deliveries crossing between two accounts do not wait.
+async fn lock_accounts(tx: &Tx<'_>, accounts: &[AccountId]) -> Result<()> {
+    tx.execute("SELECT 1 FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE", &[&accounts]).await?;
+    Ok(())
+}
+
 /// PUSH-13 as on SQLite: one pending job per valid token, later messages merged into it.
 async fn enqueue_push(tx: &Tx<'_>, account: AccountId, now_ms: i64) -> Result<()> {
     let now = now_ms / 1000;
@@ -700,6 +710,8 @@ impl Pg {
     pub(crate) async fn delete_account(&self, id: AccountId, tombstone: Vec<u8>) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        // Its row first, like every other writer (`lock_accounts`).
+        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id]).await?;
         let blobs: Vec<String> = tx
             .query(
                 "SELECT DISTINCT m.blob FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1
@@ -791,8 +803,9 @@ impl Pg {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         if let Some(id) = d.sender_account {
-            // FOR SHARE: a concurrent deletion waits for this commit, or this sees it.
-            let blocked = tx.query_opt("SELECT blocked FROM accounts WHERE id = $1 FOR SHARE", &[&id]).await?;
+            // FOR KEY SHARE: a concurrent deletion waits for this commit, or this sees it; a
+            // delivery to this account (which locks its row for the usage) does not wait.
+            let blocked = tx.query_opt("SELECT blocked FROM accounts WHERE id = $1 FOR KEY SHARE", &[&id]).await?;
             if blocked.is_none_or(|r| r.get::<_, i64>(0) != 0) {
                 return Err(StoreError::SenderGone);
             }
@@ -809,6 +822,7 @@ impl Pg {
         let size = new.map_or(0, NewBlob::size);
         if new.is_some() {
             insert_body(&tx, body).await?;
+            lock_accounts(&tx, &d.local).await?;
         }
         for &account in d.local.iter().filter(|_| new.is_some()) {
             if seen.contains(&account) {
@@ -1090,6 +1104,7 @@ impl Pg {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         let mut p = Pending::default();
         let mut objects = Vec::new();
         let (mut removed, _) = remove_messages(&tx, account, mailbox, &uids, &mut p, &mut objects).await?;
@@ -1131,6 +1146,8 @@ impl Pg {
         for (a, m, uid, _) in &victims {
             by_box.entry((*a, *m)).or_default().push(*uid);
         }
+        let accounts: Vec<AccountId> = by_box.keys().map(|k| k.0).collect();
+        lock_accounts(tx, &accounts).await?;
         let (mut count, mut bytes) = (0u64, 0u64);
         for ((account, mailbox), uids) in by_box {
             let (removed, freed) = remove_messages(tx, account, mailbox, &uids, p, objects).await?;
@@ -1260,7 +1277,7 @@ impl Pg {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         // Serialises mailbox creation per account (the count check below).
-        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&account]).await?;
+        lock_accounts(&tx, &[account]).await?;
         if mailbox_by_name(&tx, account, &name).await?.is_some() {
             return Err(StoreError::Exists);
         }
@@ -1286,7 +1303,7 @@ impl Pg {
     }
 
     async fn usage_in(tx: &Tx<'_>, account: AccountId) -> Result<u64> {
-        let row = tx.query_opt("SELECT usage_bytes FROM accounts WHERE id = $1 FOR UPDATE", &[&account]).await?;
+        let row = tx.query_opt("SELECT usage_bytes FROM accounts WHERE id = $1 FOR NO KEY UPDATE", &[&account]).await?;
         Ok(row.ok_or(StoreError::NotFound)?.get::<_, i64>(0).max(0) as u64)
     }
 
@@ -1346,6 +1363,7 @@ impl Pg {
     ) -> Result<(u32, Vec<(u32, u32)>)> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         Self::owned(&tx, account, src).await?;
         let d = Self::owned(&tx, account, dst).await?;
         let want: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
@@ -1378,6 +1396,7 @@ impl Pg {
     pub(crate) async fn delete_mailbox(&self, account: AccountId, name: String) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         let m = mailbox_by_name(&tx, account, &name).await?.ok_or(StoreError::NotFound)?;
         let uids: Vec<u32> = tx
             .query("SELECT uid FROM messages WHERE mailbox_id = $1", &[&m.id])
@@ -1398,6 +1417,7 @@ impl Pg {
     pub(crate) async fn rename_mailbox(&self, account: AccountId, from: String, to: String) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         let src = mailbox_by_name(&tx, account, &from).await?.ok_or(StoreError::NotFound)?;
         if mailbox_by_name(&tx, account, &to).await?.is_some() {
             return Err(StoreError::Exists);
@@ -1457,6 +1477,7 @@ impl Pg {
     ) -> Result<Vec<MessageMeta>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         let modseq: i64 = tx
             .query_opt(
                 "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
