@@ -5,12 +5,14 @@
 # load on a shared machine changes less than wall times), commits and WAL bytes per message,
 # P3 through three nodes at once (every node hears every other's NOTIFY), and IDLE_CONNS idle
 # IMAP connections on node B (memory per connection) with the cross-node EXISTS latency
-# (SMTP on A) while they idle.
+# (SMTP on A) while they idle; last, node 2's P2 latency while node 1 is flooded with
+# deliveries or attacked with the worst IMAP commands (bench/hostile.py).
 #
 #   out="$(scripts/pg-cluster.sh start /tmp/x/pg)"; export "$out"; bench/scaleout.sh
 #
 # RELAY_BIN, LOADGEN (default $CARGO_TARGET_DIR/debug/…), IDLE_CONNS (default 1000), SKIP_BASE=1
-# (only the capacity part). Loopback only; every process it starts is stopped on exit.
+# (no P2/P3 rows), SKIP_CAPACITY=1 (no CPU, three-node and idle-connection figures).
+# Loopback only; every process it starts is stopped on exit.
 set -uo pipefail
 target="${CARGO_TARGET_DIR:-$HOME/.cache/chatrelay-target}"
 bin="${RELAY_BIN:-$target/debug/chatrelay}"; lg="${LOADGEN:-$target/debug/loadgen}"
@@ -133,6 +135,8 @@ url=$(newdb)
 read -r p1 s1 i1 < <(start_node $w/n1 "$(pgconf "$url")")
 read -r p2 s2 i2 < <(start_node $w/n2 "$(pgconf "$url")")
 sleep 2
+p3=""
+if [ -z "${SKIP_CAPACITY:-}" ]; then
 # Node B's cost of the NOTIFY fan-out alone: P3 through A while B only listens.
 b0=$(ticks $p2)
 cpu_p3 "postgres, P3 through node A, node B listening" "$url" "$s1:$i1:$p1"
@@ -151,4 +155,29 @@ for pass in "new accounts" "reconnect"; do
     fanout -c "$idle_conns" --idle-fmt "idle{n:05d}@{domain}" --settle 2 -n 20 2>&1 | grep -v "^#"
   echo "  CPU per connection (TLS, LOGIN, SELECT, IDLE; 20 deliveries included): node B $(python3 -c "print('%.2f' % (($(ticks $p2) - $b0) / $hz / $idle_conns * 1000))") ms, PostgreSQL $(python3 -c "print('%.2f' % (($(pgticks) - $pg0) / $hz / $idle_conns * 1000))") ms"
 done
+fi
+
+# Hostile load on node 1, a well-behaved client on node 2 (SMTP and IMAP there): P2 latency
+# quiet, during a delivery flood through node 1 (loadgen P3, 16 senders), and during the
+# issue-26 attack (bench/hostile.py: 8 connections of the worst IMAP commands) on node 1. The
+# nodes share only PostgreSQL: what node 2's client feels is what the flood costs the database.
+port_of() { sed -n "s/^$2 = \"127.0.0.1:\([0-9]*\)\"/\1/p" "$1/c.toml"; }
+p2row() { # phase
+  timeout 300 $lg --smtp-port $s2 --imap-port $i2 --server-pid $p2 --timeout 60 --sender-base 5 --rcpt-base 6 \
+    latency -n 50 --interval 0.02 2>&1 | grep idle_exists_ms | sed "s/^ */  $1: /"
+}
+echo "== hostile load on node 1, P2 on node 2"
+p2row "quiet"
+timeout 300 $lg --smtp-port $s1 --imap-port $i1 --timeout 120 --sender-base 500 --rcpt-base 540 throughput -k 16 -m 200 >$w/flood 2>&1 &
+flood=$!; sleep 1
+p2row "delivery flood on node 1"
+kill $flood 2>/dev/null; wait $flood 2>/dev/null
+grep "accepted in" $w/flood | sed 's/^ */  (the flood: /; s/$/)/'
+here="$(cd "$(dirname "$0")" && pwd)"
+python3 "$here/hostile.py" attack --imap "$(port_of $w/n1 imap)" --imaps "$i1" \
+  --user "hostile01@relay.test" --password "bench-password" --ready "$w/ready" 2>"$w/attack.log" &
+attacker=$!
+for _ in $(seq 600); do [ -f "$w/ready" ] && break; sleep 0.1; done
+if [ -f "$w/ready" ]; then p2row "8 hostile IMAP connections on node 1"; else echo "  attackers did not start: $(tail -3 $w/attack.log)"; fi
+kill $attacker 2>/dev/null; wait $attacker 2>/dev/null
 kill $p1 $p2 $p3
