@@ -7,6 +7,8 @@
 #                           (default $CARGO_TARGET_DIR/release/loadgen), N (samples, default 100)
 #
 # Loopback only; the relay and the attackers are always stopped; bounded by `timeout`.
+# On the PostgreSQL backend (a flood or the attack on node 1, the client on node 2): the last part
+# of bench/scaleout.sh, which starts the nodes.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"

@@ -15,6 +15,10 @@
 //! `IMAP_CHECKER_SECS` (default 10) and `IMAP_CHECKER_SEED` (default random) set the
 //! run; the seed is printed first, so a failure replays the same choices with that seed. (Not
 //! `CHATRELAY_*`: the relay reads those as configuration and refuses unknown keys.)
+//!
+//! `run` takes the nodes and the database: one SQLite node here, two nodes of one PostgreSQL
+//! in `scaleout_checker` (sessions spread over the nodes, deliveries into either, the oracle
+//! reading PostgreSQL).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,25 +98,74 @@ fn lock(l: &Shared) -> std::sync::MutexGuard<'_, Ledger> {
     }
 }
 
+/// The relay's database, which the oracle polls and failure reports quote.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// The SQLite file of the one node.
+    Sqlite(std::path::PathBuf),
+    /// The PostgreSQL database (a `postgres://` URL) every node shares.
+    Postgres(String),
+}
+
+/// The stored messages of `address`, as (mailbox name, UID).
+const ORACLE_SQL: &str = "SELECT mb.name, m.uid FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id
+                     JOIN accounts a ON a.id = mb.account_id WHERE a.address = ";
+
+/// A read-only connection the oracle thread polls through.
+enum Reader {
+    Sqlite(rusqlite::Connection),
+    /// A client driven by a runtime of the oracle's own thread (its connection task runs while
+    /// a query is awaited).
+    Postgres(tokio::runtime::Runtime, tokio_postgres::Client),
+}
+
+impl Reader {
+    fn open(db: &Db) -> Self {
+        match db {
+            Db::Sqlite(path) => {
+                let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .expect("open db");
+                c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+                Self::Sqlite(c)
+            }
+            Db::Postgres(url) => {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let client = rt.block_on(async {
+                    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+                    tokio::spawn(conn);
+                    client
+                });
+                Self::Postgres(rt, client)
+            }
+        }
+    }
+
+    fn rows(&self, address: &str) -> Vec<(String, u32)> {
+        match self {
+            Self::Sqlite(c) => {
+                let mut st = c.prepare_cached(&format!("{ORACLE_SQL}?1")).expect("prepare");
+                st.query_map([address], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)))
+                    .expect("query")
+                    .collect::<rusqlite::Result<_>>()
+                    .expect("rows")
+            }
+            Self::Postgres(rt, c) => rt
+                .block_on(c.query(&format!("{ORACLE_SQL}$1"), &[&address]))
+                .expect("oracle query")
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i64>(1) as u32))
+                .collect(),
+        }
+    }
+}
+
 /// Poll the database every few milliseconds and record when each message appears and goes.
-fn oracle(db: std::path::PathBuf, address: String, ledger: Shared, stop: Arc<AtomicBool>) -> u64 {
-    let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db");
-    c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+fn oracle(db: Db, address: String, ledger: Shared, stop: Arc<AtomicBool>) -> u64 {
+    let reader = Reader::open(&db);
     let mut polls = 0;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let rows: Vec<(String, u32)> = {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT mb.name, m.uid FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id
-                     JOIN accounts a ON a.id = mb.account_id WHERE a.address = ?1",
-                )
-                .expect("prepare");
-            st.query_map([&address], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)))
-                .expect("query")
-                .collect::<rusqlite::Result<_>>()
-                .expect("rows")
-        };
+        let rows = reader.rows(&address);
         let done = Instant::now();
         let mut l = lock(&ledger);
         let mut present: HashMap<&str, Vec<u32>> = HashMap::new();
@@ -141,11 +194,46 @@ fn oracle(db: std::path::PathBuf, address: String, ledger: Shared, stop: Arc<Ato
     polls
 }
 
-/// The relay's database, for the failure report.
-static DB_PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-
 /// Rows about `uid` (messages with their modseq, expunge records) and the mailboxes' modseqs.
-fn db_rows(db: &std::path::Path, uid: u32) -> String {
+async fn db_rows(db: &Db, uid: u32) -> String {
+    match db {
+        Db::Sqlite(path) => sqlite_rows(path, uid),
+        Db::Postgres(url) => {
+            let Ok((c, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await else {
+                return String::new();
+            };
+            tokio::spawn(conn);
+            let uid = i64::from(uid);
+            let mut parts = Vec::new();
+            for sql in [
+                "SELECT mailbox_id, uid, modseq, flags FROM messages WHERE uid = ",
+                "SELECT mailbox_id, uid, modseq FROM expunged WHERE uid = ",
+                "SELECT id, name, uidnext, highestmodseq FROM mailboxes WHERE 0 < ",
+            ] {
+                let rows = c.query(&format!("{sql}$1"), &[&uid]).await.unwrap_or_default();
+                let text: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| match r.try_get::<_, i64>(i) {
+                                Ok(v) => v.to_string(),
+                                Err(_) => r.try_get::<_, String>(i).unwrap_or_else(|_| "?".into()),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .collect();
+                parts.push(text.join(" | "));
+            }
+            format!(
+                "messages (mailbox,uid,modseq,flags) [{}] expunged (mailbox,uid,modseq) [{}] mailboxes (id,name,uidnext,modseq) [{}]",
+                parts[0], parts[1], parts[2]
+            )
+        }
+    }
+}
+
+fn sqlite_rows(db: &std::path::Path, uid: u32) -> String {
     let Ok(c) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
         return String::new();
     };
@@ -184,6 +272,8 @@ struct Slot {
 struct Raw {
     id: usize,
     c: Lines,
+    /// The database, quoted when a check fails.
+    db: Arc<Db>,
     n: u64,
     mailbox: Option<String>,
     slots: Vec<Slot>,
@@ -388,7 +478,7 @@ impl Raw {
             // What the session's view says about it, for the report.
             let probe = self.cmd(&format!("UID FETCH {uid} (UID FLAGS)")).await;
             let tail: Vec<u32> = known.iter().rev().take(8).rev().copied().collect();
-            let db = DB_PATH.get().map(|p| db_rows(p, uid)).unwrap_or_default();
+            let db = db_rows(&self.db, uid).await;
             return Err(self.fail(format!(
                 "UID {uid} (stored {ago:?} before NOOP) was never announced; {} told, the last {tail:?}; \
                  UID FETCH of it: {probe:?}; database: {db}",
@@ -549,38 +639,77 @@ async fn dc_loop(relay_addr: String, addr: String, seed: u64, stop: Instant, led
     Ok(rounds)
 }
 
+/// One checker run: which nodes, which database, how many sessions of each kind.
+pub struct Setup<'a> {
+    /// What the header line calls the run (`imap concurrency checker` for the SQLite one).
+    pub label: &'a str,
+    /// Raw session `i` runs on node `i % n`, async-imap session `j` on node `(j + 1) % n`; each
+    /// delivery goes into a node chosen by the seed.
+    pub nodes: &'a [Relay],
+    pub db: Db,
+    /// The duration when `IMAP_CHECKER_SECS` is not set.
+    pub default_secs: u64,
+    pub raw_sessions: usize,
+    pub dc_sessions: usize,
+}
+
+/// The relay configuration the checker's nodes need (its SMTP sender is not rate limited).
+pub const UNLIMITED_SEND: &str = "max_user_send_per_minute = 100000\nmax_user_send_burst_size = 10000\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn imap_concurrency_checker() {
-    let secs: u64 = std::env::var("IMAP_CHECKER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let relay = Relay::start(UNLIMITED_SEND);
+    let db = Db::Sqlite(relay.data_dir().join("chatrelay.db"));
+    let setup = Setup {
+        label: "imap concurrency checker",
+        nodes: std::slice::from_ref(&relay),
+        db,
+        default_secs: 10,
+        raw_sessions: 3,
+        dc_sessions: 1,
+    };
+    run(setup).await;
+}
+
+/// Run the checker on `setup.nodes` (started, one relay domain, one database) and assert that
+/// no invariant broke.
+pub async fn run(setup: Setup<'_>) {
+    let secs: u64 = std::env::var("IMAP_CHECKER_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(setup.default_secs);
     let seed: u64 =
         std::env::var("IMAP_CHECKER_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(crate::harness::rand_u64);
-    println!("imap concurrency checker: seed {seed}, {secs} s (replay: IMAP_CHECKER_SEED={seed})");
-    let relay = Relay::start("max_user_send_per_minute = 100000\nmax_user_send_burst_size = 10000\n");
+    let label = setup.label;
+    println!("{label}: seed {seed}, {secs} s (replay: IMAP_CHECKER_SEED={seed})");
+    let nodes = setup.nodes;
+    let n_nodes = nodes.len().max(1);
+    let relay = &nodes[0];
     let addr = relay.new_address();
     let sender = relay.new_address();
-    crate::harness::create_account(&relay, &sender).await;
-    let mut setup = crate::imap_helpers::login(&relay, &addr).await;
-    crate::imap_helpers::assert_ok(&setup.imap("c", "CREATE Other").await);
+    crate::harness::create_account(relay, &sender).await;
+    let mut first = crate::imap_helpers::login(relay, &addr).await;
+    crate::imap_helpers::assert_ok(&first.imap("c", "CREATE Other").await);
 
-    let _ = DB_PATH.set(relay.data_dir().join("chatrelay.db"));
+    let db = Arc::new(setup.db);
     let ledger: Shared = Arc::default();
     let halt = Arc::new(AtomicBool::new(false));
     let oracle_task = {
-        let (db, a, l, h) = (relay.data_dir().join("chatrelay.db"), addr.clone(), ledger.clone(), halt.clone());
+        let (db, a, l, h) = ((*db).clone(), addr.clone(), ledger.clone(), halt.clone());
         std::thread::spawn(move || oracle(db, a, l, h))
     };
     let stop = Instant::now() + Duration::from_secs(secs);
     let steps = Arc::new(AtomicU64::new(0));
 
     let mut tasks: Vec<tokio::task::JoinHandle<Result<String, String>>> = Vec::new();
-    for id in 0..3 {
-        let c = crate::imap_helpers::login(&relay, &addr).await;
-        let (ledger, addr, steps) = (ledger.clone(), addr.clone(), steps.clone());
+    for id in 0..setup.raw_sessions {
+        let node = id % n_nodes;
+        let c = crate::imap_helpers::login(&nodes[node], &addr).await;
+        let (ledger, addr, steps, db) = (ledger.clone(), addr.clone(), steps.clone(), db.clone());
+        let on = if n_nodes > 1 { format!(" (node {})", node + 1) } else { String::new() };
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(seed.wrapping_add(id as u64 + 1));
             let mut s = Raw {
                 id,
                 c,
+                db,
                 n: 0,
                 mailbox: None,
                 slots: Vec::new(),
@@ -597,34 +726,48 @@ async fn imap_concurrency_checker() {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
             s.sync_check(&ledger).await?;
-            Ok(format!("raw session {id}: {} commands", s.n))
+            Ok(format!("raw session {id}{on}: {} commands", s.n))
         }));
     }
-    {
-        let (ra, a, l) = (relay.addr(relay.ports.imaps), addr.clone(), ledger.clone());
+    for j in 0..setup.dc_sessions {
+        let node = &nodes[(j + 1) % n_nodes];
+        let (ra, a, l) = (node.addr(node.ports.imaps), addr.clone(), ledger.clone());
+        let on = if n_nodes > 1 { format!(" {} (node {})", j, (j + 1) % n_nodes + 1) } else { String::new() };
         tasks.push(tokio::spawn(async move {
-            let rounds = dc_loop(ra, a, seed.wrapping_add(100), stop, l).await?;
-            Ok(format!("async-imap session: {rounds} IDLE rounds"))
+            let rounds = dc_loop(ra, a, seed.wrapping_add(100 + j as u64), stop, l).await?;
+            Ok(format!("async-imap session{on}: {rounds} IDLE rounds"))
         }));
     }
     {
-        let (mut smtp, r) = smtp_login(&relay, &sender, PASSWORD).await;
-        assert!(r.starts_with("235"), "{r}");
+        let mut conns = Vec::new();
+        for node in nodes {
+            let (smtp, r) = smtp_login(node, &sender, PASSWORD).await;
+            assert!(r.starts_with("235"), "{r}");
+            conns.push(smtp);
+        }
         let (from, to) = (sender.clone(), addr.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(seed.wrapping_add(200));
-            let mut sent = 0;
+            // Its own generator, so the one-node run makes the same choices as before nodes.
+            let mut pick = Rng::new(seed.wrapping_add(300));
+            let mut sent = vec![0u32; conns.len()];
             while Instant::now() < stop {
                 let eml = crate::fixtures::encrypted_eml(&from, &to)
                     .replace("<fixture@fixture.test>", &format!("<{}@fixture.test>", rng.next()));
-                let reply = crate::harness::send_mail(&mut smtp, &from, &[&to], &eml).await;
+                let k = pick.below(conns.len() as u64) as usize;
+                let reply = crate::harness::send_mail(&mut conns[k], &from, &[&to], &eml).await;
                 if !reply.starts_with("250") {
-                    return Err(format!("delivery refused: {reply}"));
+                    return Err(format!("delivery refused by node {}: {reply}", k + 1));
                 }
-                sent += 1;
+                sent[k] += 1;
                 tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
             }
-            Ok(format!("SMTP: {sent} deliveries"))
+            let total: u32 = sent.iter().sum();
+            if sent.len() > 1 {
+                Ok(format!("SMTP: {total} deliveries (per node {sent:?})"))
+            } else {
+                Ok(format!("SMTP: {total} deliveries"))
+            }
         }));
     }
     let mut failures = Vec::new();
@@ -644,5 +787,6 @@ async fn imap_concurrency_checker() {
         steps.load(Ordering::Relaxed),
         summary.join("; ")
     );
+    drop(first);
     assert!(failures.is_empty(), "seed {seed} (replay: IMAP_CHECKER_SEED={seed}): {failures:#?}");
 }

@@ -71,6 +71,7 @@ mod robust_common;
 mod robust_crash;
 mod robust_logs;
 mod robust_relay;
+mod scaleout_checker;
 mod scaleout_expiry;
 mod scaleout_mailboxes;
 mod scaleout_migrate;

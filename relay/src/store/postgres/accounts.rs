@@ -113,6 +113,8 @@ impl Pg {
     pub(crate) async fn delete_account(&self, id: AccountId, tombstone: Vec<u8>) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        // Its row first, like every other writer (`lock_accounts`).
+        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id]).await?;
         let blobs: Vec<String> = tx
             .query(
                 "SELECT DISTINCT m.blob FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1

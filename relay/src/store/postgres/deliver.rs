@@ -58,8 +58,9 @@ impl Pg {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         if let Some(id) = d.sender_account {
-            // FOR SHARE: a concurrent deletion waits for this commit, or this sees it.
-            let blocked = tx.query_opt("SELECT blocked FROM accounts WHERE id = $1 FOR SHARE", &[&id]).await?;
+            // FOR KEY SHARE: a concurrent deletion waits for this commit, or this sees it; a
+            // delivery to this account (which locks its row for the usage) does not wait.
+            let blocked = tx.query_opt("SELECT blocked FROM accounts WHERE id = $1 FOR KEY SHARE", &[&id]).await?;
             if blocked.is_none_or(|r| r.get::<_, i64>(0) != 0) {
                 return Err(StoreError::SenderGone);
             }
@@ -76,6 +77,7 @@ impl Pg {
         let size = new.map_or(0, NewBlob::size);
         if new.is_some() {
             insert_body(&tx, body).await?;
+            lock_accounts(&tx, &d.local).await?;
         }
         for &account in d.local.iter().filter(|_| new.is_some()) {
             if seen.contains(&account) {

@@ -113,7 +113,7 @@ impl Pg {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         // Serialises mailbox creation per account (the count check below).
-        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&account]).await?;
+        lock_accounts(&tx, &[account]).await?;
         if mailbox_by_name(&tx, account, &name).await?.is_some() {
             return Err(StoreError::Exists);
         }
@@ -136,6 +136,7 @@ impl Pg {
     pub(crate) async fn delete_mailbox(&self, account: AccountId, name: String) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         let m = mailbox_by_name(&tx, account, &name).await?.ok_or(StoreError::NotFound)?;
         let uids: Vec<u32> = tx
             .query("SELECT uid FROM messages WHERE mailbox_id = $1", &[&m.id])
@@ -156,6 +157,7 @@ impl Pg {
     pub(crate) async fn rename_mailbox(&self, account: AccountId, from: String, to: String) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         let src = mailbox_by_name(&tx, account, &from).await?.ok_or(StoreError::NotFound)?;
         if mailbox_by_name(&tx, account, &to).await?.is_some() {
             return Err(StoreError::Exists);

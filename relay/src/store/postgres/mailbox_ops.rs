@@ -124,6 +124,7 @@ impl Pg {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         let mut p = Pending::default();
         let mut objects = Vec::new();
         let (mut removed, _) = remove_messages(&tx, account, mailbox, &uids, &mut p, &mut objects).await?;
@@ -138,7 +139,7 @@ impl Pg {
     }
 
     async fn usage_in(tx: &Tx<'_>, account: AccountId) -> Result<u64> {
-        let row = tx.query_opt("SELECT usage_bytes FROM accounts WHERE id = $1 FOR UPDATE", &[&account]).await?;
+        let row = tx.query_opt("SELECT usage_bytes FROM accounts WHERE id = $1 FOR NO KEY UPDATE", &[&account]).await?;
         Ok(row.ok_or(StoreError::NotFound)?.get::<_, i64>(0).max(0) as u64)
     }
 
@@ -198,6 +199,7 @@ impl Pg {
     ) -> Result<(u32, Vec<(u32, u32)>)> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         Self::owned(&tx, account, src).await?;
         let d = Self::owned(&tx, account, dst).await?;
         let want: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
@@ -239,6 +241,7 @@ impl Pg {
     ) -> Result<Vec<MessageMeta>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        lock_accounts(&tx, &[account]).await?;
         let modseq: i64 = tx
             .query_opt(
                 "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2

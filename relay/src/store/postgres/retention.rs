@@ -38,6 +38,8 @@ impl Pg {
         for (a, m, uid, _) in &victims {
             by_box.entry((*a, *m)).or_default().push(*uid);
         }
+        let accounts: Vec<AccountId> = by_box.keys().map(|k| k.0).collect();
+        lock_accounts(tx, &accounts).await?;
         let (mut count, mut bytes) = (0u64, 0u64);
         for ((account, mailbox), uids) in by_box {
             let (removed, freed) = remove_messages(tx, account, mailbox, &uids, p, objects).await?;
