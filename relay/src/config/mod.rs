@@ -457,11 +457,6 @@ impl Config {
         if self.blobs.backend == BlobKind::S3 && (self.blobs.endpoint.is_empty() || self.blobs.bucket.is_empty()) {
             errs.push("blobs.backend = \"s3\" needs blobs.endpoint and blobs.bucket".into());
         }
-        // Invites live in the node's own SQLite file: on a cluster one node's invite would not be
-        // valid on the others, so the combination is refused rather than half working.
-        if self.registration == Registration::Invite && self.store.backend == StoreKind::Postgres {
-            errs.push("registration = \"invite\" is not supported with store.backend = \"postgres\" yet".into());
-        }
         if self.blobs.backend == BlobKind::S3 && self.store.backend != StoreKind::Postgres {
             errs.push("blobs.backend = \"s3\" needs store.backend = \"postgres\"".into());
         }

@@ -37,6 +37,7 @@ const TABLES: &[(&str, &str, Option<&str>)] = &[
     ("tombstones", "hash", None),
     ("mta_sts", "domain, policy_id, policy, fetched_at, max_age", None),
     ("kv", "key, value", None),
+    ("invites", "id, token_hash, hint, max_uses, used, created_at, expires_at, revoked", None),
 ];
 
 /// Rows whose contents are checksummed on both sides (ordered by these columns).
@@ -242,7 +243,7 @@ pub async fn migrate(data_dir: &Path, url: &str) -> Result<MigrateReport> {
     if let Ok(pem) = std::fs::read_to_string(crate::outbound::dkim_key::default_path(data_dir)) {
         pg.execute("INSERT INTO kv(key, value) VALUES('dkim_pem', $1) ON CONFLICT(key) DO NOTHING", &[&pem]).await?;
     }
-    for seq in ["accounts", "mailboxes", "push_jobs"] {
+    for seq in ["accounts", "mailboxes", "push_jobs", "invites"] {
         pg.execute(
             &format!("SELECT setval(pg_get_serial_sequence('{seq}', 'id'), greatest((SELECT max(id) FROM {seq}), 1))"),
             &[],

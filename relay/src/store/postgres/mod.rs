@@ -13,13 +13,14 @@
 //! notification lost while disconnected only delays a wake-up.
 //!
 //! One file per job, as on the SQLite side: `accounts`, `deliver`, `mailbox`, `mailbox_ops`,
-//! `queue`, `push`, `retention`, `blobs`, `events`, `keys`; this file holds the pool, the row
+//! `queue`, `push`, `retention`, `blobs`, `events`, `keys`, `invites`; this file holds the pool, the row
 //! mappers and the commit-then-publish path they share.
 
 mod accounts;
 mod blobs;
 mod deliver;
 mod events;
+mod invites;
 mod keys;
 mod listen;
 mod mailbox;
