@@ -78,6 +78,7 @@ mod scaleout_migrate;
 mod scaleout_pg;
 mod scaleout_proxy;
 mod scaleout_push;
+mod scaleout_push_window;
 mod scaleout_queue;
 mod scaleout_s3;
 mod store_blobs;
