@@ -317,8 +317,8 @@ impl Store {
     /// are exactly those a real pass would produce and nothing changes. `orphans_removed` is left
     /// to the caller (files are not in the transaction).
     pub async fn expiry_dry_run(&self, p: RetentionPolicy, now: i64) -> Result<ExpiryReport> {
-        if self.pg().is_some() {
-            return Err(StoreError::Invalid("expire --dry-run is not served by the postgres backend yet"));
+        if let Some(pg) = self.pg() {
+            return pg.expiry_dry_run(p, now).await;
         }
         let out: Arc<Mutex<Option<Result<ExpiryReport>>>> = Arc::new(Mutex::new(None));
         let slot = out.clone();

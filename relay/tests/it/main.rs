@@ -72,6 +72,7 @@ mod robust_crash;
 mod robust_logs;
 mod robust_relay;
 mod scaleout_expiry;
+mod scaleout_expiry_dry_run;
 mod scaleout_invites;
 mod scaleout_mailboxes;
 mod scaleout_migrate;
