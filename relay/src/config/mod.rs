@@ -205,6 +205,9 @@ pub struct Blobs {
     pub endpoint: String,
     pub bucket: String,
     pub region: String,
+    /// An object with no row and older than this is an orphan (a crash between PUT and COMMIT)
+    /// that the expiry pass deletes; default 1 day.
+    pub orphan_grace: Option<ConfDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

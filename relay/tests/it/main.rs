@@ -82,5 +82,6 @@ mod scaleout_push;
 mod scaleout_push_window;
 mod scaleout_queue;
 mod scaleout_s3;
+mod scaleout_s3_orphans;
 mod store_blobs;
 mod store_deliver;

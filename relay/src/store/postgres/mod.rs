@@ -72,6 +72,8 @@ pub(crate) struct Pg {
     blob_dir: PathBuf,
     /// `[blobs] backend = "s3"`: bodies over `INLINE_MAX` go there.
     s3: Option<s3::S3>,
+    /// `[blobs] orphan_grace`: an object without a row is swept only when older than this.
+    orphan_grace_secs: i64,
 }
 
 /// A message body ready for the delivering transaction.
@@ -187,7 +189,8 @@ impl Pg {
         let size = if pool_size == 0 { DEFAULT_POOL } else { pool_size };
         let pool = Pool::builder(mgr).max_size(size).build().map_err(|e| StoreError::Busy(e.to_string()))?;
         let node = rand::random::<u64>();
-        let pg = Arc::new(Self { pool, node, events, blob_dir, s3 });
+        let orphan_grace_secs = blobs.orphan_grace.map_or(blobs::ORPHAN_GRACE_SECS, |d| d.get().as_secs() as i64);
+        let pg = Arc::new(Self { pool, node, events, blob_dir, s3, orphan_grace_secs });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(listen::run(config, pg.clone()));
         }

@@ -11,7 +11,7 @@ impl Pg {
     // expires at a time and another node's pass finds the batch taken and skips it (rows are
     // locked by their DELETE anyway, so two passes could never remove a message twice).
 
-    async fn expiry_turn(tx: &Tx<'_>) -> Result<bool> {
+    pub(super) async fn expiry_turn(tx: &Tx<'_>) -> Result<bool> {
         Ok(tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&schema::LOCK_EXPIRY]).await?.get(0))
     }
 
