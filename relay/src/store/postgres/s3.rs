@@ -257,7 +257,7 @@ mod tests {
             (vec![], false)
         );
         assert_eq!(iso_seconds(1_709_164_800 + 3661), "2024-02-29T01:01:01");
-        assert!(iso_seconds(0) < "2026-12-07T22:41:24".to_string());
+        assert!(iso_seconds(0).as_str() < "2026-12-07T22:41:24");
         assert_eq!(uri_encode("a b/~"), "a%20b%2F~");
     }
 
