@@ -13,7 +13,8 @@ use crate::store::Store;
 
 pub fn run(config: &Path, dry_run: bool) -> Result<(), Failure> {
     let cfg = load_config(config)?;
-    if !cfg.db_path().exists() {
+    let pg = cfg.store.backend == crate::config::StoreKind::Postgres;
+    if !pg && !cfg.db_path().exists() {
         return Err(Failure::Runtime(format!("no database in {}", cfg.data_dir.display())));
     }
     // RET-15: a running serve does the pass itself, so its live sessions see the expunges.
@@ -27,7 +28,8 @@ pub fn run(config: &Path, dry_run: bool) -> Result<(), Failure> {
     }
     let rt = runtime()?;
     let report = rt.block_on(async {
-        let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
+        // On PostgreSQL the shared database (issue 27), not the node's own SQLite file.
+        let store = Store::open_config(&cfg).map_err(Failure::runtime)?;
         let p = expiry::policy(&cfg);
         if dry_run {
             expiry::dry_run(&store, p).await.map_err(Failure::runtime)

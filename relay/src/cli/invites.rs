@@ -1,6 +1,7 @@
 //! `chatrelay invites ...` (issue 28): create, list and revoke registration invites for
 //! `registration = "invite"`. Works on the store in `data_dir` directly (SQLite serialises the
-//! writes with a running `serve`, which reads invites afresh for every use).
+//! writes with a running `serve`, which reads invites afresh for every use), or on the shared
+//! PostgreSQL database with `[store] backend = "postgres"`.
 
 use std::path::{Path, PathBuf};
 
@@ -41,14 +42,16 @@ pub fn run(config: &Path, cmd: InvitesCmd) -> Result<(), Failure> {
             crate::config::units::parse_duration(e).map_err(|m| Failure::Usage(format!("--expires: {m}")))?;
         }
     }
-    if !cfg.data_dir.join("chatrelay.db").exists() {
+    let pg = cfg.store.backend == crate::config::StoreKind::Postgres;
+    if !pg && !cfg.data_dir.join("chatrelay.db").exists() {
         return Err(Failure::Runtime(format!(
             "no database in {} (run `chatrelay init` or `serve` first)",
             cfg.data_dir.display()
         )));
     }
     runtime()?.block_on(async move {
-        let store = Store::open(&cfg.data_dir).map_err(Failure::runtime)?;
+        // On PostgreSQL the shared database, so the invite is valid on every node (issue 27).
+        let store = Store::open_config(&cfg).map_err(Failure::runtime)?;
         exec(&cfg, &store, cmd).await
     })
 }

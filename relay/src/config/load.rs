@@ -168,13 +168,13 @@ mod tests {
     }
 
     #[test]
-    fn invites_need_the_embedded_store() {
-        let e = load_str(
+    fn invites_on_either_store() {
+        // Issue 27: invites live in the shared database on PostgreSQL.
+        load_str(
             "mail_domain = \"x.test\"\nregistration = \"invite\"\n[store]\nbackend = \"postgres\"\nurl = \"postgres://u@h/db\"\n",
             "t.toml",
         )
-        .expect_err("invites on a cluster");
-        assert!(e.to_string().contains("registration = \"invite\" is not supported"), "{e}");
+        .expect("invites on a cluster");
         load_str("mail_domain = \"x.test\"\nregistration = \"invite\"\n", "t.toml").expect("invites on SQLite");
     }
 

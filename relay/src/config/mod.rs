@@ -207,6 +207,9 @@ pub struct Blobs {
     pub endpoint: String,
     pub bucket: String,
     pub region: String,
+    /// An object with no row and older than this is an orphan (a crash between PUT and COMMIT)
+    /// that the expiry pass deletes; default 1 day.
+    pub orphan_grace: Option<ConfDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,11 +461,6 @@ impl Config {
         }
         if self.blobs.backend == BlobKind::S3 && (self.blobs.endpoint.is_empty() || self.blobs.bucket.is_empty()) {
             errs.push("blobs.backend = \"s3\" needs blobs.endpoint and blobs.bucket".into());
-        }
-        // Invites live in the node's own SQLite file: on a cluster one node's invite would not be
-        // valid on the others, so the combination is refused rather than half working.
-        if self.registration == Registration::Invite && self.store.backend == StoreKind::Postgres {
-            errs.push("registration = \"invite\" is not supported with store.backend = \"postgres\" yet".into());
         }
         if self.blobs.backend == BlobKind::S3 && self.store.backend != StoreKind::Postgres {
             errs.push("blobs.backend = \"s3\" needs store.backend = \"postgres\"".into());

@@ -103,6 +103,12 @@ async fn remove(
     }
     let orphans = store.orphan_blobs(ORPHAN_MIN_AGE_SECS).await?;
     rep.orphans_removed = store.remove_orphans(orphans).await?;
+    // Issue 27: and objects in the bucket that no row names.
+    // An unreachable object store fails only this step (the next pass retries it).
+    match store.sweep_orphan_objects(now, false).await {
+        Ok(n) => rep.orphans_removed += n,
+        Err(e) => tracing::warn!(error = %e, "orphan object sweep failed"),
+    }
     Ok(rep)
 }
 
@@ -129,5 +135,6 @@ pub async fn trim(
 pub async fn dry_run(store: &Store, p: RetentionPolicy) -> Result<ExpiryReport, StoreError> {
     let mut rep = store.expiry_dry_run(p, crate::store::now_secs()).await?;
     rep.orphans_removed = store.orphan_blobs(ORPHAN_MIN_AGE_SECS).await?.len() as u64;
+    rep.orphans_removed += store.sweep_orphan_objects(crate::store::now_secs(), true).await?;
     Ok(rep)
 }

@@ -189,7 +189,8 @@ impl Notifier {
             }
             return;
         }
-        // PUSH-14: a token notified less than 2 s ago waits for the end of that window.
+        // PUSH-14: a token notified less than 2 s ago waits for the end of that window. (On
+        // PostgreSQL the claim already applied the window of every node: store/postgres/push.rs.)
         if let Some(&ok_at) = self.last_ok.get(&(job.account, job.token.clone()))
             && now < ok_at + COALESCE_MS
         {

@@ -1,7 +1,7 @@
 //! Registration invites (issue 28, `registration = "invite"`): a token allows a number of new
 //! accounts until it expires or is revoked. Only a SHA-256 of the token is kept, so the database
 //! cannot hand out working invites; `hint` (the token's first characters) lets an operator tell
-//! them apart.
+//! them apart. On PostgreSQL (issue 27) they live in the shared database (`store/postgres/invites.rs`).
 
 use rusqlite::{OptionalExtension, params};
 
@@ -56,6 +56,9 @@ impl Store {
         max_uses: u32,
         expires_at: Option<i64>,
     ) -> Result<Invite> {
+        if let Some(pg) = self.pg() {
+            return pg.create_invite(token_hash, hint, max_uses, expires_at).await;
+        }
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO invites(token_hash, hint, max_uses, created_at, expires_at) VALUES(?1, ?2, ?3, ?4, ?5)",
@@ -68,6 +71,9 @@ impl Store {
     }
 
     pub async fn list_invites(&self) -> Result<Vec<Invite>> {
+        if let Some(pg) = self.pg() {
+            return pg.list_invites().await;
+        }
         self.read(|c| {
             let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM invites ORDER BY id"))?;
             let rows = st.query_map([], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -78,6 +84,9 @@ impl Store {
 
     /// Whether an invite with this id existed and was not yet revoked.
     pub async fn revoke_invite(&self, id: i64) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.revoke_invite(id).await;
+        }
         self.write(move |tx| Ok(tx.execute("UPDATE invites SET revoked = 1 WHERE id = ?1 AND revoked = 0", [id])? == 1))
             .await
     }
@@ -85,6 +94,9 @@ impl Store {
     /// Count one use of the invite with this token hash, if it is valid now. One conditional
     /// UPDATE, so concurrent uses (and other processes) can never pass `max_uses` between them.
     pub async fn use_invite(&self, token_hash: [u8; 32]) -> Result<InviteUse> {
+        if let Some(pg) = self.pg() {
+            return pg.use_invite(token_hash).await;
+        }
         self.write(move |tx| {
             let now = now_secs();
             let hash = token_hash.to_vec();
@@ -114,6 +126,9 @@ impl Store {
 
     /// Give back a use counted by `use_invite` whose account was not created.
     pub async fn refund_invite(&self, id: i64) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.refund_invite(id).await;
+        }
         self.write(move |tx| {
             tx.execute("UPDATE invites SET used = used - 1 WHERE id = ?1 AND used > 0", [id])?;
             Ok(())

@@ -313,12 +313,21 @@ impl Store {
         Ok(n)
     }
 
+    /// Issue 27, `[blobs] backend = "s3"`: orphan objects (no row, older than the grace period)
+    /// deleted, at most one batch per pass; with `dry` only counted. 0 without an object store.
+    pub async fn sweep_orphan_objects(&self, now: i64, dry: bool) -> Result<u64> {
+        match self.pg() {
+            Some(pg) => pg.sweep_orphan_objects(now, dry).await,
+            None => Ok(0),
+        }
+    }
+
     /// RET-14: run the whole database part of a pass in one job and roll it back, so the counts
     /// are exactly those a real pass would produce and nothing changes. `orphans_removed` is left
     /// to the caller (files are not in the transaction).
     pub async fn expiry_dry_run(&self, p: RetentionPolicy, now: i64) -> Result<ExpiryReport> {
-        if self.pg().is_some() {
-            return Err(StoreError::Invalid("expire --dry-run is not served by the postgres backend yet"));
+        if let Some(pg) = self.pg() {
+            return pg.expiry_dry_run(p, now).await;
         }
         let out: Arc<Mutex<Option<Result<ExpiryReport>>>> = Arc::new(Mutex::new(None));
         let slot = out.clone();

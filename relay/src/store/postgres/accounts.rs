@@ -18,6 +18,35 @@ pub(super) async fn is_tombstoned(c: &impl GenericClient, hash: &[u8]) -> Result
     Ok(c.query_opt("SELECT 1 FROM tombstones WHERE hash = $1", &[&hash]).await?.is_some())
 }
 
+/// The rows of account `id` deleted in `tx` (with a tombstone unless `None`); returns the
+/// objects no row names any more, to delete after the commit.
+pub(super) async fn delete_account_in(tx: &Tx<'_>, id: AccountId, tombstone: Option<&[u8]>) -> Result<Vec<String>> {
+    // Its row first, like every other writer (`lock_accounts`).
+    tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id]).await?;
+    let blobs: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT m.blob FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1
+                 UNION SELECT blob FROM queue WHERE sender_account = $1",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute("DELETE FROM expunged WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)", &[&id])
+        .await?;
+    tx.execute("DELETE FROM queue WHERE sender_account = $1", &[&id]).await?;
+    tx.execute("DELETE FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)", &[&id])
+        .await?;
+    if tx.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await? == 0 {
+        return Err(StoreError::NotFound);
+    }
+    if let Some(hash) = tombstone {
+        tx.execute("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING", &[&hash]).await?;
+    }
+    drop_unreferenced(tx, &blobs).await
+}
+
 impl Pg {
     // ---- accounts ----
 
@@ -113,28 +142,7 @@ impl Pg {
     pub(crate) async fn delete_account(&self, id: AccountId, tombstone: Vec<u8>) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        // Its row first, like every other writer (`lock_accounts`).
-        tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id]).await?;
-        let blobs: Vec<String> = tx
-            .query(
-                "SELECT DISTINCT m.blob FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1
-                 UNION SELECT blob FROM queue WHERE sender_account = $1",
-                &[&id],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        tx.execute("DELETE FROM expunged WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)", &[&id])
-            .await?;
-        tx.execute("DELETE FROM queue WHERE sender_account = $1", &[&id]).await?;
-        tx.execute("DELETE FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)", &[&id])
-            .await?;
-        if tx.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await? == 0 {
-            return Err(StoreError::NotFound);
-        }
-        tx.execute("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING", &[&tombstone]).await?;
-        let objects = drop_unreferenced(&tx, &blobs).await?;
+        let objects = delete_account_in(&tx, id, Some(&tombstone)).await?;
         let mut p = Pending::default();
         p.push(StoreEvent::Mailbox { account: id, event: MailboxEvent::AccountGone });
         self.commit_publish(tx, p, objects).await?;

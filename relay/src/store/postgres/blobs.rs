@@ -42,3 +42,85 @@ impl Pg {
         }
     }
 }
+
+/// `[blobs] orphan_grace` by default: far longer than any transaction between a PUT and its
+/// COMMIT, so an object younger than this may still be about to get its row.
+pub(super) const ORPHAN_GRACE_SECS: i64 = 86_400;
+/// Keys per ListObjectsV2 request, and at most this many listed per pass: a pass's work is
+/// bounded however large the bucket; the next pass resumes after the last key looked at
+/// (kv `orphan_sweep_after`) and starts over once it reached the end.
+const SWEEP_PAGE: usize = 1000;
+const SWEEP_MAX_LISTED: usize = 10 * SWEEP_PAGE;
+
+impl Pg {
+    /// RET-3 for the bucket: delete objects older than the grace period that no `blob_data` row
+    /// names (left by a crash between the PUT and the COMMIT), at most `BATCH` per pass, under
+    /// the expiry advisory lock (another node's pass skips). Only keys this relay could have made
+    /// are considered. `dry`: count them, delete nothing, move no cursor, take no lock.
+    pub(crate) async fn sweep_orphan_objects(&self, now: i64, dry: bool) -> Result<u64> {
+        let Some(s3) = &self.s3 else { return Ok(0) };
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if !dry && !Self::expiry_turn(&tx).await? {
+            return Ok(0);
+        }
+        let mut cursor: String = tx
+            .query_opt("SELECT value FROM kv WHERE key = 'orphan_sweep_after'", &[])
+            .await?
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        let cutoff = s3::iso_seconds(now - self.orphan_grace_secs);
+        let (mut listed, mut removed) = (0usize, 0u64);
+        'pages: loop {
+            let (keys, more) = s3.list(&cursor, SWEEP_PAGE).await?;
+            listed += keys.len();
+            let old: Vec<String> = keys
+                .iter()
+                .filter(|(k, modified)| BlobId::parse(k).is_some() && *modified < cutoff)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let known: std::collections::HashSet<String> = if old.is_empty() {
+                Default::default()
+            } else {
+                tx.query("SELECT id FROM blob_data WHERE id = ANY($1)", &[&old])
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            };
+            for (key, _) in &keys {
+                if removed >= BATCH as u64 {
+                    break 'pages;
+                }
+                if old.contains(key) && !known.contains(key) {
+                    if !dry {
+                        s3.delete(key).await?;
+                    }
+                    removed += 1;
+                }
+                cursor.clone_from(key);
+            }
+            if !more || keys.is_empty() {
+                cursor.clear();
+                break;
+            }
+            if listed >= SWEEP_MAX_LISTED {
+                break;
+            }
+        }
+        if dry {
+            return Ok(removed);
+        }
+        tx.execute(
+            "INSERT INTO kv(key, value) VALUES('orphan_sweep_after', $1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            &[&cursor],
+        )
+        .await?;
+        tx.commit().await?;
+        if removed > 0 {
+            tracing::info!(removed, "object store: orphan objects removed");
+        }
+        Ok(removed)
+    }
+}

@@ -37,6 +37,7 @@ const TABLES: &[(&str, &str, Option<&str>)] = &[
     ("tombstones", "hash", None),
     ("mta_sts", "domain, policy_id, policy, fetched_at, max_age", None),
     ("kv", "key, value", None),
+    ("invites", "id, token_hash, hint, max_uses, used, created_at, expires_at, revoked", None),
 ];
 
 /// Rows whose contents are checksummed on both sides (ordered by these columns).
@@ -246,7 +247,7 @@ pub async fn migrate(data_dir: &Path, url: &str) -> Result<MigrateReport> {
     }
     // The ACME account and certificate, so the cluster's nodes serve this node's certificate.
     report.acme = super::tls_material::migrate_files(&pg, data_dir).await?;
-    for seq in ["accounts", "mailboxes", "push_jobs"] {
+    for seq in ["accounts", "mailboxes", "push_jobs", "invites"] {
         pg.execute(
             &format!("SELECT setval(pg_get_serial_sequence('{seq}', 'id'), greatest((SELECT max(id) FROM {seq}), 1))"),
             &[],

@@ -13,13 +13,14 @@
 //! notification lost while disconnected only delays a wake-up.
 //!
 //! One file per job, as on the SQLite side: `accounts`, `deliver`, `mailbox`, `mailbox_ops`,
-//! `queue`, `push`, `retention`, `blobs`, `events`, `keys`; this file holds the pool, the row
+//! `queue`, `push`, `retention`, `blobs`, `events`, `keys`, `invites`; this file holds the pool, the row
 //! mappers and the commit-then-publish path they share.
 
 mod accounts;
 mod blobs;
 mod deliver;
 mod events;
+mod invites;
 mod keys;
 mod listen;
 mod mailbox;
@@ -86,6 +87,8 @@ pub(crate) struct Pg {
     blob_dir: PathBuf,
     /// `[blobs] backend = "s3"`: bodies over `INLINE_MAX` go there.
     s3: Option<s3::S3>,
+    /// `[blobs] orphan_grace`: an object without a row is swept only when older than this.
+    orphan_grace_secs: i64,
 }
 
 /// A message body ready for the delivering transaction.
@@ -213,7 +216,8 @@ impl Pg {
             .build()
             .map_err(|e| StoreError::Busy(e.to_string()))?;
         let node = rand::random::<u64>();
-        let pg = Arc::new(Self { pool, node, events, blob_dir, s3 });
+        let orphan_grace_secs = blobs.orphan_grace.map_or(blobs::ORPHAN_GRACE_SECS, |d| d.get().as_secs() as i64);
+        let pg = Arc::new(Self { pool, node, events, blob_dir, s3, orphan_grace_secs });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(listen::run(config, pg.clone(), timeout));
         }

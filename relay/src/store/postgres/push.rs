@@ -73,24 +73,35 @@ impl Pg {
     /// Due jobs, claimed for this node with `FOR UPDATE SKIP LOCKED` as a lease (`next_attempt`
     /// moved `PUSH_LEASE_MS` ahead) that done/retry/defer/drop replace: each job is sent by one
     /// node. The job returned carries its `next_attempt` from before the claim.
+    ///
+    /// PUSH-14 across nodes: a token whose last request succeeded less than the window ago
+    /// (`push_tokens.quiet_until`, set by `push_job_done` in the transaction that ends the job)
+    /// has its job moved to the end of the window in the same statement instead of claimed, on
+    /// whichever node claims it. A job made after that commit can only be claimed by a statement
+    /// that sees it, so no node can miss the window (the job row is unique per token).
     pub(crate) async fn claim_push_jobs(&self, now_ms: i64, limit: usize) -> Result<Vec<PushJob>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let rows = tx
             .query(
                 "WITH picked AS (
-                    SELECT id, next_attempt FROM push_jobs WHERE next_attempt <= $1
-                    ORDER BY attempts > 0, next_attempt LIMIT $2 FOR UPDATE SKIP LOCKED
+                    SELECT j.id, j.next_attempt, coalesce(t.quiet_until, 0) AS quiet_until
+                    FROM push_jobs j LEFT JOIN push_tokens t ON t.account_id = j.account_id AND t.token = j.token
+                    WHERE j.next_attempt <= $1
+                    ORDER BY j.attempts > 0, j.next_attempt LIMIT $2 FOR UPDATE OF j SKIP LOCKED
                  )
-                 UPDATE push_jobs j SET next_attempt = $3 FROM picked WHERE j.id = picked.id
+                 UPDATE push_jobs j SET next_attempt =
+                   CASE WHEN picked.quiet_until > $1 THEN picked.quiet_until ELSE $3 END
+                 FROM picked WHERE j.id = picked.id
                  RETURNING j.id, j.account_id, j.token, j.created_at, j.first_attempt, picked.next_attempt,
-                           j.attempts, j.messages",
+                           j.attempts, j.messages, picked.quiet_until > $1",
                 &[&now_ms, &(limit as i64), &(now_ms + PUSH_LEASE_MS)],
             )
             .await?;
         tx.commit().await?;
         let mut jobs: Vec<PushJob> = rows
             .iter()
+            .filter(|r| !r.get::<_, bool>(8))
             .map(|r| PushJob {
                 id: r.get(0),
                 account: r.get(1),
@@ -121,6 +132,13 @@ impl Pg {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let seen = i64::from(seen);
+        // PUSH-14: the token's window, for every node's next claim (`rearm_at_ms` is its end).
+        tx.execute(
+            "UPDATE push_tokens t SET quiet_until = greatest(t.quiet_until, $2) FROM push_jobs j
+             WHERE j.id = $1 AND t.account_id = j.account_id AND t.token = j.token",
+            &[&id, &rearm_at_ms],
+        )
+        .await?;
         let n = tx.execute("DELETE FROM push_jobs WHERE id = $1 AND messages <= $2", &[&id, &seen]).await?;
         let out = if n > 0 {
             JobDone::Deleted

@@ -1,8 +1,9 @@
 //! Retention (RET-2, RET-3) under the expiry advisory lock.
 
-use super::accounts::by_id;
+use super::accounts::{by_id, delete_account_in};
 use super::mailbox_ops::remove_messages;
 use super::*;
+use crate::store::retention::ExpiryReport;
 
 impl Pg {
     // ---- retention (RET-2, RET-3) ----
@@ -10,7 +11,7 @@ impl Pg {
     // expires at a time and another node's pass finds the batch taken and skips it (rows are
     // locked by their DELETE anyway, so two passes could never remove a message twice).
 
-    async fn expiry_turn(tx: &Tx<'_>) -> Result<bool> {
+    pub(super) async fn expiry_turn(tx: &Tx<'_>) -> Result<bool> {
         Ok(tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&schema::LOCK_EXPIRY]).await?.get(0))
     }
 
@@ -55,6 +56,21 @@ impl Pg {
         if !Self::expiry_turn(&tx).await? {
             return Ok(Removed::default());
         }
+        let (mut p, mut objects) = (Pending::default(), Vec::new());
+        let r = Self::expire_in(&tx, rule, &pol, now, &mut p, &mut objects).await?;
+        self.commit_publish(tx, p, objects).await?;
+        Ok(r)
+    }
+
+    /// One batch of the age or large rule in `tx`.
+    async fn expire_in(
+        tx: &Tx<'_>,
+        rule: ExpireRule,
+        pol: &RetentionPolicy,
+        now: i64,
+        p: &mut Pending,
+        objects: &mut Vec<String>,
+    ) -> Result<Removed> {
         const COLS: &str =
             "SELECT b.account_id, m.mailbox_id, m.uid, m.size FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id";
         let batch = BATCH as i64;
@@ -77,9 +93,7 @@ impl Pg {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u32, r.get::<_, i64>(3).max(0) as u64))
             .collect();
-        let (mut p, mut objects) = (Pending::default(), Vec::new());
-        let (count, bytes) = Self::remove_victims(&tx, victims, &mut p, &mut objects).await?;
-        self.commit_publish(tx, p, objects).await?;
+        let (count, bytes) = Self::remove_victims(tx, victims, p, objects).await?;
         Ok(Removed { count, bytes, more: full })
     }
 
@@ -89,7 +103,22 @@ impl Pg {
         if !Self::expiry_turn(&tx).await? {
             return Ok(Removed::default());
         }
-        let Some(acc) = by_id(&tx, account).await? else { return Ok(Removed::default()) };
+        let (mut p, mut objects) = (Pending::default(), Vec::new());
+        let r = Self::trim_in(&tx, account, &pol, now, &mut p, &mut objects).await?;
+        self.commit_publish(tx, p, objects).await?;
+        Ok(r)
+    }
+
+    /// One batch of the quota trim of `account` in `tx`.
+    async fn trim_in(
+        tx: &Tx<'_>,
+        account: AccountId,
+        pol: &RetentionPolicy,
+        now: i64,
+        p: &mut Pending,
+        objects: &mut Vec<String>,
+    ) -> Result<Removed> {
+        let Some(acc) = by_id(tx, account).await? else { return Ok(Removed::default()) };
         let target = pol.trim_target();
         let mut usage = acc.usage_bytes;
         if usage <= target {
@@ -113,9 +142,7 @@ impl Pg {
             usage = usage.saturating_sub(size);
             victims.push((r.get(0), r.get(1), r.get::<_, i64>(2) as u32, size));
         }
-        let (mut p, mut objects) = (Pending::default(), Vec::new());
-        let (count, bytes) = Self::remove_victims(&tx, victims, &mut p, &mut objects).await?;
-        self.commit_publish(tx, p, objects).await?;
+        let (count, bytes) = Self::remove_victims(tx, victims, p, objects).await?;
         Ok(Removed { count, bytes, more: full && !stopped && usage > target })
     }
 
@@ -125,6 +152,13 @@ impl Pg {
         if !Self::expiry_turn(&tx).await? {
             return Ok(Cleanup::default());
         }
+        let r = Self::cleanup_in(&tx, now).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// One batch of each kind of RET-3 cleanup in `tx`.
+    async fn cleanup_in(tx: &Tx<'_>, now: i64) -> Result<Cleanup> {
         let lim = BATCH as i64;
         let tokens = tx
             .execute(
@@ -154,7 +188,6 @@ impl Pg {
                 &[&now, &lim],
             )
             .await?;
-        tx.commit().await?;
         let b = BATCH as u64;
         Ok(Cleanup {
             tokens,
@@ -163,5 +196,62 @@ impl Pg {
             mta_sts,
             more: [tokens, push_jobs, expunged, mta_sts].iter().any(|n| *n >= b),
         })
+    }
+
+    /// RET-14 on PostgreSQL: the database part of a whole pass in one transaction, rolled back,
+    /// so the counts are exactly those a pass would produce now and nothing changes (no NOTIFY
+    /// is sent, no object deleted). Without the expiry lock: it changes nothing, so it need not
+    /// wait for another node's pass; the rows it deletes stay locked only until the rollback.
+    pub(crate) async fn expiry_dry_run(&self, pol: RetentionPolicy, now: i64) -> Result<ExpiryReport> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let (mut p, mut objects) = (Pending::default(), Vec::new());
+        let mut rep = ExpiryReport::default();
+        let st = format!("SELECT {ACC_COLS} FROM accounts WHERE last_login_day < $1 ORDER BY id");
+        let inactive: Vec<Account> =
+            tx.query(&st, &[&pol.inactive_before_day(now)]).await?.iter().map(account_of).collect();
+        for acc in inactive {
+            objects.extend(delete_account_in(&tx, acc.id, None).await?);
+            rep.accounts_deleted += 1;
+            rep.bytes_freed += acc.usage_bytes;
+        }
+        for rule in [ExpireRule::Age, ExpireRule::Large] {
+            loop {
+                let r = Self::expire_in(&tx, rule, &pol, now, &mut p, &mut objects).await?;
+                match rule {
+                    ExpireRule::Age => rep.removed_age += r.count,
+                    ExpireRule::Large => rep.removed_large += r.count,
+                }
+                rep.bytes_freed += r.bytes;
+                if !r.more {
+                    break;
+                }
+            }
+        }
+        let over: Vec<AccountId> = tx
+            .query("SELECT id FROM accounts WHERE usage_bytes > $1 ORDER BY id", &[&(pol.trim_threshold() as i64)])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for account in over {
+            loop {
+                let r = Self::trim_in(&tx, account, &pol, now, &mut p, &mut objects).await?;
+                rep.removed_quota += r.count;
+                rep.bytes_freed += r.bytes;
+                if !r.more {
+                    break;
+                }
+            }
+        }
+        loop {
+            let c = Self::cleanup_in(&tx, now).await?;
+            rep.tokens_expired += c.tokens;
+            if !c.more {
+                break;
+            }
+        }
+        tx.rollback().await?;
+        Ok(rep)
     }
 }

@@ -1,5 +1,5 @@
 //! A small S3 client for message bodies over the inline limit (issue 27): PUT, GET and DELETE
-//! of one object by path-style URL, signed with AWS Signature Version 4, on the hyper +
+//! of one object by path-style URL, and a ListObjectsV2 page for the orphan sweep, signed with AWS Signature Version 4, on the hyper +
 //! hyper-rustls (ring) stack the relay already has. `object_store` would bring reqwest and its
 //! own TLS stack; three verbs do not need it (docs/decisions.md).
 //!
@@ -83,11 +83,25 @@ impl S3 {
     }
 
     async fn request(&self, method: Method, key: &str, body: Bytes) -> Result<(StatusCode, Bytes)> {
+        self.request_q(method, key, &[], body).await
+    }
+
+    /// `request` with a query string (`query` sorted by name, as SigV4's canonical form wants).
+    async fn request_q(
+        &self,
+        method: Method,
+        key: &str,
+        query: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
         let path = self.url_path(key);
         let payload_hash = hex(&Sha256::digest(&body));
         let (date, stamp) = amz_dates(super::super::now_secs());
+        let mut q: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", uri_encode(k), uri_encode(v))).collect();
+        q.sort();
+        let q = q.join("&");
         let canonical = format!(
-            "{method}\n{path}\n\nhost:{}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}",
+            "{method}\n{path}\n{q}\nhost:{}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{stamp}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload_hash}",
             self.host
         );
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
@@ -103,7 +117,7 @@ impl S3 {
         );
         let req = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.endpoint))
+            .uri(if q.is_empty() { format!("{}{path}", self.endpoint) } else { format!("{}{path}?{q}", self.endpoint) })
             .header("x-amz-content-sha256", payload_hash)
             .header("x-amz-date", stamp)
             .header("authorization", auth)
@@ -158,11 +172,94 @@ impl S3 {
             Err(StoreError::Busy(format!("object store DELETE: {s}")))
         }
     }
+
+    /// One ListObjectsV2 page of keys after `start_after`, in key order: (key, LastModified as
+    /// `YYYY-MM-DDTHH:MM:SS`) and whether more follow.
+    pub(crate) async fn list(&self, start_after: &str, max: usize) -> Result<(Vec<(String, String)>, bool)> {
+        let max = max.to_string();
+        let mut query = vec![("list-type", "2"), ("max-keys", max.as_str())];
+        if !start_after.is_empty() {
+            query.push(("start-after", start_after));
+        }
+        let (s, body) = self.request_q(Method::GET, "", &query, Bytes::new()).await?;
+        if !s.is_success() {
+            return Err(StoreError::Busy(format!("object store LIST: {s}")));
+        }
+        Ok(parse_list(&String::from_utf8_lossy(&body)))
+    }
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters (SigV4).
+fn uri_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The text of the first `<tag>...</tag>` in `s`, entities decoded.
+fn xml_field<'a>(s: &'a str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = s.find(&open)? + open.len();
+    let end = start + s[start..].find(&format!("</{tag}>"))?;
+    let raw: &'a str = &s[start..end];
+    Some(
+        raw.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// The keys and dates of a ListBucketResult, and `IsTruncated`. Only what the sweep needs; an
+/// entry without a key or a date is skipped.
+fn parse_list(xml: &str) -> (Vec<(String, String)>, bool) {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<Contents>") {
+        let after = &rest[i + "<Contents>".len()..];
+        let Some(j) = after.find("</Contents>") else { break };
+        let entry = &after[..j];
+        if let (Some(k), Some(d)) = (xml_field(entry, "Key"), xml_field(entry, "LastModified")) {
+            out.push((k, d.chars().take(19).collect()));
+        }
+        rest = &after[j..];
+    }
+    let truncated = xml_field(xml, "IsTruncated").is_some_and(|t| t == "true");
+    (out, truncated)
+}
+
+/// `secs` as `YYYY-MM-DDTHH:MM:SS` (UTC), comparable as a string with `list`'s dates.
+pub(crate) fn iso_seconds(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = crate::civil::from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_pages_parse() {
+        let xml = r#"<?xml version="1.0"?><ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>i0a</Key><LastModified>2026-12-07T22:41:24.000Z</LastModified></Contents><Contents><Key>a&amp;b</Key><LastModified>2026-12-07T22:41:25.000Z</LastModified></Contents><Contents><Key>nodate</Key></Contents></ListBucketResult>"#;
+        let (keys, more) = parse_list(xml);
+        assert!(more);
+        assert_eq!(
+            keys,
+            vec![("i0a".to_string(), "2026-12-07T22:41:24".to_string()), ("a&b".into(), "2026-12-07T22:41:25".into())]
+        );
+        assert_eq!(
+            parse_list("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>"),
+            (vec![], false)
+        );
+        assert_eq!(iso_seconds(1_709_164_800 + 3661), "2024-02-29T01:01:01");
+        assert!(iso_seconds(0).as_str() < "2026-12-07T22:41:24");
+        assert_eq!(uri_encode("a b/~"), "a%20b%2F~");
+    }
 
     #[test]
     fn dates() {

@@ -150,6 +150,21 @@ const MIGRATIONS: &[&str] = &[
         created_at      BIGINT NOT NULL
     );
     "#,
+    // 4: registration invites shared by the nodes (SQLite's version 3), and the PUSH-14
+    // coalescing window per token, so one decision holds for every node's notifier.
+    r#"
+    CREATE TABLE invites (
+        id              BIGSERIAL PRIMARY KEY,
+        token_hash      BYTEA NOT NULL UNIQUE,
+        hint            TEXT NOT NULL,
+        max_uses        BIGINT NOT NULL,
+        used            BIGINT NOT NULL DEFAULT 0,
+        created_at      BIGINT NOT NULL,
+        expires_at      BIGINT,
+        revoked         BIGINT NOT NULL DEFAULT 0
+    );
+    ALTER TABLE push_tokens ADD COLUMN quiet_until BIGINT NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
