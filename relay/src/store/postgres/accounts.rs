@@ -15,34 +15,49 @@ pub(super) async fn by_id(c: &impl GenericClient, id: AccountId) -> Result<Optio
 }
 
 pub(super) async fn is_tombstoned(c: &impl GenericClient, hash: &[u8]) -> Result<bool> {
-    Ok(c.query_opt("SELECT 1 FROM tombstones WHERE hash = $1", &[&hash]).await?.is_some())
+    Ok(c.query_opt(&c.prepare_cached("SELECT 1 FROM tombstones WHERE hash = $1").await?, &[&hash]).await?.is_some())
 }
 
 /// The rows of account `id` deleted in `tx` (with a tombstone unless `None`); returns the
 /// objects no row names any more, to delete after the commit.
 pub(super) async fn delete_account_in(tx: &Tx<'_>, id: AccountId, tombstone: Option<&[u8]>) -> Result<Vec<String>> {
     // Its row first, like every other writer (`lock_accounts`).
-    tx.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id]).await?;
+    tx.execute(&tx.prepare_cached("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE").await?, &[&id]).await?;
     let blobs: Vec<String> = tx
         .query(
-            "SELECT DISTINCT m.blob FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1
+            &tx.prepare_cached(
+                "SELECT DISTINCT m.blob FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1
                  UNION SELECT blob FROM queue WHERE sender_account = $1",
+            )
+            .await?,
             &[&id],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    tx.execute("DELETE FROM expunged WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)", &[&id])
-        .await?;
-    tx.execute("DELETE FROM queue WHERE sender_account = $1", &[&id]).await?;
-    tx.execute("DELETE FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)", &[&id])
-        .await?;
-    if tx.execute("DELETE FROM accounts WHERE id = $1", &[&id]).await? == 0 {
+    tx.execute(
+        &tx.prepare_cached("DELETE FROM expunged WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)")
+            .await?,
+        &[&id],
+    )
+    .await?;
+    tx.execute(&tx.prepare_cached("DELETE FROM queue WHERE sender_account = $1").await?, &[&id]).await?;
+    tx.execute(
+        &tx.prepare_cached("DELETE FROM messages WHERE mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = $1)")
+            .await?,
+        &[&id],
+    )
+    .await?;
+    if tx.execute(&tx.prepare_cached("DELETE FROM accounts WHERE id = $1").await?, &[&id]).await? == 0 {
         return Err(StoreError::NotFound);
     }
     if let Some(hash) = tombstone {
-        tx.execute("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING", &[&hash]).await?;
+        tx.execute(
+            &tx.prepare_cached("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING").await?,
+            &[&hash],
+        )
+        .await?;
     }
     drop_unreferenced(tx, &blobs).await
 }
@@ -78,8 +93,11 @@ impl Pg {
         let day = today();
         let row = tx
             .query_opt(
-                "INSERT INTO accounts(address, password_hash, created_day, last_login_day) VALUES($1, $2, $3, $3)
+                &tx.prepare_cached(
+                    "INSERT INTO accounts(address, password_hash, created_day, last_login_day) VALUES($1, $2, $3, $3)
                  ON CONFLICT(address) DO NOTHING RETURNING id",
+                )
+                .await?,
                 &[&address, &password_hash, &day],
             )
             .await?;
@@ -89,7 +107,11 @@ impl Pg {
         };
         let id: i64 = row.get(0);
         let uv = i64::from(next_uidvalidity(&tx).await?);
-        tx.execute("INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, 'INBOX', $2)", &[&id, &uv]).await?;
+        tx.execute(
+            &tx.prepare_cached("INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, 'INBOX', $2)").await?,
+            &[&id, &uv],
+        )
+        .await?;
         let acc = by_id(&tx, id).await?.ok_or(StoreError::NotFound)?;
         tx.commit().await?;
         Ok(CreateOutcome::Created(acc))
@@ -97,21 +119,32 @@ impl Pg {
 
     pub(crate) async fn set_password_hash(&self, id: AccountId, hash: String) -> Result<()> {
         let c = self.client().await?;
-        c.execute("UPDATE accounts SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
+        c.execute(&c.prepare_cached("UPDATE accounts SET password_hash = $2 WHERE id = $1").await?, &[&id, &hash])
+            .await?;
         Ok(())
     }
 
     pub(crate) async fn touch_login(&self, id: AccountId, day: i64) -> Result<()> {
         let c = self.client().await?;
-        c.execute("UPDATE accounts SET last_login_day = $2 WHERE id = $1 AND last_login_day < $2", &[&id, &day])
-            .await?;
+        c.execute(
+            &c.prepare_cached("UPDATE accounts SET last_login_day = $2 WHERE id = $1 AND last_login_day < $2").await?,
+            &[&id, &day],
+        )
+        .await?;
         Ok(())
     }
 
     pub(crate) async fn set_blocked(&self, id: AccountId, blocked: bool) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        if tx.execute("UPDATE accounts SET blocked = $2 WHERE id = $1", &[&id, &(blocked as i64)]).await? == 0 {
+        if tx
+            .execute(
+                &tx.prepare_cached("UPDATE accounts SET blocked = $2 WHERE id = $1").await?,
+                &[&id, &(blocked as i64)],
+            )
+            .await?
+            == 0
+        {
             return Err(StoreError::NotFound);
         }
         let mut p = Pending::default();
@@ -126,7 +159,13 @@ impl Pg {
 
     pub(crate) async fn set_cleartext(&self, id: AccountId, allowed: bool) -> Result<()> {
         let c = self.client().await?;
-        if c.execute("UPDATE accounts SET cleartext = $2 WHERE id = $1", &[&id, &(allowed as i64)]).await? == 0 {
+        if c.execute(
+            &c.prepare_cached("UPDATE accounts SET cleartext = $2 WHERE id = $1").await?,
+            &[&id, &(allowed as i64)],
+        )
+        .await?
+            == 0
+        {
             return Err(StoreError::NotFound);
         }
         Ok(())
@@ -134,7 +173,8 @@ impl Pg {
 
     pub(crate) async fn add_tombstone(&self, hash: Vec<u8>) -> Result<()> {
         let c = self.client().await?;
-        c.execute("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING", &[&hash]).await?;
+        c.execute(&c.prepare_cached("INSERT INTO tombstones(hash) VALUES($1) ON CONFLICT DO NOTHING").await?, &[&hash])
+            .await?;
         Ok(())
     }
 
@@ -160,6 +200,7 @@ impl Pg {
 
     pub(crate) async fn account_count(&self) -> Result<u64> {
         let c = self.client().await?;
-        Ok(c.query_one("SELECT count(*) FROM accounts", &[]).await?.get::<_, i64>(0).max(0) as u64)
+        Ok(c.query_one(&c.prepare_cached("SELECT count(*) FROM accounts").await?, &[]).await?.get::<_, i64>(0).max(0)
+            as u64)
     }
 }

@@ -10,10 +10,13 @@ pub(super) async fn drop_unreferenced(tx: &Tx<'_>, ids: &[String]) -> Result<Vec
     }
     let rows = tx
         .query(
-            "DELETE FROM blob_data d WHERE d.id = ANY($1)
+            &tx.prepare_cached(
+                "DELETE FROM blob_data d WHERE d.id = ANY($1)
              AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob = d.id)
              AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.blob = d.id)
              RETURNING d.id, d.external",
+            )
+            .await?,
             &[&ids],
         )
         .await?;
@@ -22,7 +25,8 @@ pub(super) async fn drop_unreferenced(tx: &Tx<'_>, ids: &[String]) -> Result<Vec
 
 pub(super) async fn insert_body(tx: &Tx<'_>, b: &Body) -> Result<()> {
     tx.execute(
-        "INSERT INTO blob_data(id, data, external) VALUES($1, $2, $3) ON CONFLICT DO NOTHING",
+        &tx.prepare_cached("INSERT INTO blob_data(id, data, external) VALUES($1, $2, $3) ON CONFLICT DO NOTHING")
+            .await?,
         &[&b.id.0, &b.data.as_ref(), &i64::from(b.external)],
     )
     .await?;
@@ -32,7 +36,9 @@ pub(super) async fn insert_body(tx: &Tx<'_>, b: &Body) -> Result<()> {
 impl Pg {
     pub(crate) async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let c = self.client().await?;
-        let row = c.query_opt("SELECT data, external FROM blob_data WHERE id = $1", &[&id.0]).await?;
+        let row = c
+            .query_opt(&c.prepare_cached("SELECT data, external FROM blob_data WHERE id = $1").await?, &[&id.0])
+            .await?;
         let row = row.ok_or(StoreError::NotFound)?;
         drop(c);
         match (row.get::<_, i64>(1), &self.s3) {
@@ -65,7 +71,7 @@ impl Pg {
             return Ok(0);
         }
         let mut cursor: String = tx
-            .query_opt("SELECT value FROM kv WHERE key = 'orphan_sweep_after'", &[])
+            .query_opt(&tx.prepare_cached("SELECT value FROM kv WHERE key = 'orphan_sweep_after'").await?, &[])
             .await?
             .map(|r| r.get(0))
             .unwrap_or_default();
@@ -82,7 +88,7 @@ impl Pg {
             let known: std::collections::HashSet<String> = if old.is_empty() {
                 Default::default()
             } else {
-                tx.query("SELECT id FROM blob_data WHERE id = ANY($1)", &[&old])
+                tx.query(&tx.prepare_cached("SELECT id FROM blob_data WHERE id = ANY($1)").await?, &[&old])
                     .await?
                     .iter()
                     .map(|r| r.get(0))
@@ -112,8 +118,11 @@ impl Pg {
             return Ok(removed);
         }
         tx.execute(
-            "INSERT INTO kv(key, value) VALUES('orphan_sweep_after', $1)
+            &tx.prepare_cached(
+                "INSERT INTO kv(key, value) VALUES('orphan_sweep_after', $1)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .await?,
             &[&cursor],
         )
         .await?;

@@ -60,7 +60,12 @@ impl Pg {
         if let Some(id) = d.sender_account {
             // FOR KEY SHARE: a concurrent deletion waits for this commit, or this sees it; a
             // delivery to this account (which locks its row for the usage) does not wait.
-            let blocked = tx.query_opt("SELECT blocked FROM accounts WHERE id = $1 FOR KEY SHARE", &[&id]).await?;
+            let blocked = tx
+                .query_opt(
+                    &tx.prepare_cached("SELECT blocked FROM accounts WHERE id = $1 FOR KEY SHARE").await?,
+                    &[&id],
+                )
+                .await?;
             if blocked.is_none_or(|r| r.get::<_, i64>(0) != 0) {
                 return Err(StoreError::SenderGone);
             }
@@ -108,14 +113,20 @@ impl Pg {
             for batch in d.remote.iter().filter(|b| !b.rcpts.is_empty()) {
                 let id = BlobId::random().0[..16].to_string();
                 tx.execute(
-                    "INSERT INTO queue(id, blob, sender, sender_account, domain, created_at, next_attempt)
+                    &tx.prepare_cached(
+                        "INSERT INTO queue(id, blob, sender, sender_account, domain, created_at, next_attempt)
                      VALUES($1, $2, $3, $4, $5, $6, $6)",
+                    )
+                    .await?,
                     &[&id, &rblob.0, &d.sender, &d.sender_account, &batch.domain, &now],
                 )
                 .await?;
                 for r in &batch.rcpts {
                     tx.execute(
-                        "INSERT INTO queue_rcpts(queue_id, rcpt) VALUES($1, $2) ON CONFLICT DO NOTHING",
+                        &tx.prepare_cached(
+                            "INSERT INTO queue_rcpts(queue_id, rcpt) VALUES($1, $2) ON CONFLICT DO NOTHING",
+                        )
+                        .await?,
                         &[&id, r],
                     )
                     .await?;

@@ -52,11 +52,19 @@ impl Pending {
                 }
                 StoreEvent::QueueChanged => {
                     // Every node's scheduler may take the new entries.
-                    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &format!("{node:x} 0 Q")]).await?;
+                    tx.execute(
+                        &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+                        &[&CHANNEL, &format!("{node:x} 0 Q")],
+                    )
+                    .await?;
                     continue;
                 }
             };
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload(node, account, &mev)]).await?;
+            tx.execute(
+                &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+                &[&CHANNEL, &payload(node, account, &mev)],
+            )
+            .await?;
         }
         Ok(())
     }

@@ -43,7 +43,9 @@ impl Pg {
 
     pub(crate) async fn revoke_invite(&self, id: i64) -> Result<bool> {
         let c = self.client().await?;
-        Ok(c.execute("UPDATE invites SET revoked = 1 WHERE id = $1 AND revoked = 0", &[&id]).await? == 1)
+        Ok(c.execute(&c.prepare_cached("UPDATE invites SET revoked = 1 WHERE id = $1 AND revoked = 0").await?, &[&id])
+            .await?
+            == 1)
     }
 
     /// One conditional UPDATE: two nodes' concurrent uses of one invite queue on its row lock,
@@ -55,8 +57,11 @@ impl Pg {
         let hash = token_hash.as_slice();
         let counted = c
             .query_opt(
-                "UPDATE invites SET used = used + 1 WHERE token_hash = $1 AND revoked = 0
+                &c.prepare_cached(
+                    "UPDATE invites SET used = used + 1 WHERE token_hash = $1 AND revoked = 0
                    AND used < max_uses AND (expires_at IS NULL OR expires_at > $2) RETURNING id",
+                )
+                .await?,
                 &[&hash, &now],
             )
             .await?;
@@ -74,7 +79,8 @@ impl Pg {
 
     pub(crate) async fn refund_invite(&self, id: i64) -> Result<()> {
         let c = self.client().await?;
-        c.execute("UPDATE invites SET used = used - 1 WHERE id = $1 AND used > 0", &[&id]).await?;
+        c.execute(&c.prepare_cached("UPDATE invites SET used = used - 1 WHERE id = $1 AND used > 0").await?, &[&id])
+            .await?;
         Ok(())
     }
 }

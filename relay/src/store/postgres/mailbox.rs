@@ -9,9 +9,12 @@ pub(super) async fn next_uidvalidity(tx: &Tx<'_>) -> Result<u32> {
     let now = now_secs();
     let row = tx
         .query_one(
-            "INSERT INTO kv(key, value) VALUES('uidvalidity', $1::bigint::text)
+            &tx.prepare_cached(
+                "INSERT INTO kv(key, value) VALUES('uidvalidity', $1::bigint::text)
              ON CONFLICT(key) DO UPDATE SET value = greatest(kv.value::bigint + 1, $1::bigint)::text
              RETURNING value::bigint",
+            )
+            .await?,
             &[&now],
         )
         .await?;
@@ -44,7 +47,10 @@ pub(super) async fn inbox_id(tx: &Tx<'_>, account: AccountId) -> Result<MailboxI
     let uv = i64::from(next_uidvalidity(tx).await?);
     let row = tx
         .query_one(
-            "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, 'INBOX', $2) RETURNING id",
+            &tx.prepare_cached(
+                "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, 'INBOX', $2) RETURNING id",
+            )
+            .await?,
             &[&account, &uv],
         )
         .await?;
@@ -93,14 +99,18 @@ impl Pg {
         let mut c = self.client().await?;
         let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
         let highest: i64 = tx
-            .query_opt("SELECT highestmodseq FROM mailboxes WHERE id = $1", &[&mailbox])
+            .query_opt(&tx.prepare_cached("SELECT highestmodseq FROM mailboxes WHERE id = $1").await?, &[&mailbox])
             .await?
             .ok_or(StoreError::NotFound)?
             .get(0);
         let st = format!("SELECT {MSG_COLS} FROM messages WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid");
         let changed = tx.query(&st, &[&mailbox, &modseq]).await?.iter().map(message_of).collect();
         let gone = tx
-            .query("SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid", &[&mailbox, &modseq])
+            .query(
+                &tx.prepare_cached("SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid")
+                    .await?,
+                &[&mailbox, &modseq],
+            )
             .await?
             .iter()
             .map(|r| r.get::<_, i64>(0) as u32)
@@ -117,7 +127,10 @@ impl Pg {
         if mailbox_by_name(&tx, account, &name).await?.is_some() {
             return Err(StoreError::Exists);
         }
-        let n: i64 = tx.query_one("SELECT count(*) FROM mailboxes WHERE account_id = $1", &[&account]).await?.get(0);
+        let n: i64 = tx
+            .query_one(&tx.prepare_cached("SELECT count(*) FROM mailboxes WHERE account_id = $1").await?, &[&account])
+            .await?
+            .get(0);
         if n >= MAX_MAILBOXES {
             return Err(StoreError::Limit("mailboxes"));
         }
@@ -139,15 +152,15 @@ impl Pg {
         lock_accounts(&tx, &[account]).await?;
         let m = mailbox_by_name(&tx, account, &name).await?.ok_or(StoreError::NotFound)?;
         let uids: Vec<u32> = tx
-            .query("SELECT uid FROM messages WHERE mailbox_id = $1", &[&m.id])
+            .query(&tx.prepare_cached("SELECT uid FROM messages WHERE mailbox_id = $1").await?, &[&m.id])
             .await?
             .iter()
             .map(|r| r.get::<_, i64>(0) as u32)
             .collect();
         let (mut p, mut objects) = (Pending::default(), Vec::new());
         remove_messages(&tx, account, m.id, &uids, &mut p, &mut objects).await?;
-        tx.execute("DELETE FROM expunged WHERE mailbox_id = $1", &[&m.id]).await?;
-        tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&m.id]).await?;
+        tx.execute(&tx.prepare_cached("DELETE FROM expunged WHERE mailbox_id = $1").await?, &[&m.id]).await?;
+        tx.execute(&tx.prepare_cached("DELETE FROM mailboxes WHERE id = $1").await?, &[&m.id]).await?;
         p.push(StoreEvent::Mailbox { account, event: MailboxEvent::MailboxesChanged });
         self.commit_publish(tx, p, objects).await?;
         Ok(())
@@ -167,7 +180,10 @@ impl Pg {
             let uv = i64::from(next_uidvalidity(&tx).await?);
             let dst: i64 = tx
                 .query_one(
-                    "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, $2, $3) RETURNING id",
+                    &tx.prepare_cached(
+                        "INSERT INTO mailboxes(account_id, name, uidvalidity) VALUES($1, $2, $3) RETURNING id",
+                    )
+                    .await?,
                     &[&account, &to, &uv],
                 )
                 .await?
@@ -180,11 +196,17 @@ impl Pg {
             let uids: Vec<u32> = rows.iter().map(|m| m.uid).collect();
             remove_messages(&tx, account, src.id, &uids, &mut p, &mut objects).await?;
         } else {
-            tx.execute("UPDATE mailboxes SET name = $3 WHERE account_id = $1 AND name = $2", &[&account, &from, &to])
-                .await?;
             tx.execute(
-                "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)
+                &tx.prepare_cached("UPDATE mailboxes SET name = $3 WHERE account_id = $1 AND name = $2").await?,
+                &[&account, &from, &to],
+            )
+            .await?;
+            tx.execute(
+                &tx.prepare_cached(
+                    "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)
                  WHERE account_id = $1 AND substr(name, 1, length($2) + 1) = $2 || '/'",
+                )
+                .await?,
                 &[&account, &from, &to],
             )
             .await?;
@@ -198,7 +220,7 @@ impl Pg {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE mailboxes SET subscribed = $3 WHERE account_id = $1 AND name = $2",
+                &c.prepare_cached("UPDATE mailboxes SET subscribed = $3 WHERE account_id = $1 AND name = $2").await?,
                 &[&account, &name, &(on as i64)],
             )
             .await?;
@@ -216,14 +238,21 @@ impl Pg {
 
     pub(crate) async fn usage(&self, account: AccountId) -> Result<u64> {
         let c = self.client().await?;
-        let row = c.query_opt("SELECT usage_bytes FROM accounts WHERE id = $1", &[&account]).await?;
+        let row = c
+            .query_opt(&c.prepare_cached("SELECT usage_bytes FROM accounts WHERE id = $1").await?, &[&account])
+            .await?;
         Ok(row.ok_or(StoreError::NotFound)?.get::<_, i64>(0).max(0) as u64)
     }
 
     /// The mailboxes of `accounts`, for the catch-up after a LISTEN reconnect.
     pub(super) async fn mailboxes_of(&self, accounts: &[AccountId]) -> Result<Vec<(AccountId, MailboxId)>> {
         let c = self.client().await?;
-        let rows = c.query("SELECT account_id, id FROM mailboxes WHERE account_id = ANY($1)", &[&accounts]).await?;
+        let rows = c
+            .query(
+                &c.prepare_cached("SELECT account_id, id FROM mailboxes WHERE account_id = ANY($1)").await?,
+                &[&accounts],
+            )
+            .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

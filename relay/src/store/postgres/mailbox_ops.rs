@@ -17,8 +17,11 @@ pub(super) async fn remove_messages(
 ) -> Result<(Vec<u32>, i64)> {
     let modseq: i64 = tx
         .query_opt(
-            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
+            &tx.prepare_cached(
+                "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
              RETURNING highestmodseq",
+            )
+            .await?,
             &[&mailbox, &account],
         )
         .await?
@@ -27,7 +30,10 @@ pub(super) async fn remove_messages(
     let uids: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
     let rows = tx
         .query(
-            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING uid, blob, size",
+            &tx.prepare_cached(
+                "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING uid, blob, size",
+            )
+            .await?,
             &[&mailbox, &uids],
         )
         .await?;
@@ -37,8 +43,11 @@ pub(super) async fn remove_messages(
     for r in &rows {
         let uid: i64 = r.get(0);
         tx.execute(
-            "INSERT INTO expunged(mailbox_id, uid, modseq) VALUES($1, $2, $3)
+            &tx.prepare_cached(
+                "INSERT INTO expunged(mailbox_id, uid, modseq) VALUES($1, $2, $3)
              ON CONFLICT(mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+            )
+            .await?,
             &[&mailbox, &uid, &modseq],
         )
         .await?;
@@ -46,8 +55,11 @@ pub(super) async fn remove_messages(
         blobs.push(r.get::<_, String>(1));
         freed += r.get::<_, i64>(2);
     }
-    tx.execute("UPDATE accounts SET usage_bytes = greatest(0, usage_bytes - $2) WHERE id = $1", &[&account, &freed])
-        .await?;
+    tx.execute(
+        &tx.prepare_cached("UPDATE accounts SET usage_bytes = greatest(0, usage_bytes - $2) WHERE id = $1").await?,
+        &[&account, &freed],
+    )
+    .await?;
     objects.extend(drop_unreferenced(tx, &blobs).await?);
     if !removed.is_empty() {
         p.push(StoreEvent::Mailbox { account, event: MailboxEvent::Changed { mailbox } });
@@ -61,7 +73,11 @@ pub(super) async fn keyword_limit(tx: &Tx<'_>, mailbox: MailboxId, new: &[String
         return Ok(());
     }
     let rows = tx
-        .query("SELECT DISTINCT keywords FROM messages WHERE mailbox_id = $1 AND keywords != ''", &[&mailbox])
+        .query(
+            &tx.prepare_cached("SELECT DISTINCT keywords FROM messages WHERE mailbox_id = $1 AND keywords != ''")
+                .await?,
+            &[&mailbox],
+        )
         .await?;
     let mut all: Vec<String> = Vec::new();
     let stored = rows.iter().flat_map(|r| r.get::<_, String>(0).split(' ').map(str::to_string).collect::<Vec<_>>());
@@ -92,23 +108,32 @@ pub(super) async fn insert_message(
 ) -> Result<Inserted> {
     let row = tx
         .query_opt(
-            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 WHERE id = $1
+            &tx.prepare_cached(
+                "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1 WHERE id = $1
              RETURNING uidnext - 1, highestmodseq",
+            )
+            .await?,
             &[&mailbox],
         )
         .await?
         .ok_or(StoreError::NotFound)?;
     let (uid, modseq): (i64, i64) = (row.get(0), row.get(1));
     tx.execute(
-        "INSERT INTO messages(mailbox_id, uid, blob, size, internal_date, flags, keywords, modseq)
+        &tx.prepare_cached(
+            "INSERT INTO messages(mailbox_id, uid, blob, size, internal_date, flags, keywords, modseq)
          VALUES($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?,
         &[&mailbox, &uid, &blob.0, &(size as i64), &internal_date, &i64::from(flags.0), &keywords, &modseq],
     )
     .await?;
     let usage: i64 = tx
         .query_opt(
-            "UPDATE accounts SET usage_bytes = usage_bytes + $2
+            &tx.prepare_cached(
+                "UPDATE accounts SET usage_bytes = usage_bytes + $2
              WHERE id = (SELECT account_id FROM mailboxes WHERE id = $1) RETURNING usage_bytes",
+            )
+            .await?,
             &[&mailbox, &(size as i64)],
         )
         .await?
@@ -139,7 +164,12 @@ impl Pg {
     }
 
     async fn usage_in(tx: &Tx<'_>, account: AccountId) -> Result<u64> {
-        let row = tx.query_opt("SELECT usage_bytes FROM accounts WHERE id = $1 FOR NO KEY UPDATE", &[&account]).await?;
+        let row = tx
+            .query_opt(
+                &tx.prepare_cached("SELECT usage_bytes FROM accounts WHERE id = $1 FOR NO KEY UPDATE").await?,
+                &[&account],
+            )
+            .await?;
         Ok(row.ok_or(StoreError::NotFound)?.get::<_, i64>(0).max(0) as u64)
     }
 
@@ -244,8 +274,11 @@ impl Pg {
         lock_accounts(&tx, &[account]).await?;
         let modseq: i64 = tx
             .query_opt(
-                "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
+                &tx.prepare_cached(
+                    "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
                  RETURNING highestmodseq",
+                )
+                .await?,
                 &[&mailbox, &account],
             )
             .await?
@@ -270,7 +303,10 @@ impl Pg {
                 continue;
             }
             tx.execute(
-                "UPDATE messages SET flags = $3, keywords = $4, modseq = $5 WHERE mailbox_id = $1 AND uid = $2",
+                &tx.prepare_cached(
+                    "UPDATE messages SET flags = $3, keywords = $4, modseq = $5 WHERE mailbox_id = $1 AND uid = $2",
+                )
+                .await?,
                 &[&mailbox, &i64::from(m.uid), &i64::from(nf), &nk, &modseq],
             )
             .await?;

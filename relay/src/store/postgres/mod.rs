@@ -75,7 +75,11 @@ type Tx<'a> = deadpool_postgres::Transaction<'a>;
 /// `FOR NO KEY UPDATE` is what the usage `UPDATE` takes anyway; it lets the sender check of a
 /// delivery (`FOR KEY SHARE`) through, so deliveries crossing between two accounts do not wait.
 async fn lock_accounts(tx: &Tx<'_>, accounts: &[AccountId]) -> Result<()> {
-    tx.execute("SELECT 1 FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE", &[&accounts]).await?;
+    tx.execute(
+        &tx.prepare_cached("SELECT 1 FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE").await?,
+        &[&accounts],
+    )
+    .await?;
     Ok(())
 }
 
@@ -258,8 +262,11 @@ impl Pg {
     pub(crate) async fn health_check(&self) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO kv(key, value) VALUES('health', extract(epoch FROM now())::bigint::text)
+            &c.prepare_cached(
+                "INSERT INTO kv(key, value) VALUES('health', extract(epoch FROM now())::bigint::text)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .await?,
             &[],
         )
         .await?;

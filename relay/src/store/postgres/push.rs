@@ -6,11 +6,14 @@ use super::*;
 pub(super) async fn enqueue_push(tx: &Tx<'_>, account: AccountId, now_ms: i64) -> Result<()> {
     let now = now_ms / 1000;
     tx.execute(
-        "INSERT INTO push_jobs(account_id, token, created_at, next_attempt, last_message_at)
+        &tx.prepare_cached(
+            "INSERT INTO push_jobs(account_id, token, created_at, next_attempt, last_message_at)
          SELECT account_id, token, $2, $2, $2 FROM push_tokens
          WHERE account_id = $1 AND set_at > $3 AND set_at <= $4
          ON CONFLICT(account_id, token) DO UPDATE SET
            messages = push_jobs.messages + 1, last_message_at = excluded.last_message_at",
+        )
+        .await?,
         &[&account, &now_ms, &(now - crate::store::push::TOKEN_LIFETIME_SECS), &(now + 60)],
     )
     .await?;
@@ -28,19 +31,24 @@ impl Pg {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         tx.execute(
-            "INSERT INTO push_tokens(account_id, token, set_at) VALUES($1, $2, $3)
+            &tx.prepare_cached(
+                "INSERT INTO push_tokens(account_id, token, set_at) VALUES($1, $2, $3)
              ON CONFLICT(account_id, token) DO UPDATE SET set_at = excluded.set_at",
+            )
+            .await?,
             &[&account, &token, &now_secs()],
         )
         .await?;
         tx.execute(
-            "DELETE FROM push_tokens WHERE account_id = $1 AND token NOT IN
+            &tx.prepare_cached(
+                "DELETE FROM push_tokens WHERE account_id = $1 AND token NOT IN
              (SELECT token FROM push_tokens WHERE account_id = $1 ORDER BY set_at DESC, token LIMIT $2)",
+            )
+            .await?,
             &[&account, &(max as i64)],
         )
         .await?;
-        tx.execute(
-            "DELETE FROM push_jobs WHERE account_id = $1 AND token NOT IN (SELECT token FROM push_tokens WHERE account_id = $1)",
+        tx.execute(&tx.prepare_cached("DELETE FROM push_jobs WHERE account_id = $1 AND token NOT IN (SELECT token FROM push_tokens WHERE account_id = $1)").await?,
             &[&account],
         )
         .await?;
@@ -51,17 +59,15 @@ impl Pg {
     pub(crate) async fn clear_push_tokens(&self, account: AccountId) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute("DELETE FROM push_tokens WHERE account_id = $1", &[&account]).await?;
-        tx.execute("DELETE FROM push_jobs WHERE account_id = $1", &[&account]).await?;
+        tx.execute(&tx.prepare_cached("DELETE FROM push_tokens WHERE account_id = $1").await?, &[&account]).await?;
+        tx.execute(&tx.prepare_cached("DELETE FROM push_jobs WHERE account_id = $1").await?, &[&account]).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub(crate) async fn push_tokens(&self, account: AccountId, valid_after: i64, now: i64) -> Result<Vec<String>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT token FROM push_tokens WHERE account_id = $1 AND set_at > $2 AND set_at <= $3 ORDER BY set_at, token",
+        let rows = c.query(&c.prepare_cached("SELECT token FROM push_tokens WHERE account_id = $1 AND set_at > $2 AND set_at <= $3 ORDER BY set_at, token").await?,
                 &[&account, &valid_after, &(now + 60)],
             )
             .await?;
@@ -84,7 +90,8 @@ impl Pg {
         let tx = c.transaction().await?;
         let rows = tx
             .query(
-                "WITH picked AS (
+                &tx.prepare_cached(
+                    "WITH picked AS (
                     SELECT j.id, j.next_attempt, coalesce(t.quiet_until, 0) AS quiet_until
                     FROM push_jobs j LEFT JOIN push_tokens t ON t.account_id = j.account_id AND t.token = j.token
                     WHERE j.next_attempt <= $1
@@ -95,6 +102,8 @@ impl Pg {
                  FROM picked WHERE j.id = picked.id
                  RETURNING j.id, j.account_id, j.token, j.created_at, j.first_attempt, picked.next_attempt,
                            j.attempts, j.messages, picked.quiet_until > $1",
+                )
+                .await?,
                 &[&now_ms, &(limit as i64), &(now_ms + PUSH_LEASE_MS)],
             )
             .await?;
@@ -119,9 +128,7 @@ impl Pg {
 
     pub(crate) async fn push_schedule(&self, now_ms: i64) -> Result<(Option<i64>, u64)> {
         let c = self.client().await?;
-        let r = c
-            .query_one(
-                "SELECT (SELECT min(next_attempt) FROM push_jobs WHERE next_attempt > $1), (SELECT count(*) FROM push_jobs)",
+        let r = c.query_one(&c.prepare_cached("SELECT (SELECT min(next_attempt) FROM push_jobs WHERE next_attempt > $1), (SELECT count(*) FROM push_jobs)").await?,
                 &[&now_ms],
             )
             .await?;
@@ -134,19 +141,27 @@ impl Pg {
         let seen = i64::from(seen);
         // PUSH-14: the token's window, for every node's next claim (`rearm_at_ms` is its end).
         tx.execute(
-            "UPDATE push_tokens t SET quiet_until = greatest(t.quiet_until, $2) FROM push_jobs j
+            &tx.prepare_cached(
+                "UPDATE push_tokens t SET quiet_until = greatest(t.quiet_until, $2) FROM push_jobs j
              WHERE j.id = $1 AND t.account_id = j.account_id AND t.token = j.token",
+            )
+            .await?,
             &[&id, &rearm_at_ms],
         )
         .await?;
-        let n = tx.execute("DELETE FROM push_jobs WHERE id = $1 AND messages <= $2", &[&id, &seen]).await?;
+        let n = tx
+            .execute(&tx.prepare_cached("DELETE FROM push_jobs WHERE id = $1 AND messages <= $2").await?, &[&id, &seen])
+            .await?;
         let out = if n > 0 {
             JobDone::Deleted
         } else {
             let n = tx
                 .execute(
-                    "UPDATE push_jobs SET messages = greatest(1, messages - $2), created_at = last_message_at,
+                    &tx.prepare_cached(
+                        "UPDATE push_jobs SET messages = greatest(1, messages - $2), created_at = last_message_at,
                        first_attempt = NULL, attempts = 0, next_attempt = $3 WHERE id = $1",
+                    )
+                    .await?,
                     &[&id, &seen, &rearm_at_ms],
                 )
                 .await?;

@@ -33,8 +33,13 @@ pub(super) fn queue_entry_of(r: &Row) -> QueueEntry {
 }
 
 pub(super) async fn queue_rcpts(c: &impl GenericClient, id: &str) -> Result<Vec<QueueRcpt>> {
-    let rows =
-        c.query("SELECT rcpt, state, last_reply FROM queue_rcpts WHERE queue_id = $1 ORDER BY rcpt", &[&id]).await?;
+    let rows = c
+        .query(
+            &c.prepare_cached("SELECT rcpt, state, last_reply FROM queue_rcpts WHERE queue_id = $1 ORDER BY rcpt")
+                .await?,
+            &[&id],
+        )
+        .await?;
     Ok(rows.iter().map(|r| QueueRcpt { rcpt: r.get(0), state: r.get(1), last_reply: r.get(2) }).collect())
 }
 
@@ -90,7 +95,10 @@ impl Pg {
         let c = self.client().await?;
         let row = c
             .query_one(
-                "SELECT min(next_attempt) FROM queue WHERE NOT (id = ANY($1)) AND NOT (domain = ANY($2))",
+                &c.prepare_cached(
+                    "SELECT min(next_attempt) FROM queue WHERE NOT (id = ANY($1)) AND NOT (domain = ANY($2))",
+                )
+                .await?,
                 &[&skip_ids, &skip_domains],
             )
             .await?;
@@ -99,7 +107,7 @@ impl Pg {
 
     pub(crate) async fn queue_stats(&self) -> Result<(u64, Option<i64>)> {
         let c = self.client().await?;
-        let row = c.query_one("SELECT count(*), min(created_at) FROM queue", &[]).await?;
+        let row = c.query_one(&c.prepare_cached("SELECT count(*), min(created_at) FROM queue").await?, &[]).await?;
         Ok((row.get::<_, i64>(0).max(0) as u64, row.get(1)))
     }
 
@@ -129,7 +137,8 @@ impl Pg {
     pub(crate) async fn queue_retry_now(&self, id: &str) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let n = tx.execute("UPDATE queue SET next_attempt = 0 WHERE id = $1", &[&id]).await?;
+        let n =
+            tx.execute(&tx.prepare_cached("UPDATE queue SET next_attempt = 0 WHERE id = $1").await?, &[&id]).await?;
         let mut p = Pending::default();
         if n > 0 {
             p.push(StoreEvent::QueueChanged);
@@ -144,7 +153,8 @@ impl Pg {
     pub(crate) async fn queue_drop(&self, id: &str) -> Result<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let blob = tx.query_opt("DELETE FROM queue WHERE id = $1 RETURNING blob", &[&id]).await?;
+        let blob =
+            tx.query_opt(&tx.prepare_cached("DELETE FROM queue WHERE id = $1 RETURNING blob").await?, &[&id]).await?;
         let objects = match &blob {
             Some(b) => drop_unreferenced(&tx, &[b.get::<_, String>(0)]).await?,
             None => Vec::new(),
@@ -161,25 +171,37 @@ impl Pg {
         let tx = c.transaction().await?;
         for (rcpt, state, reply) in &outcome.rcpts {
             tx.execute(
-                "UPDATE queue_rcpts SET state = $3, last_reply = $4 WHERE queue_id = $1 AND rcpt = $2",
+                &tx.prepare_cached(
+                    "UPDATE queue_rcpts SET state = $3, last_reply = $4 WHERE queue_id = $1 AND rcpt = $2",
+                )
+                .await?,
                 &[&id, rcpt, state, reply],
             )
             .await?;
         }
         let pending: i64 = tx
-            .query_one("SELECT count(*) FROM queue_rcpts WHERE queue_id = $1 AND state = 'pending'", &[&id])
+            .query_one(
+                &tx.prepare_cached("SELECT count(*) FROM queue_rcpts WHERE queue_id = $1 AND state = 'pending'")
+                    .await?,
+                &[&id],
+            )
             .await?
             .get(0);
         let mut objects = Vec::new();
         let gone = if pending == 0 {
-            let blob = tx.query_opt("DELETE FROM queue WHERE id = $1 RETURNING blob", &[&id]).await?;
+            let blob = tx
+                .query_opt(&tx.prepare_cached("DELETE FROM queue WHERE id = $1 RETURNING blob").await?, &[&id])
+                .await?;
             if let Some(b) = &blob {
                 objects = drop_unreferenced(&tx, &[b.get::<_, String>(0)]).await?;
             }
             blob.is_some()
         } else {
             tx.execute(
-                "UPDATE queue SET attempts = attempts + 1, next_attempt = $2, last_error = $3 WHERE id = $1",
+                &tx.prepare_cached(
+                    "UPDATE queue SET attempts = attempts + 1, next_attempt = $2, last_error = $3 WHERE id = $1",
+                )
+                .await?,
                 &[&id, &outcome.next_attempt, &outcome.last_error],
             )
             .await?;

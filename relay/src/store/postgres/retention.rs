@@ -12,7 +12,10 @@ impl Pg {
     // locked by their DELETE anyway, so two passes could never remove a message twice).
 
     pub(super) async fn expiry_turn(tx: &Tx<'_>) -> Result<bool> {
-        Ok(tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&schema::LOCK_EXPIRY]).await?.get(0))
+        Ok(tx
+            .query_one(&tx.prepare_cached("SELECT pg_try_advisory_xact_lock($1)").await?, &[&schema::LOCK_EXPIRY])
+            .await?
+            .get(0))
     }
 
     pub(crate) async fn inactive_accounts(&self, before_day: i64) -> Result<Vec<Account>> {
@@ -23,8 +26,12 @@ impl Pg {
 
     pub(crate) async fn accounts_over(&self, threshold: u64) -> Result<Vec<AccountId>> {
         let c = self.client().await?;
-        let rows =
-            c.query("SELECT id FROM accounts WHERE usage_bytes > $1 ORDER BY id", &[&(threshold as i64)]).await?;
+        let rows = c
+            .query(
+                &c.prepare_cached("SELECT id FROM accounts WHERE usage_bytes > $1 ORDER BY id").await?,
+                &[&(threshold as i64)],
+            )
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -124,10 +131,8 @@ impl Pg {
         if usage <= target {
             return Ok(Removed::default());
         }
-        let rows = tx
-            .query(
-                "SELECT b.account_id, m.mailbox_id, m.uid, m.size, m.internal_date FROM messages m
-                 JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1 ORDER BY m.internal_date, m.uid LIMIT $2",
+        let rows = tx.query(&tx.prepare_cached("SELECT b.account_id, m.mailbox_id, m.uid, m.size, m.internal_date FROM messages m
+                 JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.account_id = $1 ORDER BY m.internal_date, m.uid LIMIT $2").await?,
                 &[&account, &(BATCH as i64)],
             )
             .await?;
@@ -162,29 +167,36 @@ impl Pg {
         let lim = BATCH as i64;
         let tokens = tx
             .execute(
-                "DELETE FROM push_tokens WHERE (account_id, token) IN
+                &tx.prepare_cached(
+                    "DELETE FROM push_tokens WHERE (account_id, token) IN
                    (SELECT account_id, token FROM push_tokens WHERE set_at <= $1 LIMIT $2)",
+                )
+                .await?,
                 &[&(now - crate::store::push::TOKEN_LIFETIME_SECS), &lim],
             )
             .await?;
         let push_jobs = tx
             .execute(
-                "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs j WHERE created_at < $1
+                &tx.prepare_cached(
+                    "DELETE FROM push_jobs WHERE id IN (SELECT id FROM push_jobs j WHERE created_at < $1
                    OR NOT EXISTS (SELECT 1 FROM push_tokens t WHERE t.account_id = j.account_id AND t.token = j.token)
                    LIMIT $2)",
+                )
+                .await?,
                 &[&(now * 1000 - PUSH_JOB_MAX_AGE_MS), &lim],
             )
             .await?;
         let expunged = tx
             .execute(
-                "DELETE FROM expunged WHERE (mailbox_id, uid) IN
+                &tx.prepare_cached(
+                    "DELETE FROM expunged WHERE (mailbox_id, uid) IN
                    (SELECT mailbox_id, uid FROM expunged WHERE expunged_at < $1 LIMIT $2)",
+                )
+                .await?,
                 &[&(now - EXPUNGED_KEEP_SECS), &lim],
             )
             .await?;
-        let mta_sts = tx
-            .execute(
-                "DELETE FROM mta_sts WHERE domain IN (SELECT domain FROM mta_sts WHERE fetched_at + max_age < $1 LIMIT $2)",
+        let mta_sts = tx.execute(&tx.prepare_cached("DELETE FROM mta_sts WHERE domain IN (SELECT domain FROM mta_sts WHERE fetched_at + max_age < $1 LIMIT $2)").await?,
                 &[&now, &lim],
             )
             .await?;
@@ -229,7 +241,10 @@ impl Pg {
             }
         }
         let over: Vec<AccountId> = tx
-            .query("SELECT id FROM accounts WHERE usage_bytes > $1 ORDER BY id", &[&(pol.trim_threshold() as i64)])
+            .query(
+                &tx.prepare_cached("SELECT id FROM accounts WHERE usage_bytes > $1 ORDER BY id").await?,
+                &[&(pol.trim_threshold() as i64)],
+            )
             .await?
             .iter()
             .map(|r| r.get(0))

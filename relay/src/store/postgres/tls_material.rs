@@ -28,22 +28,32 @@ impl Pg {
     /// The ACME account JSON stored for `directory`.
     pub(crate) async fn acme_account(&self, directory: &str) -> Result<Option<String>> {
         let c = self.client().await?;
-        let row = c.query_opt("SELECT account_json FROM acme_accounts WHERE directory = $1", &[&directory]).await?;
+        let row = c
+            .query_opt(
+                &c.prepare_cached("SELECT account_json FROM acme_accounts WHERE directory = $1").await?,
+                &[&directory],
+            )
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
     /// The account's URI (for the CAA record), whichever node created it.
     pub(crate) async fn acme_account_uri(&self, directory: &str) -> Result<Option<String>> {
         let c = self.client().await?;
-        let row = c.query_opt("SELECT uri FROM acme_accounts WHERE directory = $1", &[&directory]).await?;
+        let row = c
+            .query_opt(&c.prepare_cached("SELECT uri FROM acme_accounts WHERE directory = $1").await?, &[&directory])
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
     pub(crate) async fn put_acme_account(&self, directory: &str, json: &str, uri: &str) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "INSERT INTO acme_accounts(directory, account_json, uri) VALUES($1, $2, $3)
+            &c.prepare_cached(
+                "INSERT INTO acme_accounts(directory, account_json, uri) VALUES($1, $2, $3)
              ON CONFLICT(directory) DO UPDATE SET account_json = excluded.account_json, uri = excluded.uri",
+            )
+            .await?,
             &[&directory, &json, &uri],
         )
         .await?;
@@ -56,8 +66,11 @@ impl Pg {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT generation, chain_pem, key_pem FROM tls_certificates
+                &c.prepare_cached(
+                    "SELECT generation, chain_pem, key_pem FROM tls_certificates
                  WHERE names = $1 AND generation IS DISTINCT FROM $2",
+                )
+                .await?,
                 &[&names, &have],
             )
             .await?;
@@ -68,7 +81,10 @@ impl Pg {
     pub(crate) async fn acme_turn(&self) -> Result<Option<AcmeTurn>> {
         // Out of the pool: a session lock must not go back to the pool with the connection.
         let client = deadpool_postgres::Object::take(self.client().await?);
-        let got: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&schema::LOCK_ACME]).await?.get(0);
+        let got: bool = client
+            .query_one(&client.prepare_cached("SELECT pg_try_advisory_lock($1)").await?, &[&schema::LOCK_ACME])
+            .await?
+            .get(0);
         Ok(got.then_some(AcmeTurn { client }))
     }
 
@@ -76,11 +92,18 @@ impl Pg {
     pub(crate) async fn put_challenge(&self, token: &str, key_authorization: &str) -> Result<()> {
         let c = self.client().await?;
         let now = now_secs();
-        c.execute("DELETE FROM acme_challenges WHERE created_at < $1", &[&(now - CHALLENGE_MAX_AGE_SECS)]).await?;
         c.execute(
-            "INSERT INTO acme_challenges(token, key_authorization, created_at) VALUES($1, $2, $3)
+            &c.prepare_cached("DELETE FROM acme_challenges WHERE created_at < $1").await?,
+            &[&(now - CHALLENGE_MAX_AGE_SECS)],
+        )
+        .await?;
+        c.execute(
+            &c.prepare_cached(
+                "INSERT INTO acme_challenges(token, key_authorization, created_at) VALUES($1, $2, $3)
              ON CONFLICT(token) DO UPDATE SET key_authorization = excluded.key_authorization,
              created_at = excluded.created_at",
+            )
+            .await?,
             &[&token, &key_authorization, &now],
         )
         .await?;
@@ -89,13 +112,18 @@ impl Pg {
 
     pub(crate) async fn remove_challenges(&self, tokens: &[String]) -> Result<()> {
         let c = self.client().await?;
-        c.execute("DELETE FROM acme_challenges WHERE token = ANY($1)", &[&tokens]).await?;
+        c.execute(&c.prepare_cached("DELETE FROM acme_challenges WHERE token = ANY($1)").await?, &[&tokens]).await?;
         Ok(())
     }
 
     pub(crate) async fn challenge(&self, token: &str) -> Result<Option<String>> {
         let c = self.client().await?;
-        let row = c.query_opt("SELECT key_authorization FROM acme_challenges WHERE token = $1", &[&token]).await?;
+        let row = c
+            .query_opt(
+                &c.prepare_cached("SELECT key_authorization FROM acme_challenges WHERE token = $1").await?,
+                &[&token],
+            )
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 }
@@ -103,7 +131,13 @@ impl Pg {
 impl AcmeTurn {
     /// The generation stored for `names`, read under the lock.
     pub(crate) async fn generation(&self, names: &str) -> Result<Option<i64>> {
-        let row = self.client.query_opt("SELECT generation FROM tls_certificates WHERE names = $1", &[&names]).await?;
+        let row = self
+            .client
+            .query_opt(
+                &self.client.prepare_cached("SELECT generation FROM tls_certificates WHERE names = $1").await?,
+                &[&names],
+            )
+            .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -123,7 +157,10 @@ impl AcmeTurn {
             .await?;
         // Closing the connection (on drop) releases the lock as well; unlocking first lets a
         // waiting node go on at once.
-        let _ = self.client.execute("SELECT pg_advisory_unlock($1)", &[&schema::LOCK_ACME]).await;
+        let _ = self
+            .client
+            .execute(&self.client.prepare_cached("SELECT pg_advisory_unlock($1)").await?, &[&schema::LOCK_ACME])
+            .await;
         Ok(row.get(0))
     }
 }
