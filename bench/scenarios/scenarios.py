@@ -273,6 +273,7 @@ def main():
     p.add_argument("-k", default=None, help="pytest -k expression for the tests (default: all ten)")
     p.add_argument("--no-tests", action="store_true", help="only the figures")
     p.add_argument("--figures", default="attach5,group3,twodev", help="which figures ('' for none)")
+    p.add_argument("--merge-into", help="also store the results as step 'scenarios' of this compare.py JSON")
     p.add_argument("--keep", action="store_true", help="keep the relay's data dir and log")
     p.add_argument("--pause", action="store_true",
                    help="print the relay pid and wait for Enter before the run (to attach perf)")
@@ -314,6 +315,14 @@ def main():
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=1)
+    if args.merge_into:
+        merged = {"name": "chatrelay", "steps": {}}
+        if os.path.exists(args.merge_into):
+            with open(args.merge_into) as f:
+                merged = json.load(f)
+        merged.setdefault("steps", {})["scenarios"] = {"result": results}
+        with open(args.merge_into, "w") as f:
+            json.dump(merged, f, indent=1)
     return 1 if rc else 0
 
 
