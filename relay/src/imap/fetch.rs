@@ -405,7 +405,7 @@ async fn stream_file(
         }
         s.conn.push(&buf[..n]);
         left -= n as u64;
-        s.conn.flush().await?;
+        s.conn.flush_bulk().await?;
     }
     Ok(())
 }

@@ -145,6 +145,16 @@ impl Conn {
 
     /// Send everything queued (a sync flush when compressed, so the client sees it now).
     pub async fn flush(&mut self) -> io::Result<()> {
+        self.flush_as(false).await
+    }
+
+    /// `flush` for output that is mostly a message's bytes (a streamed FETCH body): under
+    /// COMPRESS it is Huffman-coded without a match search (`huffman`), issue 30.
+    pub async fn flush_bulk(&mut self) -> io::Result<()> {
+        self.flush_as(true).await
+    }
+
+    async fn flush_as(&mut self, bulk: bool) -> io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -152,7 +162,14 @@ impl Conn {
             None => self.stream.write_all(&self.out).await?,
             Some(z) => {
                 z.zout.clear();
-                deflate(&mut z.deflate, &self.out, &mut z.zout)?;
+                if bulk && self.out.len() >= super::huffman::MIN {
+                    super::huffman::sync_block(&self.out, &mut z.zout);
+                    // The block's bytes are not in the compressor's window: start it afresh
+                    // (a raw stream has no header, so this only forgets the history).
+                    z.deflate.reset();
+                } else {
+                    deflate(&mut z.deflate, &self.out, &mut z.zout)?;
+                }
                 self.stream.write_all(&z.zout).await?;
                 if z.zout.capacity() > KEEP {
                     z.zout = Vec::new();

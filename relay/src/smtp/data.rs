@@ -89,9 +89,14 @@ impl Decoder {
     /// Consume from `input`; returns (bytes consumed, end of data seen).
     pub fn feed(&mut self, input: &[u8]) -> (usize, bool) {
         let mut pos = 0;
+        // `input[run..pos]`: common lines (CRLF-ended, no line-start dot) not yet passed on. They
+        // are passed on together, one copy per run rather than per line (issue 30: a 5 MiB
+        // armored message is ≈ 90,000 lines).
+        let mut run = 0;
         while pos < input.len() {
             let rest = &input[pos..];
             let Some(lf) = memchr::memchr(b'\n', rest) else {
+                self.emit(&input[run..pos]);
                 // No full line yet: pass long pieces on, keeping a trailing CR and a possible
                 // line-start dot for the next round.
                 if rest.len() >= PIECE {
@@ -108,23 +113,24 @@ impl Decoder {
                 return (pos, false);
             };
             let line = &rest[..=lf];
-            pos += lf + 1;
             let crlf = lf > 0 && rest[lf - 1] == b'\r';
             if self.at_start && self.after_crlf && line == b".\r\n" {
-                return (pos, true);
+                self.emit(&input[run..pos]);
+                return (pos + lf + 1, true);
             }
             let dot = self.at_start && line.first() == Some(&b'.');
-            if crlf && !dot {
-                // The common line: passed on as it is, CRLF included, in one copy.
-                self.emit(line);
-            } else {
+            if !(crlf && !dot) {
+                self.emit(&input[run..pos]);
                 let content = &line[usize::from(dot)..line.len() - if crlf { 2 } else { 1 }];
                 self.emit(content);
                 self.emit(b"\r\n");
+                run = pos + lf + 1;
             }
+            pos += lf + 1;
             self.at_start = true;
             self.after_crlf = crlf;
         }
+        self.emit(&input[run..pos]);
         (pos, false)
     }
 
