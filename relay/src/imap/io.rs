@@ -149,7 +149,8 @@ impl Conn {
     }
 
     /// `flush` for output that is mostly a message's bytes (a streamed FETCH body): under
-    /// COMPRESS it is Huffman-coded without a match search (`huffman`), issue 30.
+    /// COMPRESS it is Huffman-coded without a match search (`huffman`), and the buffers are
+    /// kept for the next piece (issue 30).
     pub async fn flush_bulk(&mut self) -> io::Result<()> {
         self.flush_as(true).await
     }
@@ -171,14 +172,17 @@ impl Conn {
                     deflate(&mut z.deflate, &self.out, &mut z.zout)?;
                 }
                 self.stream.write_all(&z.zout).await?;
-                if z.zout.capacity() > KEEP {
+                if !bulk && z.zout.capacity() > KEEP {
                     z.zout = Vec::new();
                 }
             }
         }
         self.stream.flush().await?;
         self.out.clear();
-        if self.out.capacity() > KEEP {
+        // A body is streamed in SOFT_FLUSH pieces: its buffers are kept from one to the next
+        // (each freshly allocated 64 KiB buffer was new zeroed pages from the kernel, a page
+        // fault per 4 KiB) and released by the next ordinary flush or `shrink`.
+        if !bulk && self.out.capacity() > KEEP {
             self.out = Vec::new();
         }
         Ok(())
