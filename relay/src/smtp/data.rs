@@ -209,6 +209,54 @@ mod tests {
         }
     }
 
+    /// The decoder passes runs of lines on together (issue 30): on messages mixing common lines,
+    /// dot-stuffed lines, bare LFs, lone dots and long lines, fed in every chunking, it gives
+    /// what a line-at-a-time reading of the rules gives.
+    #[test]
+    fn runs_match_a_line_by_line_reading() {
+        // The rules line by line, for inputs with no line longer than PIECE.
+        fn reference(input: &[u8]) -> Option<Vec<u8>> {
+            let (mut out, mut after_crlf, mut pos) = (Vec::new(), true, 0);
+            while let Some(lf) = memchr::memchr(b'\n', &input[pos..]) {
+                let line = &input[pos..=pos + lf];
+                pos += lf + 1;
+                let crlf = line.len() >= 2 && line[line.len() - 2] == b'\r';
+                if after_crlf && line == b".\r\n" {
+                    return Some(out);
+                }
+                let body = &line[..line.len() - if crlf { 2 } else { 1 }];
+                out.extend_from_slice(body.strip_prefix(b".").unwrap_or(body));
+                out.extend_from_slice(b"\r\n");
+                after_crlf = crlf;
+            }
+            None
+        }
+        let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let shapes: [&[u8]; 8] =
+            [b"wV4DAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n", b"..dot\r\n", b"bare\n", b".\n", b"x\r\n", b"\r\n", b".x\n", b"tail\r\r\n"];
+        for round in 0..300 {
+            let mut msg = Vec::new();
+            for _ in 0..(next() % 60) {
+                msg.extend_from_slice(shapes[(next() % shapes.len() as u64) as usize]);
+            }
+            msg.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+            let want = reference(&msg);
+            let cut = (next() as usize) % msg.len();
+            let step = 1 + (next() as usize) % 97;
+            let mut chunks: Vec<&[u8]> = vec![&msg[..cut]];
+            chunks.extend(msg[cut..].chunks(step));
+            let (got, done, _) = run(&chunks, 1 << 20);
+            assert!(done, "round {round}");
+            assert_eq!(got, want, "round {round}: {:?}", String::from_utf8_lossy(&msg));
+        }
+    }
+
     #[test]
     fn over_limit_is_discarded_but_read_to_end() {
         let big = vec![b'x'; 300_000];
