@@ -180,8 +180,7 @@ pub fn sync_block(data: &[u8], out: &mut Vec<u8>) {
         w.put(u32::from(cl_codes[s]), u32::from(cl_lens[s]));
     }
     // Code and length of each byte in one table entry: one lookup per byte.
-    let table: Vec<(u32, u32)> =
-        (0..256).map(|i| (u32::from(lit_codes[i]), u32::from(lit_lens[i]))).collect();
+    let table: Vec<(u32, u32)> = (0..256).map(|i| (u32::from(lit_codes[i]), u32::from(lit_lens[i]))).collect();
     for &b in data {
         let (c, l) = table[usize::from(b)];
         w.put(c, l);

@@ -119,7 +119,7 @@ impl Decoder {
                 return (pos + lf + 1, true);
             }
             let dot = self.at_start && line.first() == Some(&b'.');
-            if !(crlf && !dot) {
+            if !crlf || dot {
                 self.emit(&input[run..pos]);
                 let content = &line[usize::from(dot)..line.len() - if crlf { 2 } else { 1 }];
                 self.emit(content);
@@ -238,8 +238,16 @@ mod tests {
             s ^= s << 17;
             s
         };
-        let shapes: [&[u8]; 8] =
-            [b"wV4DAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n", b"..dot\r\n", b"bare\n", b".\n", b"x\r\n", b"\r\n", b".x\n", b"tail\r\r\n"];
+        let shapes: [&[u8]; 8] = [
+            b"wV4DAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n",
+            b"..dot\r\n",
+            b"bare\n",
+            b".\n",
+            b"x\r\n",
+            b"\r\n",
+            b".x\n",
+            b"tail\r\r\n",
+        ];
         for round in 0..300 {
             let mut msg = Vec::new();
             for _ in 0..(next() % 60) {
