@@ -284,6 +284,7 @@ def rows():
     lat = lambda step, q: (lambda r: get(r, step, "result", "fetched_ms", q))
     lgn = f"{LG_IDLE_CONNS:,}"
     fan = lambda step, *k: (lambda r: get(r, step, "result", *k))
+    sc = lambda fig, k: (lambda r: get(r, "scenarios", "result", "figures", fig, k))
     return [
         ("P1 real Delta Chat client A→B median", lambda r: get(r, "p1", "result", "latency_ms", "median"), "ms",
          False, "≤ 40 ms", lambda v: v <= 40),
@@ -293,6 +294,15 @@ def rows():
         ("group of three, real Delta Chat A→B and C, median", lambda r: get(r, "p1_group", "result", "latency_ms", "median"),
          "ms", False, "", None),
         ("server CPU of the group step", lambda r: get(r, "p1_group", "server_cpu_s"), "s", False, "", None),
+        # Issue 30: bench/scenarios (chatrelay only: the tests make accounts through /new).
+        ("server CPU, the 10 real-client scenarios (tests/interop)",
+         lambda r: get(r, "scenarios", "result", "tests_server_cpu_s"), "s", False, "≤ 0.35 s", lambda v: v <= 0.35),
+        ("5 MiB attachment sent → fully on the receiver", sc("attach5", "wall_median_s"), "s", False, "≤ 0.9 s",
+         lambda v: v <= 0.9),
+        ("group of three, 3 messages everywhere", sc("group3", "wall_median_s"), "s", False, "≤ 0.45 s",
+         lambda v: v <= 0.45),
+        ("two devices (backup import, B→A1+A2, A1→B on A2)", sc("twodev", "wall_median_s"), "s", False, "≤ 0.2 s",
+         lambda v: v <= 0.2),
         ("P2 4 KB submit→EXISTS→FETCH p50", lat("p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 4 KB submit→EXISTS→FETCH p50" + LG, lat("lg_p2", "median"), "ms", False, "≤ 1 ms", lambda v: v <= 1),
         ("P2 p99", lat("p2", "p99"), "ms", False, "≤ 5 ms", lambda v: v <= 5),

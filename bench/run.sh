@@ -9,7 +9,9 @@
 # SKIP_BUILD=1 (use the existing release binary), RELAY_BIN (use this chatrelay binary, no build),
 # RELAY_PORT_BASE (chatrelay listens on BASE+25, +587, +465, +143, +993, +80, +443; default 20000),
 # SKIP_P1=1 (no Delta Chat clients), P1_N, P1_ATTACH_N (5 MiB attachments, default 4; 0: none), P1_GROUP_N (group of three, default 10), SKIP_LOGINS=1 (no first-login/restart-storm rows, issue 30),
-# LOGINS_N (accounts in those rows, default 1,000),
+# LOGINS_N (accounts in those rows, default 1,000), SKIP_SCENARIOS=1 (no real-client scenarios:
+# bench/scenarios, the ten tests of tests/interop/test_chat.py and three timed figures with their
+# server CPU, issue 30; SCENARIO_ROUNDS rounds of each figure, default 3),
 # N_LAT, N_RECONNECT, PREFILL, IDLE_CONNS, HIBERNATE_WAIT, STEP_TIMEOUT (see compare.py).
 # The Rust load generator (bench/loadgen) runs P2, P2', P3, P3' and LG_IDLE_CONNS (default 10,000)
 # idle connections after mailbench against each server: LOADGEN=path uses that binary, NO_LOADGEN=1
@@ -148,6 +150,11 @@ EOF
   for _ in $(seq 1 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$RELAY_PID" 2>/dev/null; then echo "chatrelay did not stop on SIGTERM" >&2; fi
   RELAY_PID=""
+  # Issue 30: the real-client scenarios on a relay of their own (same binary, fresh data dir).
+  if [ -z "${SKIP_SCENARIOS:-}" ]; then
+    RELAY_BIN=$BIN "$REPO/bench/scenarios/run.sh" --rounds "${SCENARIO_ROUNDS:-3}" \
+      --json-out "$OUT/scenarios.json" --merge-into "$OUT/chatrelay.json" || echo "## scenarios: rc $?"
+  fi
   # Issue 30: first logins with relay-issued (/new) and user-chosen passwords, and restart
   # storms; logins.py starts and restarts the relay itself on the same config and data dir.
   if [ -z "${SKIP_LOGINS:-}" ] && [ -n "${LOADGEN:-}" ]; then

@@ -356,7 +356,13 @@ async fn write_one(
     }
     s.conn.push(b")\r\n");
     if s.conn.pending() > SOFT_FLUSH {
-        s.conn.flush().await?;
+        // Mostly message bytes when content was sent (chatmail bodies are armored ciphertext):
+        // Huffman-coded under COMPRESS, like a streamed body.
+        if content && !header_only {
+            s.conn.flush_bulk().await?;
+        } else {
+            s.conn.flush().await?;
+        }
     }
     Ok(Sent::Yes)
 }
@@ -405,7 +411,7 @@ async fn stream_file(
         }
         s.conn.push(&buf[..n]);
         left -= n as u64;
-        s.conn.flush().await?;
+        s.conn.flush_bulk().await?;
     }
     Ok(())
 }

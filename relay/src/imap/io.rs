@@ -145,6 +145,17 @@ impl Conn {
 
     /// Send everything queued (a sync flush when compressed, so the client sees it now).
     pub async fn flush(&mut self) -> io::Result<()> {
+        self.flush_as(false).await
+    }
+
+    /// `flush` for output that is mostly a message's bytes (a streamed FETCH body): under
+    /// COMPRESS it is Huffman-coded without a match search (`huffman`), and the buffers are
+    /// kept for the next piece (issue 30).
+    pub async fn flush_bulk(&mut self) -> io::Result<()> {
+        self.flush_as(true).await
+    }
+
+    async fn flush_as(&mut self, bulk: bool) -> io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -152,16 +163,26 @@ impl Conn {
             None => self.stream.write_all(&self.out).await?,
             Some(z) => {
                 z.zout.clear();
-                deflate(&mut z.deflate, &self.out, &mut z.zout)?;
+                if bulk && self.out.len() >= super::huffman::MIN {
+                    super::huffman::sync_block(&self.out, &mut z.zout);
+                    // The block's bytes are not in the compressor's window: start it afresh
+                    // (a raw stream has no header, so this only forgets the history).
+                    z.deflate.reset();
+                } else {
+                    deflate(&mut z.deflate, &self.out, &mut z.zout)?;
+                }
                 self.stream.write_all(&z.zout).await?;
-                if z.zout.capacity() > KEEP {
+                if !bulk && z.zout.capacity() > KEEP {
                     z.zout = Vec::new();
                 }
             }
         }
         self.stream.flush().await?;
         self.out.clear();
-        if self.out.capacity() > KEEP {
+        // A body is streamed in SOFT_FLUSH pieces: its buffers are kept from one to the next
+        // (each freshly allocated 64 KiB buffer was new zeroed pages from the kernel, a page
+        // fault per 4 KiB) and released by the next ordinary flush or `shrink`.
+        if !bulk && self.out.capacity() > KEEP {
             self.out = Vec::new();
         }
         Ok(())

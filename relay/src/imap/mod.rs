@@ -14,6 +14,7 @@ mod auth;
 mod compress;
 mod copy_move;
 mod fetch;
+mod huffman;
 mod idle;
 mod io;
 mod mailboxes;

@@ -133,6 +133,66 @@ async fn imap_compress_deflate_end_to_end() {
     assert_eq!(last(&r), "l OK Logout completed.");
 }
 
+/// Issue 30: large bodies under COMPRESS go out as Huffman-only blocks between the general
+/// compressor's output, from memory (≤ 1 MiB) and streamed from the file. Each is fetched twice
+/// with short commands around; an independent inflater must read exactly the stored message,
+/// packed as ciphertext packs (< 0.8 of its size, which the fast general level does not reach).
+#[tokio::test]
+async fn imap_compress_large_body_round_trips() {
+    use base64::prelude::{BASE64_STANDARD, Engine as _};
+    let relay = Relay::start("");
+    let addr = relay.new_address();
+    let mut c = login(&relay, &addr).await;
+    let mut s = crate::harness::rand_u64() | 1;
+    let mut msgs = Vec::new();
+    for size in [450_000, 1_000_000] {
+        let random: Vec<u8> = (0..size)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect();
+        let b64 = BASE64_STANDARD.encode(&random);
+        let lines: Vec<&str> = b64.as_bytes().chunks(900).map(|l| std::str::from_utf8(l).unwrap_or("")).collect();
+        let msg = sample_message(&addr, &addr, &lines.join("\r\n"));
+        assert_ok(&append(&mut c, "p", "INBOX", "()", &msg).await);
+        msgs.push(msg);
+    }
+    assert_eq!(last(&c.imap("z", "COMPRESS DEFLATE").await), "z OK DEFLATE active");
+    let io = c.io.into_inner();
+    let mut z =
+        Zc { io, comp: Compress::new(Compression::default(), false), dec: Decompress::new(false), buf: Vec::new() };
+    assert_ok(&z.imap("b", "SELECT INBOX").await);
+    for round in 0..4 {
+        let (uid, msg) = (round % 2 + 1, &msgs[round % 2]);
+        let before = z.dec.total_in();
+        z.send(&format!("c UID FETCH {uid} (BODY.PEEK[])")).await;
+        let mut r = Vec::new();
+        for _ in 0..5000 {
+            let l = z.line().await;
+            let done = l.starts_with("c ");
+            r.push(l);
+            if done {
+                break;
+            }
+        }
+        let wire = z.dec.total_in() - before;
+        assert!(r[0].ends_with(&format!("BODY[] {{{}}}", msg.len())), "{:?}", &r[0]);
+        assert_eq!(last(&r), "c OK Fetch completed.");
+        assert_eq!(r[r.len() - 2], ")");
+        let (got, want) = (r[1..r.len() - 2].join("\r\n"), String::from_utf8_lossy(msg).trim_end().to_string());
+        // (Not assert_eq: a body is up to 1.3 MB.)
+        let at = got.bytes().zip(want.bytes()).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        assert!(got == want, "round {round}: the body differs at {at} (lengths {} and {})", got.len(), want.len());
+        assert!((wire as f64) < 0.8 * msg.len() as f64, "round {round}: compressed to {wire} of {}", msg.len());
+        assert_ok(&z.imap("n", "NOOP").await);
+    }
+    let r = z.imap("l", "LOGOUT").await;
+    assert_eq!(last(&r), "l OK Logout completed.");
+}
+
 #[tokio::test]
 async fn imap_concurrent_first_logins() {
     let relay = Relay::start("");
