@@ -50,7 +50,7 @@ pub const A_FINGERPRINT: u16 = 0x8028;
 
 /// Comprehension-required attributes (< 0x8000) this server understands; any other one in a
 /// request is answered with 420 (RFC 8489 §14).
-const KNOWN_REQUIRED: &[u16] = &[
+pub const KNOWN_REQUIRED: &[u16] = &[
     A_MAPPED_ADDRESS,
     A_USERNAME,
     A_MESSAGE_INTEGRITY,

@@ -15,18 +15,7 @@ pub(super) async fn remove_messages(
     p: &mut Pending,
     objects: &mut Vec<String>,
 ) -> Result<(Vec<u32>, i64)> {
-    let modseq: i64 = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
-             RETURNING highestmodseq",
-            )
-            .await?,
-            &[&mailbox, &account],
-        )
-        .await?
-        .ok_or(StoreError::NotFound)?
-        .get(0);
+    let modseq = next_modseq(tx, account, mailbox).await?;
     let uids: Vec<i64> = uids.iter().map(|u| i64::from(*u)).collect();
     let rows = tx
         .query(
@@ -272,18 +261,7 @@ impl Pg {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         lock_accounts(&tx, &[account]).await?;
-        let modseq: i64 = tx
-            .query_opt(
-                &tx.prepare_cached(
-                    "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
-                 RETURNING highestmodseq",
-                )
-                .await?,
-                &[&mailbox, &account],
-            )
-            .await?
-            .ok_or(StoreError::NotFound)?
-            .get(0);
+        let modseq = next_modseq(&tx, account, mailbox).await?;
         if op != FlagOp::Remove {
             keyword_limit(&tx, mailbox, &keywords).await?;
         }
@@ -324,4 +302,13 @@ impl Pg {
         self.publish(p);
         Ok(changed)
     }
+}
+
+/// The mailbox's next modseq (its row locked until commit, so modseqs follow commit order); the
+/// mailbox must belong to `account`.
+async fn next_modseq(tx: &Tx<'_>, account: AccountId, mailbox: MailboxId) -> Result<i64> {
+    let sql = "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND account_id = $2
+               RETURNING highestmodseq";
+    let row = tx.query_opt(&tx.prepare_cached(sql).await?, &[&mailbox, &account]).await?;
+    Ok(row.ok_or(StoreError::NotFound)?.get(0))
 }
