@@ -81,14 +81,17 @@ impl Sink {
                 tokio::spawn(async move {
                     let now = act.fetch_add(1, Ordering::SeqCst) + 1;
                     max.fetch_max(now, Ordering::SeqCst);
-                    let _guard = Leave(act);
+                    // Counted until QUIT arrives (dropped there, before the 221): the relay frees
+                    // its per-domain slot on the 221, so a count held past it would overlap the
+                    // next connection.
+                    let mut guard = Some(Leave(act));
                     let mut io = BufReader::new(tcp);
                     let _ = io.get_mut().write_all(b"220 sink.test ESMTP\r\n").await;
                     let mut ehlo = String::new();
-                    if session(&mut io, starttls, false, &rec, &mut ehlo, delay).await == Some(true) {
+                    if session(&mut io, starttls, false, &rec, &mut ehlo, delay, &mut guard).await == Some(true) {
                         let Ok(tls) = acceptor.accept(io.into_inner()).await else { return };
                         let mut io = BufReader::new(tls);
-                        let _ = session(&mut io, starttls, true, &rec, &mut ehlo, delay).await;
+                        let _ = session(&mut io, starttls, true, &rec, &mut ehlo, delay, &mut guard).await;
                     }
                 });
             }
@@ -117,6 +120,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     rec: &Arc<Mutex<Vec<Received>>>,
     ehlo: &mut String,
     delay: Option<Duration>,
+    guard: &mut Option<Leave>,
 ) -> Option<bool> {
     let mut mail_from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
@@ -176,6 +180,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             });
             "250 2.0.0 Ok: queued".into()
         } else if upper == "QUIT" {
+            guard.take();
             let _ = io.get_mut().write_all(b"221 2.0.0 Bye\r\n").await;
             return None;
         } else if upper == "RSET" || upper == "NOOP" {
